@@ -1,0 +1,752 @@
+/*
+ * conn.c - connections: receive, send API, pipes, backpressure, close.
+ *
+ * Owns: the socket, the state of its receive (armed / cancelling / starved /
+ * paused), its send queue (sendq.c does the queue itself), its pipe links and
+ * its life cycle.
+ *
+ * All state changes that need the kernel (arming, cancelling, shutdown,
+ * closing) happen in ub__conn_update(), which runs for "dirty" connections
+ * after each batch of completions and before each wait: API calls only
+ * record what they want and mark the connection dirty.  That gives one place
+ * that decides, and makes every API call cheap and side-effect free on
+ * failure.
+ *
+ * Life: connecting -> connected -> (closing: drain, shutdown, read to EOF)
+ * -> closed.  Any error or ub_conn_abort() goes to aborting: cancel every
+ * operation, and once the last CQE is in, return queued buffers, close the
+ * socket and emit CLOSED.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define UB_DEF_HIGH (1u << 20)
+#define UB_DEF_ENTRIES 256u
+#define UB_MAX_ENTRIES 32768u
+
+void ub_conn_opts_init(ub_conn_opts *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof(*o));
+	o->mode = UB_MODE_AUTO;
+	o->ring_entries = UB_DEF_ENTRIES;
+	o->high_water = UB_DEF_HIGH;
+	o->low_water = UB_DEF_HIGH / 4;
+}
+
+void ub__conn_dirty(ub_conn *c)
+{
+	if (c->dirty || c->closed)
+		return;
+	c->dirty = true;
+	ub__list_add_tail(&c->loop->dirty, &c->dirty_link);
+}
+
+int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *o)
+{
+	unsigned e = o->ring_entries;
+
+	if (o->mode < UB_MODE_AUTO || o->mode > UB_MODE_SERIAL)
+		return -EINVAL;
+	if (ub_loop_mode_check(loop, o->mode, NULL) < 0)
+		return -EOPNOTSUPP;
+	if (e && (e > UB_MAX_ENTRIES || (e & (e - 1))))
+		return -EINVAL;
+	if (o->high_water && o->low_water > o->high_water)
+		return -EINVAL;
+	if (o->flags & ~(unsigned)(UB_CONN_NO_RECV | UB_CONN_SINGLESHOT |
+				   UB_CONN_NO_RECV_BUNDLE |
+				   UB_CONN_SENT_EVENTS))
+		return -EINVAL;
+	if (o->recv_pool && (o->recv_pool->loop != loop ||
+			     !(o->recv_pool->flags & UB_POOL_RECV)))
+		return -EINVAL;
+	if (o->send_pool && (o->send_pool->loop != loop ||
+			     (o->send_pool->flags & UB_POOL_RECV)))
+		return -EINVAL;
+	return 0;
+}
+
+ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
+		      bool connected, int *err)
+{
+	ub_conn_opts o;
+	ub_conn *c;
+	int ret;
+
+	if (opts)
+		o = *opts;
+	else
+		ub_conn_opts_init(&o);
+	ret = ub__conn_check_opts(loop, &o);
+	if (ret < 0)
+		goto fail;
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	c->loop = loop;
+	c->fd = fd;
+	c->mode = o.mode == UB_MODE_AUTO ? loop->best_mode : o.mode;
+	c->flags = o.flags;
+	c->udata = o.udata;
+	c->rpool = o.recv_pool;
+	if (c->rpool)
+		c->rpool->users++;
+	c->spool = o.send_pool;
+	if (c->spool)
+		c->spool->users++;
+	c->high = o.high_water ? o.high_water : UB_DEF_HIGH;
+	c->low = o.high_water ? o.low_water : c->high / 4;
+	c->sq.entries = o.ring_entries ? o.ring_entries : UB_DEF_ENTRIES;
+	c->sq.bgid = -1;
+	c->use_recv_bundle = (loop->features & UB_FEAT_RECV_BUNDLE) &&
+			     (loop->features & UB_FEAT_RECV_MULTISHOT) &&
+			     !(o.flags & (UB_CONN_NO_RECV_BUNDLE |
+					  UB_CONN_SINGLESHOT));
+	c->recv_started = !(o.flags & UB_CONN_NO_RECV);
+	c->connected = connected;
+	ub__list_init(&c->dirty_link);
+	ub__list_init(&c->wait_link);
+	ub__list_init(&c->swait_link);
+	ub__list_add_tail(&loop->conns, &c->link);
+	{
+		/* Latency matters more than segment count for a message
+		 * server; SERIAL coalesces with MSG_MORE where it helps. */
+		int one = 1;
+
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	if (connected)
+		ub__conn_dirty(c);
+	if (err)
+		*err = 0;
+	return c;
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+static int check_stream_socket(int fd)
+{
+	int type = 0;
+	socklen_t len = sizeof(type);
+	int fl;
+
+	if (fd < 0)
+		return -EBADF;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return errno == ENOTSOCK ? -ENOTSOCK : -errno;
+	if (type != SOCK_STREAM)
+		return -EINVAL;
+	/* io_uring waits for readiness itself; a non-blocking file would
+	 * make some kernels fail operations with -EAGAIN instead. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return 0;
+}
+
+ub_conn *ub_conn_adopt(ub_loop *loop, int fd, const ub_conn_opts *opts,
+		       int *err)
+{
+	int ret;
+
+	if (!loop || loop->freeing) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	ret = check_stream_socket(fd);
+	if (ret < 0)
+		goto fail;
+	return ub__conn_new(loop, fd, opts, true, err);
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
+			 socklen_t addrlen, const ub_conn_opts *opts, int *err)
+{
+	struct io_uring_sqe *sqe;
+	ub_conn *c;
+	int fd, ret;
+
+	if (!loop || loop->freeing || !addr || addrlen < sizeof(sa_family_t) ||
+	    addrlen > sizeof(struct sockaddr_storage) ||
+	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 &&
+	     addr->sa_family != AF_UNIX)) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	if (opts && (ret = ub__conn_check_opts(loop, opts)) < 0)
+		goto fail;
+	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	c = ub__conn_new(loop, fd, opts, false, &ret);
+	if (!c) {
+		close(fd);
+		goto fail;
+	}
+	memcpy(&c->addr, addr, addrlen);
+	c->addrlen = addrlen;
+	sqe = ub__sqe(loop);
+	if (!sqe) {
+		ub__list_del(&c->link);
+		close(fd);
+		free(c);
+		ret = -EBUSY;
+		goto fail;
+	}
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->addr, addrlen);
+	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_CONNECT));
+	c->connecting = true;
+	c->inflight++;
+	if (err)
+		*err = 0;
+	return c;
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+/* ---- receive ---- */
+
+static ub_pool *recv_pool(ub_conn *c)
+{
+	if (!c->rpool) {
+		c->rpool = ub_loop_recv_pool(c->loop, NULL);
+		if (c->rpool)
+			c->rpool->users++;
+	}
+	return c->rpool;
+}
+
+static void starve(ub_conn *c, ub_pool *p)
+{
+	c->starved = true;
+	if (ub__list_empty(&c->wait_link))
+		ub__list_add_tail(&p->recv_waiters, &c->wait_link);
+}
+
+static int arm_recv(ub_conn *c)
+{
+	ub_pool *p = recv_pool(c);
+	struct io_uring_sqe *sqe;
+
+	if (!p)
+		return -ENOMEM;
+	/* No buffer to receive into: wait for one instead of letting the
+	 * kernel fail the receive at once (proxy.c's busy loop). */
+	if (p->nstate[UB_BUF_KERNEL] == 0) {
+		starve(c, p);
+		return 0;
+	}
+	sqe = ub__sqe(c->loop);
+	if (!sqe)
+		return -EBUSY;
+	if ((c->loop->features & UB_FEAT_RECV_MULTISHOT) &&
+	    !(c->flags & UB_CONN_SINGLESHOT))
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	else
+		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = (uint16_t)p->bgid;
+	if (c->use_recv_bundle)
+		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_RECV));
+	c->recv_armed = true;
+	c->inflight++;
+	return 0;
+}
+
+static int cancel_op(ub_conn *c, enum ub_op op)
+{
+	struct io_uring_sqe *sqe = ub__sqe(c->loop);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_cancel64(sqe, ub__tag(c, op), 0);
+	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_CANCEL));
+	c->inflight++;
+	return 0;
+}
+
+static int cancel_all(ub_conn *c)
+{
+	struct io_uring_sqe *sqe = ub__sqe(c->loop);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_CANCEL));
+	c->inflight++;
+	return 0;
+}
+
+/* Queue a buffer on c without the high water check (pipes, internal). */
+static int queue_buf(ub_conn *c, ub_buf *buf)
+{
+	int ret;
+
+	if (c->closing || c->shut_req || c->aborting || c->closed)
+		return -EPIPE;
+	ret = ub__sendq_push(c, buf);
+	if (ret < 0)
+		return ret;
+	if (c->sq.bytes >= c->high)
+		c->want_writable = true;
+	ub__conn_dirty(c);
+	return 0;
+}
+
+static void deliver(ub_conn *c, ub_buf *buf)
+{
+	ub_conn *dst = c->pipe_to;
+
+	if (c->closing || c->aborting) {
+		/* Draining before close: nobody wants these bytes. */
+		ub__buf_recycle(buf);
+		return;
+	}
+	if (dst && queue_buf(dst, buf) == 0) {
+		if (dst->sq.bytes >= dst->high)
+			c->pipe_paused = true;
+		return;
+	}
+	if (ub__emit(c->loop, UB_EV_DATA, (int)buf->len, c, NULL, buf) < 0)
+		ub__buf_recycle(buf); /* out of memory: cannot deliver */
+}
+
+static void on_recv(ub_conn *c, int res, unsigned cflags)
+{
+	if (!(cflags & IORING_CQE_F_MORE)) {
+		c->recv_armed = false;
+		c->recv_cancelling = false;
+		c->inflight--;
+	}
+	if (res > 0) {
+		ub_pool *p = c->rpool;
+		ub_buf **bufs = c->loop->scratch;
+		unsigned n, i, got = 0;
+
+		if (!(cflags & IORING_CQE_F_BUFFER)) {
+			ub__conn_fail(c, -EIO);
+			return;
+		}
+		c->bytes_recv += (unsigned)res;
+		/* Take every buffer of the bundle before delivering any:
+		 * delivering may recycle buffers into ring slots. */
+		n = ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
+				       (unsigned)res, bufs,
+				       c->loop->scratch_cap);
+		for (i = 0; i < n; i++)
+			got += bufs[i]->len;
+		for (i = 0; i < n; i++)
+			deliver(c, bufs[i]);
+		if (got != (unsigned)res) {
+			ub__conn_fail(c, -EIO); /* ring out of sync */
+			return;
+		}
+	} else if (res == 0) {
+		c->eof = true;
+		if (c->pipe_to) {
+			c->pipe_to->shut_req = true;
+			ub__conn_dirty(c->pipe_to);
+		}
+		if (!c->closing && !c->aborting)
+			ub__emit(c->loop, UB_EV_EOF, 0, c, NULL, NULL);
+	} else if (res == -ENOBUFS) {
+		if (c->rpool->nstate[UB_BUF_KERNEL] == 0)
+			starve(c, c->rpool);
+	} else if (res != -ECANCELED) {
+		ub__conn_fail(c, res);
+	}
+	ub__conn_dirty(c);
+}
+
+/* ---- the one place that talks to the kernel about a connection ---- */
+
+static void finalize(ub_conn *c)
+{
+	if (c->pipe_to) {
+		c->pipe_to->pipe_from = NULL;
+		c->pipe_to = NULL;
+	}
+	if (c->pipe_from) {
+		ub_conn *src = c->pipe_from;
+
+		src->pipe_to = NULL;
+		src->pipe_paused = false;
+		ub__conn_dirty(src);
+		c->pipe_from = NULL;
+	}
+	ub__conn_free(c);
+	c->closed = true;
+	ub__emit(c->loop, UB_EV_CLOSED, c->close_res, c, NULL, NULL);
+}
+
+void ub__conn_update(ub_conn *c)
+{
+	bool want_recv;
+
+	if (c->closed)
+		return;
+	if (c->aborting) {
+		if (c->inflight == 0) {
+			finalize(c);
+		} else if (!c->cancel_sent) {
+			if (cancel_all(c) == 0)
+				c->cancel_sent = true;
+		}
+		return;
+	}
+	if (c->connected) {
+		ub__sendq_publish(c);
+		if (ub__sendq_arm(c) < 0)
+			ub__conn_dirty(c); /* SQ full: try again next round */
+		if (c->shut_req && !c->shut_done && !c->sq.head &&
+		    !c->send_armed) {
+			shutdown(c->fd, SHUT_WR);
+			c->shut_done = true;
+		}
+	}
+	if (c->want_writable && !c->want_spool && !c->closing &&
+	    !c->shut_req && c->sq.bytes <= c->low) {
+		c->want_writable = false;
+		ub__emit(c->loop, UB_EV_WRITABLE, 0, c, NULL, NULL);
+	}
+	if (c->pipe_from && c->pipe_from->pipe_paused && c->sq.bytes <= c->low) {
+		c->pipe_from->pipe_paused = false;
+		ub__conn_dirty(c->pipe_from);
+	}
+	want_recv = c->connected && c->recv_started && !c->eof &&
+		    (c->closing || (!c->user_paused && !c->pipe_paused));
+	if (want_recv && !c->recv_armed && !c->starved) {
+		if (arm_recv(c) < 0)
+			ub__conn_dirty(c);
+	} else if (!want_recv && c->recv_armed && !c->recv_cancelling) {
+		if (cancel_op(c, UB_OP_RECV) == 0)
+			c->recv_cancelling = true;
+	}
+	if (!want_recv && c->starved) {
+		c->starved = false;
+		ub__list_del(&c->wait_link);
+	}
+	/* Graceful close ends once sent, shut down and read to EOF (closing
+	 * with unread data would reset the connection instead). */
+	if (c->closing && c->shut_done && (c->eof || !c->recv_started) &&
+	    c->inflight == 0)
+		finalize(c);
+}
+
+void ub__conn_fail(ub_conn *c, int err)
+{
+	if (c->aborting || c->closed)
+		return;
+	if (err && !c->closing && !(err == -ECANCELED && c->loop->freeing))
+		ub__emit(c->loop, UB_EV_ERROR, err, c, NULL, NULL);
+	c->aborting = true;
+	c->closing = true;
+	c->close_res = err;
+	if (c->starved) {
+		c->starved = false;
+		ub__list_del(&c->wait_link);
+	}
+	ub__list_del(&c->swait_link);
+	c->want_spool = false;
+	ub__conn_dirty(c);
+}
+
+void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
+{
+	switch (op) {
+	case UB_OP_RECV:
+		on_recv(c, res, cflags);
+		break;
+	case UB_OP_SEND: {
+		int ret;
+
+		if (!(cflags & IORING_CQE_F_MORE)) {
+			c->send_armed = false;
+			c->inflight--;
+		}
+		ret = ub__sendq_complete(c, res, cflags);
+		if (ret < 0)
+			ub__conn_fail(c, ret);
+		else if (res > 0 && (c->flags & UB_CONN_SENT_EVENTS))
+			ub__emit(c->loop, UB_EV_SENT, res, c, NULL, NULL);
+		ub__conn_dirty(c);
+		break;
+	}
+	case UB_OP_CONNECT:
+		c->inflight--;
+		c->connecting = false;
+		if (c->aborting) {
+			/* aborted while connecting: CLOSED will tell */
+		} else if (res == 0) {
+			c->connected = true;
+			ub__emit(c->loop, UB_EV_CONNECT, 0, c, NULL, NULL);
+		} else {
+			ub__emit(c->loop, UB_EV_CONNECT, res, c, NULL, NULL);
+			c->closing = true; /* no ERROR event: CONNECT said it */
+			ub__conn_fail(c, res);
+		}
+		ub__conn_dirty(c);
+		break;
+	case UB_OP_CANCEL:
+		c->inflight--;
+		/* Something may have been armed after the cancel was
+		 * issued (never by design, but cheap to cover). */
+		c->cancel_sent = false;
+		ub__conn_dirty(c);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Release what the connection holds.  Idempotent; only when nothing is
+ * armed in the kernel. */
+void ub__conn_free(ub_conn *c)
+{
+	ub__sendq_destroy(c);
+	if (c->rpool) {
+		c->rpool->users--;
+		c->rpool = NULL;
+	}
+	if (c->spool) {
+		c->spool->users--;
+		c->spool = NULL;
+	}
+	if (c->starved) {
+		c->starved = false;
+		ub__list_del(&c->wait_link);
+	}
+	ub__list_del(&c->swait_link);
+	if (c->dirty) {
+		ub__list_del(&c->dirty_link);
+		c->dirty = false;
+	}
+	if (c->fd >= 0) {
+		if (c->linger_rst) {
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+			setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg,
+				   sizeof(lg));
+		}
+		close(c->fd);
+		c->fd = -1;
+	}
+}
+
+/* ---- public API ---- */
+
+static int check_sendable(ub_conn *c)
+{
+	if (c->closing || c->shut_req || c->aborting || c->closed)
+		return -EPIPE;
+	if (c->sq.bytes >= c->high) {
+		c->want_writable = true;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+int ub_conn_send_buf(ub_conn *c, ub_buf *buf)
+{
+	int ret;
+
+	if (!c || !buf || buf->state != UB_BUF_APP || buf->len == 0 ||
+	    buf->pool->loop != c->loop)
+		return -EINVAL;
+	ret = check_sendable(c);
+	if (ret < 0)
+		return ret;
+	return queue_buf(c, buf);
+}
+
+ssize_t ub_conn_send(ub_conn *c, const void *data, size_t len)
+{
+	const char *p = data;
+	size_t off = 0;
+	int ret;
+
+	if (!c || (!data && len))
+		return -EINVAL;
+	ret = check_sendable(c);
+	if (ret < 0)
+		return ret;
+	if (len == 0)
+		return 0;
+	if (!c->spool) {
+		c->spool = ub_loop_send_pool(c->loop, &ret);
+		if (!c->spool)
+			return ret;
+		c->spool->users++;
+	}
+	while (off < len && c->sq.bytes < c->high) {
+		ub_buf *b = ub_pool_acquire(c->spool, NULL);
+		size_t n = len - off;
+
+		if (!b) {
+			/* WRITABLE once the pool has buffers again. */
+			c->want_spool = true;
+			if (ub__list_empty(&c->swait_link))
+				ub__list_add_tail(&c->spool->send_waiters,
+						  &c->swait_link);
+			break;
+		}
+		if (n > b->pool->size)
+			n = b->pool->size;
+		memcpy(ub_buf_data(b), p + off, n);
+		b->len = (uint32_t)n;
+		ret = queue_buf(c, b);
+		if (ret < 0) {
+			ub__buf_recycle(b);
+			if (off == 0)
+				return ret;
+			break;
+		}
+		off += n;
+	}
+	if (off == 0) {
+		c->want_writable = true;
+		return -EAGAIN;
+	}
+	return (ssize_t)off;
+}
+
+int ub_conn_pause_recv(ub_conn *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->closed || c->aborting)
+		return -EPIPE;
+	c->user_paused = true;
+	ub__conn_dirty(c);
+	return 0;
+}
+
+int ub_conn_resume_recv(ub_conn *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->closed || c->aborting)
+		return -EPIPE;
+	c->user_paused = false;
+	c->recv_started = true;
+	ub__conn_dirty(c);
+	return 0;
+}
+
+int ub_conn_pipe(ub_conn *src, ub_conn *dst)
+{
+	if (!src || src == dst || (dst && dst->loop != src->loop))
+		return -EINVAL;
+	if (src->closed || src->aborting ||
+	    (dst && (dst->closed || dst->aborting || dst->closing)))
+		return -EPIPE;
+	if (src->pipe_to) {
+		src->pipe_to->pipe_from = NULL;
+		src->pipe_to = NULL;
+	}
+	src->pipe_paused = false;
+	if (dst) {
+		if (dst->pipe_from)
+			ub_conn_pipe(dst->pipe_from, NULL);
+		src->pipe_to = dst;
+		dst->pipe_from = src;
+		if (src->eof) {
+			dst->shut_req = true;
+			ub__conn_dirty(dst);
+		}
+	}
+	ub__conn_dirty(src);
+	return 0;
+}
+
+int ub_conn_shutdown(ub_conn *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->closing || c->aborting || c->closed || c->shut_req)
+		return -EPIPE;
+	c->shut_req = true;
+	ub__conn_dirty(c);
+	return 0;
+}
+
+int ub_conn_close(ub_conn *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->closing || c->aborting || c->closed)
+		return -EPIPE;
+	c->closing = true;
+	c->shut_req = true;
+	c->want_writable = false;
+	ub__list_del(&c->swait_link);
+	c->want_spool = false;
+	if (c->pipe_to) {
+		c->pipe_to->pipe_from = NULL;
+		c->pipe_to = NULL;
+	}
+	ub__conn_dirty(c);
+	return 0;
+}
+
+int ub_conn_abort(ub_conn *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->aborting || c->closed)
+		return -EPIPE;
+	c->linger_rst = true;
+	ub__conn_fail(c, 0);
+	return 0;
+}
+
+int ub_conn_fd(const ub_conn *c) { return c ? c->fd : -EINVAL; }
+int ub_conn_mode(const ub_conn *c) { return c ? c->mode : -EINVAL; }
+ub_loop *ub_conn_loop(const ub_conn *c) { return c ? c->loop : NULL; }
+size_t ub_conn_queued_bytes(const ub_conn *c) { return c ? c->sq.bytes : 0; }
+unsigned ub_conn_queued_bufs(const ub_conn *c) { return c ? c->sq.nbufs : 0; }
+size_t ub_conn_high_water(const ub_conn *c) { return c ? c->high : 0; }
+size_t ub_conn_low_water(const ub_conn *c) { return c ? c->low : 0; }
+void *ub_conn_udata(const ub_conn *c) { return c ? c->udata : NULL; }
+void ub_conn_set_udata(ub_conn *c, void *udata) { if (c) c->udata = udata; }
+uint64_t ub_conn_bytes_sent(const ub_conn *c) { return c ? c->bytes_sent : 0; }
+uint64_t ub_conn_bytes_received(const ub_conn *c) { return c ? c->bytes_recv : 0; }
+
+int ub_conn_is_closing(const ub_conn *c)
+{
+	return c ? (c->closing || c->aborting || c->closed || c->shut_req)
+		 : -EINVAL;
+}
+
+int ub_conn_set_water(ub_conn *c, size_t high, size_t low)
+{
+	if (!c || high == 0 || low > high)
+		return -EINVAL;
+	c->high = high;
+	c->low = low;
+	ub__conn_dirty(c);
+	return 0;
+}

@@ -1,0 +1,229 @@
+/*
+ * internal.h - structures shared by the core's files.  Not installed.
+ *
+ * Ownership rules, in one place:
+ *  - every ub_buf is in exactly one state (enum ub_buf_state) and, when it
+ *    is FREE or QUEUED, on exactly one intrusive list (pool free list or one
+ *    connection's send queue) through buf->next;
+ *  - an object (conn, listener) is freed only when its count of operations
+ *    armed in the kernel (inflight) is zero and its CLOSED event has been
+ *    handed to the application;
+ *  - a send ring or buffer is handed back only after the CQE of the send that
+ *    may read it.
+ */
+#ifndef UB_INTERNAL_H
+#define UB_INTERNAL_H
+
+#include "compat.h"
+#include "uringbuf.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define UB_UNUSED(x) ((void)(x))
+
+/* ---- intrusive doubly linked list ---- */
+struct ub_list {
+	struct ub_list *next, *prev;
+};
+
+static inline void ub__list_init(struct ub_list *l)
+{
+	l->next = l->prev = l;
+}
+static inline bool ub__list_empty(const struct ub_list *l)
+{
+	return l->next == l;
+}
+static inline void ub__list_add_tail(struct ub_list *l, struct ub_list *n)
+{
+	n->prev = l->prev;
+	n->next = l;
+	l->prev->next = n;
+	l->prev = n;
+}
+static inline void ub__list_del(struct ub_list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->next = n->prev = n;
+}
+#define ub__container_of(p, type, member)                                      \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* ---- user_data tags: object pointer | operation kind ---- */
+enum ub_op {
+	UB_OP_NONE = 0,
+	UB_OP_RECV,
+	UB_OP_SEND,
+	UB_OP_CONNECT,
+	UB_OP_CANCEL,   /* conn: cancel its operations */
+	UB_OP_ACCEPT,
+	UB_OP_LTIMER,   /* listener: back-off before re-arming accept */
+	UB_OP_LCANCEL,  /* listener: cancel accept/timer */
+};
+#define UB_OP_MASK 7u
+
+static inline uint64_t ub__tag(const void *obj, enum ub_op op)
+{
+	return (uint64_t)(uintptr_t)obj | (uint64_t)op;
+}
+
+/* ---- buffers and pools (pool.c) ---- */
+struct ub_buf {
+	ub_pool *pool;
+	struct ub_buf *next; /* free list or send queue */
+	uint32_t len;        /* bytes of data */
+	uint32_t sent;       /* bytes of it already sent (while QUEUED) */
+	uint32_t gen;
+	uint16_t idx;
+	uint8_t state;
+};
+
+struct ub_pool {
+	ub_loop *loop;
+	unsigned count, size, flags;
+	unsigned nstate[UB_BUF_NSTATES];
+	char *mem;
+	size_t memlen;
+	struct ub_buf *bufs;
+	struct ub_buf *free_head; /* send pool: LIFO of FREE buffers */
+	/* receive pool: the provided-buffer ring */
+	struct io_uring_buf_ring *br;
+	size_t br_len;
+	unsigned br_entries;
+	int bgid;
+	uint32_t br_tail;   /* buffers ever added (kernel sees it mod 2^16) */
+	uint16_t *slot_bid; /* which buffer was added at ring position p */
+	uint32_t *bid_pos;  /* ring position at which buffer b was added */
+	unsigned users;     /* connections and listeners using it */
+	struct ub_list recv_waiters; /* conns starved of buffers */
+	struct ub_list send_waiters; /* conns refused for want of buffers */
+	struct ub_list link;         /* loop->pools */
+};
+
+void ub__buf_set_state(ub_buf *buf, int state);
+/* Return a buffer (any state but FREE/KERNEL) to its pool. */
+void ub__buf_recycle(ub_buf *buf);
+/* Turn a receive CQE into APP buffers; returns how many were filled in out[]. */
+unsigned ub__pool_take_recv(ub_pool *pool, unsigned bid, unsigned bytes,
+			    ub_buf **out, unsigned max);
+void ub__pool_destroy(ub_pool *pool);
+
+/* ---- send queue (sendq.c) ---- */
+struct ub_sendq {
+	struct ub_buf *head, *tail; /* QUEUED buffers, oldest first */
+	struct ub_buf *unpub;       /* first buffer not yet in the kernel ring */
+	unsigned nbufs;
+	size_t bytes;               /* unsent bytes */
+	/* RING / BUNDLE: the connection's own provided-buffer ring */
+	struct io_uring_buf_ring *br;
+	size_t br_len;
+	unsigned entries;
+	int bgid;
+	uint32_t published;  /* buffers ever put in the ring */
+	uint32_t completed;  /* of those, buffers fully sent */
+};
+
+int ub__sendq_push(ub_conn *c, ub_buf *buf);
+void ub__sendq_publish(ub_conn *c);
+int ub__sendq_arm(ub_conn *c);
+int ub__sendq_complete(ub_conn *c, int res, unsigned cflags);
+void ub__sendq_drop(ub_conn *c);
+void ub__sendq_destroy(ub_conn *c);
+
+/* ---- connections (conn.c) ---- */
+struct ub_conn {
+	ub_loop *loop;
+	int fd;
+	int mode;
+	unsigned flags;
+	void *udata;
+	ub_pool *rpool, *spool;
+	struct ub_sendq sq;
+	size_t high, low;
+	ub_conn *pipe_to, *pipe_from;
+	uint64_t bytes_sent, bytes_recv;
+	unsigned inflight;      /* operations armed in the kernel */
+	int close_res;          /* res of the CLOSED event */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	/* receive */
+	bool recv_armed, recv_cancelling, recv_started, user_paused,
+		pipe_paused, starved, eof;
+	/* send */
+	bool send_armed, want_writable, want_spool;
+	/* life */
+	bool connecting, connected, closing, aborting, cancel_sent, shut_req,
+		shut_done, closed, linger_rst, dirty;
+	bool use_recv_bundle;
+	struct ub_list link;       /* loop->conns */
+	struct ub_list dirty_link; /* loop->dirty */
+	struct ub_list wait_link;  /* pool recv_waiters */
+	struct ub_list swait_link; /* pool send_waiters */
+};
+
+int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *opts);
+void ub__conn_dirty(ub_conn *c);
+void ub__conn_update(ub_conn *c);
+void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags);
+void ub__conn_fail(ub_conn *c, int err);
+ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
+		      bool connected, int *err);
+void ub__conn_free(ub_conn *c);
+
+/* ---- listeners (listener.c) ---- */
+struct ub_listener {
+	ub_loop *loop;
+	int fd;
+	void *udata;
+	ub_conn_opts opts;
+	unsigned inflight;
+	bool accept_armed, timer_armed, closing, cancel_sent, closed;
+	struct __kernel_timespec backoff;
+	struct ub_list link;
+};
+
+void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags);
+void ub__listener_free(ub_listener *l);
+
+/* ---- loop (loop.c) and probe (probe.c) ---- */
+#define UB_NFEAT 7
+
+struct ub_loop {
+	struct io_uring ring;
+	unsigned features;
+	const char *reason[UB_NFEAT];
+	int best_mode;
+	unsigned pool_count, pool_size;
+	ub_pool *def_rpool, *def_spool;
+	/* event queue: a growable ring of events */
+	ub_event *evq;
+	unsigned evq_head, evq_len, evq_cap;
+	struct ub_list conns, listeners, pools, dirty;
+	/* objects whose CLOSED event went out: freed on the next wait */
+	struct ub_list zombies;
+	struct ub_list zombie_listeners;
+	/* buffer group ids */
+	uint16_t *free_bgid;
+	unsigned nfree_bgid, cap_free_bgid;
+	unsigned next_bgid;
+	/* room for every buffer of the largest pool (one recv bundle) */
+	ub_buf **scratch;
+	unsigned scratch_cap;
+	bool freeing;
+};
+
+int ub__probe(ub_loop *loop, unsigned entries, unsigned disable);
+struct io_uring_sqe *ub__sqe(ub_loop *loop);
+int ub__emit(ub_loop *loop, int type, int res, ub_conn *c, ub_listener *l,
+	     ub_buf *buf);
+int ub__bgid_alloc(ub_loop *loop);
+void ub__bgid_free(ub_loop *loop, int bgid);
+/* mmap'ed, registered provided-buffer ring; -errno on failure. */
+int ub__buf_ring_new(ub_loop *loop, unsigned entries, unsigned flags,
+		     struct io_uring_buf_ring **br, size_t *len, int *bgid);
+void ub__buf_ring_free(ub_loop *loop, struct io_uring_buf_ring *br,
+		       size_t len, int bgid);
+
+#endif /* UB_INTERNAL_H */

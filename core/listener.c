@@ -1,0 +1,288 @@
+/*
+ * listener.c - listening sockets with multishot accept.
+ *
+ * Owns: the listening socket, its accept operation and a back-off timer.
+ * When accept fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+ * the listener waits 100 ms before accepting again instead of spinning; the
+ * pending connections wait in the kernel's backlog meanwhile.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int arm_accept(ub_listener *l)
+{
+	struct io_uring_sqe *sqe = ub__sqe(l->loop);
+
+	if (!sqe)
+		return -EBUSY;
+	if (l->loop->features & UB_FEAT_ACCEPT_MULTISHOT)
+		io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL,
+					       SOCK_CLOEXEC);
+	else
+		io_uring_prep_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ub__tag(l, UB_OP_ACCEPT));
+	l->accept_armed = true;
+	l->inflight++;
+	return 0;
+}
+
+static int arm_backoff(ub_listener *l)
+{
+	struct io_uring_sqe *sqe = ub__sqe(l->loop);
+
+	if (!sqe)
+		return -EBUSY;
+	l->backoff.tv_sec = 0;
+	l->backoff.tv_nsec = 100 * 1000 * 1000;
+	io_uring_prep_timeout(sqe, &l->backoff, 0, 0);
+	io_uring_sqe_set_data64(sqe, ub__tag(l, UB_OP_LTIMER));
+	l->timer_armed = true;
+	l->inflight++;
+	return 0;
+}
+
+static void finish(ub_listener *l)
+{
+	if (l->closed || l->inflight)
+		return;
+	ub__listener_free(l);
+	l->closed = true;
+	ub__emit(l->loop, UB_EV_CLOSED, 0, NULL, l, NULL);
+}
+
+static void cancel(ub_listener *l)
+{
+	struct io_uring_sqe *sqe;
+
+	if (l->cancel_sent || l->inflight == 0)
+		return;
+	sqe = ub__sqe(l->loop);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel_fd(sqe, l->fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, ub__tag(l, UB_OP_LCANCEL));
+	l->inflight++;
+	l->cancel_sent = true;
+	if (l->timer_armed) {
+		/* the timer is not tied to the fd: cancel it by tag */
+		sqe = ub__sqe(l->loop);
+		if (sqe) {
+			io_uring_prep_cancel64(sqe, ub__tag(l, UB_OP_LTIMER), 0);
+			io_uring_sqe_set_data64(sqe,
+						ub__tag(l, UB_OP_LCANCEL));
+			l->inflight++;
+		}
+	}
+}
+
+static bool resource_error(int res)
+{
+	return res == -EMFILE || res == -ENFILE || res == -ENOBUFS ||
+	       res == -ENOMEM;
+}
+
+void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags)
+{
+	switch (op) {
+	case UB_OP_ACCEPT:
+		if (!(cflags & IORING_CQE_F_MORE)) {
+			l->accept_armed = false;
+			l->inflight--;
+		}
+		if (res >= 0) {
+			ub_conn *c;
+			int err;
+
+			if (l->closing) {
+				close(res);
+				break;
+			}
+			c = ub__conn_new(l->loop, res, &l->opts, true, &err);
+			if (!c) {
+				close(res);
+				ub__emit(l->loop, UB_EV_ERROR, err, NULL, l, NULL);
+			} else {
+				ub__emit(l->loop, UB_EV_ACCEPT, res, c, l, NULL);
+			}
+		} else if (res != -ECANCELED && !l->closing) {
+			ub__emit(l->loop, UB_EV_ERROR, res, NULL, l, NULL);
+		}
+		if (!l->accept_armed && !l->closing) {
+			if (res < 0 && resource_error(res))
+				arm_backoff(l);
+			else if (res == -ECANCELED || res >= 0 ||
+				 res == -EINTR || res == -ECONNABORTED ||
+				 res == -EAGAIN)
+				arm_accept(l);
+			/* other errors (EINVAL: not listening, EBADF) end
+			 * accepting: the ERROR event said why */
+		}
+		break;
+	case UB_OP_LTIMER:
+		l->timer_armed = false;
+		l->inflight--;
+		if (!l->closing && !l->accept_armed)
+			arm_accept(l);
+		break;
+	case UB_OP_LCANCEL:
+		l->inflight--;
+		break;
+	default:
+		break;
+	}
+	if (l->closing)
+		finish(l);
+}
+
+static ub_listener *listener_new(ub_loop *loop, int fd,
+				 const ub_conn_opts *opts, int *err)
+{
+	ub_listener *l;
+	int ret;
+
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	l->loop = loop;
+	l->fd = fd;
+	if (opts)
+		l->opts = *opts;
+	else
+		ub_conn_opts_init(&l->opts);
+	ret = arm_accept(l);
+	if (ret < 0) {
+		free(l);
+		goto fail;
+	}
+	/* The pools must outlive every connection this listener makes. */
+	if (l->opts.recv_pool)
+		l->opts.recv_pool->users++;
+	if (l->opts.send_pool)
+		l->opts.send_pool->users++;
+	ub__list_add_tail(&loop->listeners, &l->link);
+	if (err)
+		*err = 0;
+	return l;
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
+			       const ub_conn_opts *conn_opts, int *err)
+{
+	int ret, acc = 0;
+	socklen_t len = sizeof(acc);
+
+	if (!loop || loop->freeing || fd < 0) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (!acc) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	ret = conn_opts ? ub__conn_check_opts(loop, conn_opts) : 0;
+	if (ret < 0)
+		goto fail;
+	return listener_new(loop, fd, conn_opts, err);
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
+		       socklen_t addrlen, int backlog, int reuseport,
+		       const ub_conn_opts *conn_opts, int *err)
+{
+	ub_listener *l;
+	int fd, one = 1, ret;
+
+	if (!loop || loop->freeing || !addr || addrlen < sizeof(sa_family_t) ||
+	    addrlen > sizeof(struct sockaddr_storage) ||
+	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 &&
+	     addr->sa_family != AF_UNIX)) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	ret = conn_opts ? ub__conn_check_opts(loop, conn_opts) : 0;
+	if (ret < 0)
+		goto fail;
+	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (addr->sa_family != AF_UNIX) {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (reuseport &&
+		    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+			       sizeof(one)) < 0) {
+			ret = -errno;
+			goto fail_fd;
+		}
+	}
+	if (bind(fd, addr, addrlen) < 0 ||
+	    listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
+		ret = -errno;
+		goto fail_fd;
+	}
+	l = listener_new(loop, fd, conn_opts, &ret);
+	if (!l)
+		goto fail_fd;
+	if (err)
+		*err = 0;
+	return l;
+fail_fd:
+	close(fd);
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+int ub_listener_close(ub_listener *l)
+{
+	if (!l)
+		return -EINVAL;
+	if (l->closing || l->closed)
+		return -EPIPE;
+	l->closing = true;
+	cancel(l);
+	finish(l);
+	return 0;
+}
+
+/* Release the socket.  Idempotent; only when nothing is armed. */
+void ub__listener_free(ub_listener *l)
+{
+	if (l->opts.recv_pool) {
+		l->opts.recv_pool->users--;
+		l->opts.recv_pool = NULL;
+	}
+	if (l->opts.send_pool) {
+		l->opts.send_pool->users--;
+		l->opts.send_pool = NULL;
+	}
+	if (l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+int ub_listener_fd(const ub_listener *l) { return l ? l->fd : -EINVAL; }
+void *ub_listener_udata(const ub_listener *l) { return l ? l->udata : NULL; }
+void ub_listener_set_udata(ub_listener *l, void *udata) { if (l) l->udata = udata; }

@@ -1,0 +1,457 @@
+/*
+ * loop.c - the ring, the event queue and the wait call.
+ *
+ * Owns: the struct io_uring, the queue of events not yet returned, the lists
+ * of connections, listeners and pools, and the buffer group id allocator.
+ * Invariants: CQEs are turned into events in the order the kernel posted
+ * them; an object is freed only at the start of the wait call after the one
+ * that returned its CLOSED event; every SQE prepared is submitted before
+ * ub_loop_wait() returns.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define UB_CQE_BATCH 256
+
+struct io_uring_sqe *ub__sqe(ub_loop *loop)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+
+	if (!sqe) {
+		/* SQ full: hand what we have to the kernel and retry. */
+		io_uring_submit(&loop->ring);
+		sqe = io_uring_get_sqe(&loop->ring);
+	}
+	return sqe;
+}
+
+int ub__emit(ub_loop *loop, int type, int res, ub_conn *c, ub_listener *l,
+	     ub_buf *buf)
+{
+	ub_event *e;
+
+	if (loop->evq_len == loop->evq_cap) {
+		unsigned ncap = loop->evq_cap ? loop->evq_cap * 2 : 256;
+		ub_event *n = malloc(ncap * sizeof(*n));
+		unsigned i;
+
+		if (!n)
+			return -ENOMEM;
+		for (i = 0; i < loop->evq_len; i++)
+			n[i] = loop->evq[(loop->evq_head + i) % loop->evq_cap];
+		free(loop->evq);
+		loop->evq = n;
+		loop->evq_cap = ncap;
+		loop->evq_head = 0;
+	}
+	e = &loop->evq[(loop->evq_head + loop->evq_len) % loop->evq_cap];
+	loop->evq_len++;
+	e->type = type;
+	e->res = res;
+	e->conn = c;
+	e->listener = l;
+	e->buf = buf;
+	e->udata = NULL;
+	return 0;
+}
+
+int ub__bgid_alloc(ub_loop *loop)
+{
+	if (loop->nfree_bgid)
+		return loop->free_bgid[--loop->nfree_bgid];
+	if (loop->next_bgid > 0xffff)
+		return -ENOSPC;
+	return (int)loop->next_bgid++;
+}
+
+void ub__bgid_free(ub_loop *loop, int bgid)
+{
+	if (loop->nfree_bgid == loop->cap_free_bgid) {
+		unsigned ncap = loop->cap_free_bgid ? loop->cap_free_bgid * 2 : 64;
+		uint16_t *n = realloc(loop->free_bgid, ncap * sizeof(*n));
+
+		if (!n)
+			return; /* the id is simply not reused */
+		loop->free_bgid = n;
+		loop->cap_free_bgid = ncap;
+	}
+	loop->free_bgid[loop->nfree_bgid++] = (uint16_t)bgid;
+}
+
+ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
+{
+	ub_loop_opts o;
+	ub_loop *loop;
+	int ret;
+
+	memset(&o, 0, sizeof(o));
+	if (opts)
+		o = *opts;
+	if (o.entries == 0)
+		o.entries = 256;
+	if (o.entries > 32768 || o.pool_count > 32768 ||
+	    (o.disable & ~(unsigned)UB_FEAT_ALL)) {
+		ret = -EINVAL;
+		goto fail0;
+	}
+	loop = calloc(1, sizeof(*loop));
+	if (!loop) {
+		ret = -ENOMEM;
+		goto fail0;
+	}
+	ub__list_init(&loop->conns);
+	ub__list_init(&loop->listeners);
+	ub__list_init(&loop->pools);
+	ub__list_init(&loop->dirty);
+	ub__list_init(&loop->zombies);
+	ub__list_init(&loop->zombie_listeners);
+	loop->pool_count = o.pool_count ? o.pool_count : 1024;
+	loop->pool_size = o.pool_size ? o.pool_size : 4096;
+	ret = ub__probe(loop, o.entries, o.disable);
+	if (ret < 0) {
+		free(loop);
+		goto fail0;
+	}
+	if (err)
+		*err = 0;
+	return loop;
+fail0:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+static void free_zombies(ub_loop *loop)
+{
+	while (!ub__list_empty(&loop->zombies)) {
+		ub_conn *c = ub__container_of(loop->zombies.next, ub_conn, link);
+
+		ub__list_del(&c->link);
+		free(c);
+	}
+	while (!ub__list_empty(&loop->zombie_listeners)) {
+		ub_listener *l = ub__container_of(loop->zombie_listeners.next,
+						  ub_listener, link);
+
+		ub__list_del(&l->link);
+		free(l);
+	}
+}
+
+static void run_dirty(ub_loop *loop)
+{
+	/* update() may dirty other connections (pipes, pool waiters): loop
+	 * until quiet; each pass makes progress, so bound it generously. */
+	unsigned rounds = 0;
+
+	while (!ub__list_empty(&loop->dirty) && rounds++ < 1000000) {
+		ub_conn *c = ub__container_of(loop->dirty.next, ub_conn,
+					      dirty_link);
+
+		ub__list_del(&c->dirty_link);
+		c->dirty = false;
+		ub__conn_update(c);
+	}
+}
+
+static void handle_cqe(const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	enum ub_op op = (enum ub_op)(ud & UB_OP_MASK);
+	void *obj = (void *)(uintptr_t)(ud & ~(uint64_t)UB_OP_MASK);
+
+	switch (op) {
+	case UB_OP_RECV:
+	case UB_OP_SEND:
+	case UB_OP_CONNECT:
+	case UB_OP_CANCEL:
+		ub__conn_cqe(obj, op, cqe->res, cqe->flags);
+		break;
+	case UB_OP_ACCEPT:
+	case UB_OP_LTIMER:
+	case UB_OP_LCANCEL:
+		ub__listener_cqe(obj, op, cqe->res, cqe->flags);
+		break;
+	case UB_OP_NONE:
+		break;
+	}
+}
+
+/* Process every CQE that is ready; returns how many. */
+static unsigned reap(ub_loop *loop)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n, total = 0;
+
+	do {
+		n = 0;
+		io_uring_for_each_cqe(&loop->ring, head, cqe)
+		{
+			handle_cqe(cqe);
+			if (++n == UB_CQE_BATCH)
+				break;
+		}
+		io_uring_cq_advance(&loop->ring, n);
+		total += n;
+		run_dirty(loop);
+	} while (n == UB_CQE_BATCH);
+	return total;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Submit, flush deferred completions into the CQ, and process them. */
+static int pump(ub_loop *loop, unsigned wait_nr, int timeout_ms)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (wait_nr == 0) {
+		ret = io_uring_submit_and_get_events(&loop->ring);
+	} else if (timeout_ms < 0) {
+		ret = io_uring_submit_and_wait_timeout(&loop->ring, &cqe,
+						       wait_nr, NULL, NULL);
+	} else {
+		struct __kernel_timespec ts = {
+			.tv_sec = timeout_ms / 1000,
+			.tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
+		};
+		ret = io_uring_submit_and_wait_timeout(&loop->ring, &cqe,
+						       wait_nr, &ts, NULL);
+	}
+	reap(loop);
+	if (ret == -ETIME || ret == -EAGAIN || ret == -EBUSY)
+		ret = 0;
+	return ret < 0 ? ret : 0;
+}
+
+int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
+{
+	int64_t deadline = 0;
+	int ret = 0, n, i;
+
+	if (!loop || !ev || max <= 0 || min < 0 || min > max || loop->freeing)
+		return -EINVAL;
+	free_zombies(loop);
+	run_dirty(loop); /* what API calls asked for goes out with this submit */
+	if (timeout_ms >= 0)
+		deadline = now_ms() + timeout_ms;
+	ret = pump(loop, 0, 0);
+	while (ret == 0 && loop->evq_len < (unsigned)min) {
+		int left = -1;
+
+		if (timeout_ms >= 0) {
+			int64_t d = deadline - now_ms();
+
+			if (d <= 0)
+				break;
+			left = (int)d;
+		}
+		ret = pump(loop, 1, left);
+	}
+	/* Work that processing queued (re-arms, sends) goes out now. */
+	io_uring_submit(&loop->ring);
+	if (ret < 0 && loop->evq_len == 0)
+		return ret;
+	n = loop->evq_len < (unsigned)max ? (int)loop->evq_len : max;
+	for (i = 0; i < n; i++) {
+		ub_event *e = &loop->evq[loop->evq_head];
+
+		loop->evq_head = (loop->evq_head + 1) % loop->evq_cap;
+		loop->evq_len--;
+		if (e->conn)
+			e->udata = e->conn->udata;
+		else if (e->listener)
+			e->udata = e->listener->udata;
+		ev[i] = *e;
+		if (e->type == UB_EV_CLOSED && e->conn) {
+			ub__list_del(&e->conn->link);
+			ub__list_add_tail(&loop->zombies, &e->conn->link);
+		} else if (e->type == UB_EV_CLOSED && e->listener) {
+			ub__list_del(&e->listener->link);
+			ub__list_add_tail(&loop->zombie_listeners,
+					  &e->listener->link);
+		}
+	}
+	return n;
+}
+
+int ub_loop_pending(const ub_loop *loop)
+{
+	return loop ? (int)loop->evq_len : -EINVAL;
+}
+
+int ub_loop_free(ub_loop *loop)
+{
+	struct ub_list *n, *next;
+	int64_t deadline;
+	int ret = 0;
+
+	if (!loop)
+		return -EINVAL;
+	if (loop->freeing)
+		return -EBUSY;
+	loop->freeing = true;
+	/* Events not yet returned may hold APP buffers: give them back. */
+	while (loop->evq_len) {
+		ub_event *e = &loop->evq[loop->evq_head];
+
+		loop->evq_head = (loop->evq_head + 1) % loop->evq_cap;
+		loop->evq_len--;
+		if (e->type == UB_EV_DATA && e->buf &&
+		    e->buf->state == UB_BUF_APP)
+			ub__buf_recycle(e->buf);
+	}
+	for (n = loop->listeners.next; n != &loop->listeners; n = next) {
+		next = n->next;
+		ub_listener_close(ub__container_of(n, ub_listener, link));
+	}
+	for (n = loop->conns.next; n != &loop->conns; n = next) {
+		next = n->next;
+		ub_conn *c = ub__container_of(n, ub_conn, link);
+
+		if (!c->closed)
+			ub__conn_fail(c, -ECANCELED);
+	}
+	/* Reap until the kernel holds nothing of ours (bounded: cancels
+	 * complete promptly; 10 s is a safety net, not an expected wait). */
+	deadline = now_ms() + 10000;
+	for (;;) {
+		bool busy = false;
+
+		run_dirty(loop);
+		for (n = loop->conns.next; n != &loop->conns; n = n->next)
+			if (!ub__container_of(n, ub_conn, link)->closed)
+				busy = true;
+		for (n = loop->listeners.next; n != &loop->listeners;
+		     n = n->next)
+			if (!ub__container_of(n, ub_listener, link)->closed)
+				busy = true;
+		if (!busy)
+			break;
+		if (now_ms() > deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		pump(loop, 1, 100);
+		/* CLOSED events queued while reaping need no delivery. */
+		loop->evq_len = 0;
+	}
+	if (ret < 0) {
+		/* The kernel still holds operations we could not reap: leak
+		 * their memory rather than free what it may touch. */
+		io_uring_queue_exit(&loop->ring);
+		return ret;
+	}
+	/* Nothing is armed any more: free it all, rings before the ring. */
+	while (!ub__list_empty(&loop->conns)) {
+		ub_conn *c = ub__container_of(loop->conns.next, ub_conn, link);
+
+		ub__list_del(&c->link);
+		ub__conn_free(c);
+		free(c);
+	}
+	while (!ub__list_empty(&loop->listeners)) {
+		ub_listener *l = ub__container_of(loop->listeners.next,
+						  ub_listener, link);
+
+		ub__list_del(&l->link);
+		ub__listener_free(l);
+		free(l);
+	}
+	free_zombies(loop);
+	while (!ub__list_empty(&loop->pools))
+		ub__pool_destroy(ub__container_of(loop->pools.next, ub_pool,
+						  link));
+	io_uring_queue_exit(&loop->ring);
+	free(loop->evq);
+	free(loop->scratch);
+	free(loop->free_bgid);
+	free(loop);
+	return ret;
+}
+
+unsigned ub_loop_features(const ub_loop *loop)
+{
+	return loop ? loop->features : 0;
+}
+
+int ub_loop_best_mode(const ub_loop *loop)
+{
+	return loop ? loop->best_mode : -EINVAL;
+}
+
+int ub_loop_fd(const ub_loop *loop)
+{
+	return loop ? loop->ring.ring_fd : -EINVAL;
+}
+
+static ub_pool *default_pool(ub_loop *loop, ub_pool **slot, unsigned flags,
+			     int *err)
+{
+	if (!loop) {
+		if (err)
+			*err = -EINVAL;
+		return NULL;
+	}
+	if (!*slot)
+		*slot = ub_pool_new(loop, loop->pool_count, loop->pool_size,
+				    flags, err);
+	else if (err)
+		*err = 0;
+	return *slot;
+}
+
+ub_pool *ub_loop_recv_pool(ub_loop *loop, int *err)
+{
+	return default_pool(loop, loop ? &loop->def_rpool : NULL, UB_POOL_RECV,
+			    err);
+}
+
+ub_pool *ub_loop_send_pool(ub_loop *loop, int *err)
+{
+	return default_pool(loop, loop ? &loop->def_spool : NULL, 0, err);
+}
+
+const char *ub_event_name(int type)
+{
+	static const char *const names[] = {
+		"none", "accept", "connect", "data", "sent",
+		"writable", "eof", "error", "closed",
+	};
+
+	if (type < 0 || type > UB_EV_CLOSED)
+		return "unknown";
+	return names[type];
+}
+
+static const char *const mode_names[] = { "auto", "bundle", "ring", "serial" };
+
+const char *ub_mode_name(int mode)
+{
+	if (mode < UB_MODE_AUTO || mode > UB_MODE_SERIAL)
+		return "unknown";
+	return mode_names[mode];
+}
+
+int ub_mode_from_name(const char *name)
+{
+	int i;
+
+	if (!name)
+		return -EINVAL;
+	for (i = UB_MODE_AUTO; i <= UB_MODE_SERIAL; i++)
+		if (!strcmp(name, mode_names[i]))
+			return i;
+	return -EINVAL;
+}

@@ -1,0 +1,349 @@
+/*
+ * pool.c - buffer pools and the owner state of every buffer.
+ *
+ * Owns: the pool mapping, the per-buffer descriptors, the free list of a send
+ * pool and the provided-buffer ring of a receive pool.
+ * Invariants: nstate[] always sums to count; a KERNEL buffer is in the ring
+ * exactly once; only an APP buffer can be released or queued; a buffer's
+ * memory is never handed out while the kernel may write it (KERNEL) or read
+ * it (QUEUED).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define UB_POOL_MAX_COUNT 32768u
+#define UB_POOL_MAX_SIZE (1u << 30)
+#define UB_POOL_MAX_BYTES (64ull << 30)
+
+void ub__buf_set_state(ub_buf *b, int state)
+{
+	b->pool->nstate[b->state]--;
+	b->pool->nstate[state]++;
+	b->state = (uint8_t)state;
+}
+
+/* Publish one buffer to the receive ring. */
+static void ring_add(ub_pool *p, ub_buf *b)
+{
+	unsigned mask = p->br_entries - 1;
+	unsigned slot = p->br_tail & mask;
+
+	io_uring_buf_ring_add(p->br, p->mem + (size_t)b->idx * p->size,
+			      p->size, b->idx, (int)mask, 0);
+	p->slot_bid[slot] = b->idx;
+	p->bid_pos[b->idx] = p->br_tail;
+	p->br_tail++;
+	io_uring_buf_ring_advance(p->br, 1);
+}
+
+/* Buffers came back: starved receivers and refused senders may go on. */
+static void wake_waiters(ub_pool *p, struct ub_list *waiters, bool recv)
+{
+	while (!ub__list_empty(waiters)) {
+		struct ub_list *n = waiters->next;
+		ub_conn *c = recv ? ub__container_of(n, ub_conn, wait_link)
+				  : ub__container_of(n, ub_conn, swait_link);
+
+		ub__list_del(n);
+		if (recv)
+			c->starved = false;
+		else
+			c->want_spool = false, c->want_writable = true;
+		ub__conn_dirty(c);
+	}
+	UB_UNUSED(p);
+}
+
+void ub__buf_recycle(ub_buf *b)
+{
+	ub_pool *p = b->pool;
+
+	b->gen++;
+	b->len = 0;
+	b->sent = 0;
+	b->next = NULL;
+	if (p->flags & UB_POOL_RECV) {
+		ub__buf_set_state(b, UB_BUF_KERNEL);
+		ring_add(p, b);
+		if (!ub__list_empty(&p->recv_waiters))
+			wake_waiters(p, &p->recv_waiters, true);
+	} else {
+		ub__buf_set_state(b, UB_BUF_FREE);
+		b->next = p->free_head;
+		p->free_head = b;
+		if (!ub__list_empty(&p->send_waiters))
+			wake_waiters(p, &p->send_waiters, false);
+	}
+}
+
+unsigned ub__pool_take_recv(ub_pool *p, unsigned bid, unsigned bytes,
+			    ub_buf **out, unsigned max)
+{
+	unsigned mask = p->br_entries - 1;
+	unsigned n = 0;
+	uint32_t pos;
+
+	if (bid >= p->count || p->bufs[bid].state != UB_BUF_KERNEL)
+		return 0;
+	/* A bundle takes consecutive ring entries starting at bid's. */
+	pos = p->bid_pos[bid];
+	while (bytes > 0 && n < max) {
+		ub_buf *b = &p->bufs[p->slot_bid[(pos + n) & mask]];
+		unsigned len = bytes < p->size ? bytes : p->size;
+
+		if (b->state != UB_BUF_KERNEL)
+			break;
+		ub__buf_set_state(b, UB_BUF_APP);
+		b->len = len;
+		b->sent = 0;
+		out[n++] = b;
+		bytes -= len;
+	}
+	return n;
+}
+
+int ub__buf_ring_new(ub_loop *loop, unsigned entries, unsigned flags,
+		     struct io_uring_buf_ring **brp, size_t *lenp, int *bgidp)
+{
+	struct io_uring_buf_reg reg;
+	size_t len = (size_t)entries * sizeof(struct io_uring_buf);
+	long pg = sysconf(_SC_PAGESIZE);
+	void *mem;
+	int bgid, ret;
+
+	len = (len + (size_t)pg - 1) & ~((size_t)pg - 1);
+	bgid = ub__bgid_alloc(loop);
+	if (bgid < 0)
+		return bgid;
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (mem == MAP_FAILED) {
+		ub__bgid_free(loop, bgid);
+		return -ENOMEM;
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)mem;
+	reg.ring_entries = entries;
+	reg.bgid = (uint16_t)bgid;
+	reg.pad = (uint16_t)flags; /* the kernel's "flags" field */
+	ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+	if (ret < 0) {
+		munmap(mem, len);
+		ub__bgid_free(loop, bgid);
+		return ret;
+	}
+	io_uring_buf_ring_init(mem);
+	*brp = mem;
+	*lenp = len;
+	*bgidp = bgid;
+	return 0;
+}
+
+void ub__buf_ring_free(ub_loop *loop, struct io_uring_buf_ring *br, size_t len,
+		       int bgid)
+{
+	if (!br)
+		return;
+	io_uring_unregister_buf_ring(&loop->ring, bgid);
+	munmap(br, len);
+	ub__bgid_free(loop, bgid);
+}
+
+static unsigned pow2_at_least(unsigned n)
+{
+	unsigned p = 1;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
+		     unsigned flags, int *err)
+{
+	ub_pool *p;
+	long pg = sysconf(_SC_PAGESIZE);
+	int ret = -ENOMEM;
+	unsigned i;
+
+	if (!loop || count == 0 || count > UB_POOL_MAX_COUNT || size == 0 ||
+	    size > UB_POOL_MAX_SIZE ||
+	    (unsigned long long)count * size > UB_POOL_MAX_BYTES ||
+	    (flags & ~(unsigned)UB_POOL_RECV)) {
+		ret = -EINVAL;
+		goto fail0;
+	}
+	if (loop->scratch_cap < count) {
+		ub_buf **sc = realloc(loop->scratch, count * sizeof(*sc));
+
+		if (!sc)
+			goto fail0;
+		loop->scratch = sc;
+		loop->scratch_cap = count;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		goto fail0;
+	p->loop = loop;
+	p->count = count;
+	p->size = size;
+	p->flags = flags;
+	p->bgid = -1;
+	ub__list_init(&p->recv_waiters);
+	ub__list_init(&p->send_waiters);
+	p->memlen = ((size_t)count * size + (size_t)pg - 1) & ~((size_t)pg - 1);
+	p->mem = mmap(NULL, p->memlen, PROT_READ | PROT_WRITE,
+		      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (p->mem == MAP_FAILED) {
+		p->mem = NULL;
+		goto fail;
+	}
+	p->bufs = calloc(count, sizeof(*p->bufs));
+	if (!p->bufs)
+		goto fail;
+	for (i = 0; i < count; i++) {
+		p->bufs[i].pool = p;
+		p->bufs[i].idx = (uint16_t)i;
+	}
+	if (flags & UB_POOL_RECV) {
+		p->br_entries = pow2_at_least(count);
+		p->slot_bid = calloc(p->br_entries, sizeof(*p->slot_bid));
+		p->bid_pos = calloc(count, sizeof(*p->bid_pos));
+		if (!p->slot_bid || !p->bid_pos)
+			goto fail;
+		ret = ub__buf_ring_new(loop, p->br_entries, 0, &p->br,
+				       &p->br_len, &p->bgid);
+		if (ret < 0)
+			goto fail;
+		p->nstate[UB_BUF_FREE] = count; /* set_state moves them */
+		for (i = 0; i < count; i++) {
+			ub__buf_set_state(&p->bufs[i], UB_BUF_KERNEL);
+			ring_add(p, &p->bufs[i]);
+		}
+	} else {
+		p->nstate[UB_BUF_FREE] = count;
+		for (i = count; i-- > 0;) {
+			p->bufs[i].next = p->free_head;
+			p->free_head = &p->bufs[i];
+		}
+	}
+	ub__list_add_tail(&loop->pools, &p->link);
+	if (err)
+		*err = 0;
+	return p;
+fail:
+	ub__pool_destroy(p);
+fail0:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+/* Unconditional teardown: the caller made sure the kernel holds nothing. */
+void ub__pool_destroy(ub_pool *p)
+{
+	if (p->br)
+		ub__buf_ring_free(p->loop, p->br, p->br_len, p->bgid);
+	if (p->mem)
+		munmap(p->mem, p->memlen);
+	if (p->link.next)
+		ub__list_del(&p->link);
+	free(p->slot_bid);
+	free(p->bid_pos);
+	free(p->bufs);
+	free(p);
+}
+
+int ub_pool_free(ub_pool *p)
+{
+	if (!p)
+		return -EINVAL;
+	if (p->nstate[UB_BUF_APP] || p->nstate[UB_BUF_QUEUED] || p->users)
+		return -EBUSY;
+	if (p == p->loop->def_rpool)
+		p->loop->def_rpool = NULL;
+	if (p == p->loop->def_spool)
+		p->loop->def_spool = NULL;
+	ub__pool_destroy(p);
+	return 0;
+}
+
+ub_buf *ub_pool_acquire(ub_pool *p, int *err)
+{
+	ub_buf *b;
+	int ret;
+
+	if (!p || (p->flags & UB_POOL_RECV)) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	b = p->free_head;
+	if (!b) {
+		ret = -ENOBUFS;
+		goto fail;
+	}
+	p->free_head = b->next;
+	b->next = NULL;
+	b->len = 0;
+	ub__buf_set_state(b, UB_BUF_APP);
+	if (err)
+		*err = 0;
+	return b;
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+int ub_buf_release(ub_buf *b)
+{
+	if (!b || b->state != UB_BUF_APP)
+		return -EINVAL;
+	ub__buf_recycle(b);
+	return 0;
+}
+
+unsigned ub_pool_count(const ub_pool *p) { return p ? p->count : 0; }
+unsigned ub_pool_buf_size(const ub_pool *p) { return p ? p->size : 0; }
+unsigned ub_pool_flags(const ub_pool *p) { return p ? p->flags : 0; }
+void *ub_pool_base(const ub_pool *p) { return p ? p->mem : NULL; }
+size_t ub_pool_bytes(const ub_pool *p) { return p ? (size_t)p->count * p->size : 0; }
+ub_loop *ub_pool_loop(const ub_pool *p) { return p ? p->loop : NULL; }
+
+unsigned ub_pool_count_state(const ub_pool *p, int state)
+{
+	if (!p || state < 0 || state >= UB_BUF_NSTATES)
+		return 0;
+	return p->nstate[state];
+}
+
+ub_buf *ub_pool_buf(ub_pool *p, unsigned index)
+{
+	if (!p || index >= p->count)
+		return NULL;
+	return &p->bufs[index];
+}
+
+void *ub_buf_data(const ub_buf *b)
+{
+	return b ? b->pool->mem + (size_t)b->idx * b->pool->size : NULL;
+}
+size_t ub_buf_len(const ub_buf *b) { return b ? b->len : 0; }
+size_t ub_buf_capacity(const ub_buf *b) { return b ? b->pool->size : 0; }
+int ub_buf_state(const ub_buf *b) { return b ? b->state : -EINVAL; }
+unsigned ub_buf_index(const ub_buf *b) { return b ? b->idx : 0; }
+ub_pool *ub_buf_pool(const ub_buf *b) { return b ? b->pool : NULL; }
+uint32_t ub_buf_gen(const ub_buf *b) { return b ? b->gen : 0; }
+
+int ub_buf_set_len(ub_buf *b, size_t len)
+{
+	if (!b || b->state != UB_BUF_APP || len > b->pool->size)
+		return -EINVAL;
+	b->len = (uint32_t)len;
+	return 0;
+}

@@ -1,0 +1,187 @@
+/*
+ * sendq.c - the per-connection serialized send queue.
+ *
+ * Owns: the FIFO of QUEUED buffers of one connection and, in RING and BUNDLE
+ * modes, the connection's own provided-buffer ring (its own buffer group).
+ *
+ * How order is kept: the kernel takes buffers from a provided-buffer ring
+ * strictly from its head, so whatever is queued leaves in queue order.  The
+ * core keeps exactly one send armed while anything is unsent (a second armed
+ * send could interleave after a short write), and accounts completions by
+ * bytes: a completion of n bytes finishes the oldest buffers covering n.
+ * With MSG_WAITALL (implied by bundles) the kernel retries short writes on a
+ * stream socket itself, so a completion that ends inside a buffer means the
+ * connection broke; it is reported as an error rather than guessed around.
+ *
+ * SERIAL mode (no kernel support, or forced) keeps the same FIFO but sends
+ * the head buffer with a plain send, MSG_MORE while more is queued.
+ *
+ * Invariants: published - completed <= entries (a ring slot is rewritten
+ * only after the buffer in it has been sent); a buffer returns to its pool
+ * only after the completion covering its last byte.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static bool ring_mode(const ub_conn *c)
+{
+	return c->mode == UB_MODE_RING || c->mode == UB_MODE_BUNDLE;
+}
+
+int ub__sendq_push(ub_conn *c, ub_buf *buf)
+{
+	struct ub_sendq *q = &c->sq;
+
+	if (ring_mode(c) && !q->br) {
+		/* Created on first use: idle connections cost no ring. */
+		int ret = ub__buf_ring_new(c->loop, q->entries, 0, &q->br,
+					   &q->br_len, &q->bgid);
+		if (ret < 0)
+			return ret;
+	}
+	ub__buf_set_state(buf, UB_BUF_QUEUED);
+	buf->sent = 0;
+	buf->next = NULL;
+	if (q->tail)
+		q->tail->next = buf;
+	else
+		q->head = buf;
+	q->tail = buf;
+	if (!q->unpub)
+		q->unpub = buf;
+	q->nbufs++;
+	q->bytes += buf->len;
+	return 0;
+}
+
+/* Put as many queued buffers into the kernel ring as it has room for. */
+void ub__sendq_publish(ub_conn *c)
+{
+	struct ub_sendq *q = &c->sq;
+	unsigned mask = q->entries - 1;
+	int n = 0;
+
+	if (!ring_mode(c) || !q->br)
+		return;
+	while (q->unpub && q->published + (unsigned)n - q->completed < q->entries) {
+		ub_buf *b = q->unpub;
+		uint16_t bid = (uint16_t)((q->published + (unsigned)n) & mask);
+
+		io_uring_buf_ring_add(q->br, ub_buf_data(b), b->len, bid,
+				      (int)mask, n);
+		n++;
+		q->unpub = b->next;
+	}
+	if (n) {
+		io_uring_buf_ring_advance(q->br, n);
+		q->published += (unsigned)n;
+	}
+}
+
+int ub__sendq_arm(ub_conn *c)
+{
+	struct ub_sendq *q = &c->sq;
+	struct io_uring_sqe *sqe;
+
+	if (c->send_armed || !q->head)
+		return 0;
+	if (ring_mode(c) && q->published == q->completed)
+		return 0;
+	sqe = ub__sqe(c->loop);
+	if (!sqe)
+		return -EBUSY;
+	if (ring_mode(c)) {
+		io_uring_prep_send(sqe, c->fd, NULL, 0,
+				   MSG_NOSIGNAL | MSG_WAITALL);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = (uint16_t)q->bgid;
+		if (c->mode == UB_MODE_BUNDLE)
+			sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	} else {
+		ub_buf *b = q->head;
+
+		io_uring_prep_send(sqe, c->fd, (char *)ub_buf_data(b) + b->sent,
+				   b->len - b->sent,
+				   MSG_NOSIGNAL | (b->next ? MSG_MORE : 0));
+	}
+	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_SEND));
+	c->send_armed = true;
+	c->inflight++;
+	return 0;
+}
+
+int ub__sendq_complete(ub_conn *c, int res, unsigned cflags)
+{
+	struct ub_sendq *q = &c->sq;
+	unsigned left;
+
+	if (res < 0) {
+		/* Cancelled (abort) or, defensively, an empty ring: the
+		 * caller re-arms if anything is left. */
+		if (res == -ECANCELED || (res == -ENOBUFS && ring_mode(c)))
+			return 0;
+		return res;
+	}
+	if (ring_mode(c) && res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
+		unsigned bid = cflags >> UB_CQE_BUFFER_SHIFT;
+
+		if (bid != (q->completed & (q->entries - 1)))
+			return -EIO; /* the kernel and we disagree: stop */
+	}
+	left = (unsigned)res;
+	while (left && q->head) {
+		ub_buf *b = q->head;
+		unsigned take = b->len - b->sent;
+
+		if (take > left)
+			take = left;
+		b->sent += take;
+		left -= take;
+		q->bytes -= take;
+		c->bytes_sent += take;
+		if (b->sent < b->len)
+			break;
+		q->head = b->next;
+		if (!q->head)
+			q->tail = NULL;
+		q->nbufs--;
+		if (ring_mode(c))
+			q->completed++;
+		ub__buf_recycle(b);
+	}
+	if (left)
+		return -EIO; /* more bytes than were queued */
+	if (ring_mode(c) && q->head && q->head->sent)
+		return -EPIPE; /* the kernel gave up inside a buffer */
+	return 0;
+}
+
+/* Give every queued buffer back to its pool: nothing is armed any more. */
+void ub__sendq_drop(ub_conn *c)
+{
+	struct ub_sendq *q = &c->sq;
+
+	while (q->head) {
+		ub_buf *b = q->head;
+
+		q->head = b->next;
+		ub__buf_recycle(b);
+	}
+	q->tail = q->unpub = NULL;
+	q->nbufs = 0;
+	q->bytes = 0;
+	q->published = q->completed = 0;
+}
+
+void ub__sendq_destroy(ub_conn *c)
+{
+	struct ub_sendq *q = &c->sq;
+
+	ub__sendq_drop(c);
+	if (q->br) {
+		ub__buf_ring_free(c->loop, q->br, q->br_len, q->bgid);
+		q->br = NULL;
+	}
+}

@@ -1,0 +1,365 @@
+/*
+ * uringbuf.h - provided-buffer serialized send queues and multishot
+ * send/receive over io_uring.
+ *
+ * Model (see uringbuf(7) / README):
+ *   ub_loop      one io_uring, single-threaded; produces events in batches.
+ *   ub_pool      N buffers of S bytes in one page-aligned mapping.  A RECV
+ *                pool is a provided-buffer ring the kernel receives into; a
+ *                SEND pool hands buffers out with ub_pool_acquire().
+ *   ub_buf       one buffer of a pool.  Exactly one owner at a time:
+ *                KERNEL (in a receive ring), FREE (idle in a send pool),
+ *                APP (handed to the application), QUEUED (in a send queue).
+ *   ub_conn      one stream socket: multishot receive on a pool, and a send
+ *                queue drained in order by the kernel (BUNDLE, RING or SERIAL).
+ *   ub_listener  multishot accept; accepted sockets become connections.
+ *
+ * Conventions: functions return 0 (or a count) on success and a negative
+ * errno on failure; constructors return NULL and store -errno in *err.  A call
+ * that fails changes nothing and produces no event.  The library never prints,
+ * never exits, never sets errno for the caller, and is not thread-safe: use
+ * one loop per thread.
+ *
+ * Minimum kernel: 5.19 (multishot accept/recv, provided-buffer rings).
+ * BUNDLE needs 6.10 (IORING_FEAT_RECVSEND_BUNDLE); RING needs send buffer
+ * select (6.10).  Older kernels fall back to SERIAL with a stated reason.
+ */
+#ifndef URINGBUF_H
+#define URINGBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(UB_STATIC_BUILD)
+#define UB_EXTERN __attribute__((visibility("default")))
+#else
+#define UB_EXTERN
+#endif
+
+#define UB_VERSION_MAJOR 0
+#define UB_VERSION_MINOR 1
+#define UB_VERSION_PATCH 0
+
+typedef struct ub_loop ub_loop;
+typedef struct ub_pool ub_pool;
+typedef struct ub_buf ub_buf;
+typedef struct ub_conn ub_conn;
+typedef struct ub_listener ub_listener;
+
+/* ---- events ------------------------------------------------------------ */
+
+enum ub_event_type {
+	UB_EV_NONE = 0,
+	UB_EV_ACCEPT,   /* conn: new connection, listener: where; res: fd      */
+	UB_EV_CONNECT,  /* conn; res: 0, or -errno (then CLOSED follows)       */
+	UB_EV_DATA,     /* conn, buf (owned by the application now); res: len  */
+	UB_EV_SENT,     /* conn; res: bytes the kernel took (opt-in, see flags) */
+	UB_EV_WRITABLE, /* conn: queue fell to the low water mark after having
+			   been above high, or a refused send can now go       */
+	UB_EV_EOF,      /* conn: peer closed its sending side; res: 0          */
+	UB_EV_ERROR,    /* conn or listener; res: -errno.  A connection error
+			   closes the connection: CLOSED follows             */
+	UB_EV_CLOSED,   /* conn or listener is gone; res: 0 or the -errno that
+			   ended it.  The pointer stays valid until the next
+			   ub_loop_wait() call returns.                        */
+};
+
+typedef struct ub_event {
+	int type;               /* enum ub_event_type */
+	int res;
+	ub_conn *conn;
+	ub_listener *listener;
+	ub_buf *buf;            /* UB_EV_DATA only */
+	void *udata;            /* the conn's (or listener's) user data */
+} ub_event;
+
+UB_EXTERN const char *ub_event_name(int type);
+
+/* ---- loop -------------------------------------------------------------- */
+
+enum ub_send_mode {
+	UB_MODE_AUTO = 0, /* best the kernel offers: BUNDLE > SERIAL           */
+	UB_MODE_BUNDLE,   /* send from a provided-buffer ring, many per send    */
+	UB_MODE_RING,     /* send from a provided-buffer ring, one per send     */
+	UB_MODE_SERIAL,   /* plain sends, one in flight, backlog in user space  */
+};
+
+/* Feature bits reported by ub_loop_features(). */
+enum ub_feature {
+	UB_FEAT_SINGLE_ISSUER = 1u << 0, /* SINGLE_ISSUER|DEFER_TASKRUN ring   */
+	UB_FEAT_RECV_MULTISHOT = 1u << 1,
+	UB_FEAT_ACCEPT_MULTISHOT = 1u << 2,
+	UB_FEAT_SEND_RING = 1u << 3,     /* send with IOSQE_BUFFER_SELECT      */
+	UB_FEAT_SEND_BUNDLE = 1u << 4,   /* IORING_RECVSEND_BUNDLE on send     */
+	UB_FEAT_RECV_BUNDLE = 1u << 5,   /* IORING_RECVSEND_BUNDLE on recv     */
+	UB_FEAT_PBUF_INC = 1u << 6,      /* IOU_PBUF_RING_INC buffer rings     */
+	UB_FEAT_ALL = (1u << 7) - 1,
+};
+
+typedef struct ub_loop_opts {
+	unsigned entries;     /* SQ entries; 0 = 256                          */
+	unsigned disable;     /* ub_feature bits to treat as unavailable       */
+	unsigned pool_count;  /* default pools: buffers each; 0 = 1024         */
+	unsigned pool_size;   /* default pools: bytes per buffer; 0 = 4096     */
+} ub_loop_opts;
+
+/*
+ * Create a loop.  opts may be NULL.  Probes the kernel once.
+ * Errors: -ENOMEM, -ENOSYS (no io_uring), -EPERM, or what io_uring_setup says.
+ */
+UB_EXTERN ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err);
+
+/*
+ * Close every connection and listener (abort), reap every operation the
+ * kernel still holds, free every pool and the loop.  Buffers the application
+ * still holds become invalid.  Returns 0, or -EBUSY if called from inside
+ * nothing (never; reserved), or the first error met while reaping.
+ */
+UB_EXTERN int ub_loop_free(ub_loop *loop);
+
+/*
+ * Submit pending work, wait for completions and return up to max events in
+ * ev[].  Blocks until at least min events are ready (min 0: do not block) or
+ * timeout_ms passes (-1: no timeout).  Returns the event count (0 on
+ * timeout), or -EINVAL (bad arguments), -EINTR (a signal arrived: the events
+ * gathered so far stay queued for the next call).
+ * Objects that received UB_EV_CLOSED in the previous batch are freed here.
+ */
+UB_EXTERN int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min,
+			   int timeout_ms);
+
+/* Number of events queued but not yet returned. */
+UB_EXTERN int ub_loop_pending(const ub_loop *loop);
+
+/* Features the kernel offers (enum ub_feature bits, minus opts.disable). */
+UB_EXTERN unsigned ub_loop_features(const ub_loop *loop);
+
+/* Human-readable reason a feature is unavailable, or NULL if available. */
+UB_EXTERN const char *ub_loop_feature_reason(const ub_loop *loop,
+					     unsigned feature);
+
+/* Name of a single feature bit ("send_bundle", ...), NULL if unknown. */
+UB_EXTERN const char *ub_feature_name(unsigned feature);
+
+/* The mode UB_MODE_AUTO resolves to on this loop. */
+UB_EXTERN int ub_loop_best_mode(const ub_loop *loop);
+
+/* Whether a mode can be used on this loop: 0, or -EOPNOTSUPP with
+ * *reason (if non-NULL) set to why. */
+UB_EXTERN int ub_loop_mode_check(const ub_loop *loop, int mode,
+				 const char **reason);
+
+UB_EXTERN const char *ub_mode_name(int mode);
+/* "bundle", "ring", "serial", "auto" -> mode, or -EINVAL. */
+UB_EXTERN int ub_mode_from_name(const char *name);
+
+/* The ring's file descriptor (for integration with other event loops). */
+UB_EXTERN int ub_loop_fd(const ub_loop *loop);
+
+/* Default pools, created on first use (sizes from ub_loop_opts). */
+UB_EXTERN ub_pool *ub_loop_recv_pool(ub_loop *loop, int *err);
+UB_EXTERN ub_pool *ub_loop_send_pool(ub_loop *loop, int *err);
+
+/* ---- pools and buffers ------------------------------------------------- */
+
+enum ub_pool_flags {
+	UB_POOL_RECV = 1u << 0, /* register as a receive ring (else: send pool) */
+};
+
+enum ub_buf_state {
+	UB_BUF_FREE = 0,   /* idle in a send pool: ub_pool_acquire() can take it */
+	UB_BUF_KERNEL,     /* idle in a receive ring: the kernel may fill it    */
+	UB_BUF_APP,        /* owned by the application                          */
+	UB_BUF_QUEUED,     /* in a connection's send queue                      */
+	UB_BUF_NSTATES
+};
+
+/*
+ * count buffers (1..32768) of size bytes (1..1 GiB, count*size <= 64 GiB) in
+ * one page-aligned mapping.  Errors: -EINVAL, -ENOMEM, -ENOSPC (no buffer
+ * group id left), or what registering the ring says.
+ */
+UB_EXTERN ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
+			       unsigned flags, int *err);
+
+/* Free a pool.  -EBUSY while any buffer is APP or QUEUED or a connection
+ * receives from it. */
+UB_EXTERN int ub_pool_free(ub_pool *pool);
+
+/* A FREE buffer of a send pool becomes APP, with length 0.
+ * Errors: -ENOBUFS (none free), -EINVAL (a receive pool). */
+UB_EXTERN ub_buf *ub_pool_acquire(ub_pool *pool, int *err);
+
+UB_EXTERN unsigned ub_pool_count(const ub_pool *pool);
+UB_EXTERN unsigned ub_pool_buf_size(const ub_pool *pool);
+UB_EXTERN unsigned ub_pool_flags(const ub_pool *pool);
+/* Buffers currently in a state (enum ub_buf_state). */
+UB_EXTERN unsigned ub_pool_count_state(const ub_pool *pool, int state);
+/* The mapping: base address and length in bytes. */
+UB_EXTERN void *ub_pool_base(const ub_pool *pool);
+UB_EXTERN size_t ub_pool_bytes(const ub_pool *pool);
+UB_EXTERN ub_loop *ub_pool_loop(const ub_pool *pool);
+/* Buffer by index (0..count-1), NULL if out of range. */
+UB_EXTERN ub_buf *ub_pool_buf(ub_pool *pool, unsigned index);
+
+/*
+ * Give an APP buffer back to its pool.  Errors: -EINVAL if the buffer is not
+ * APP (double release, a QUEUED buffer, ...).
+ */
+UB_EXTERN int ub_buf_release(ub_buf *buf);
+
+UB_EXTERN void *ub_buf_data(const ub_buf *buf);
+UB_EXTERN size_t ub_buf_len(const ub_buf *buf);
+UB_EXTERN size_t ub_buf_capacity(const ub_buf *buf);
+/* Set the data length of an APP buffer: -EINVAL if not APP or len > capacity. */
+UB_EXTERN int ub_buf_set_len(ub_buf *buf, size_t len);
+UB_EXTERN int ub_buf_state(const ub_buf *buf);
+UB_EXTERN unsigned ub_buf_index(const ub_buf *buf);
+UB_EXTERN ub_pool *ub_buf_pool(const ub_buf *buf);
+/* Changes every time the buffer leaves the application: a binding keeps the
+ * generation it was handed and refuses a stale handle. */
+UB_EXTERN uint32_t ub_buf_gen(const ub_buf *buf);
+
+/* ---- connections ------------------------------------------------------- */
+
+enum ub_conn_flags {
+	UB_CONN_NO_RECV = 1u << 0,        /* do not start receiving          */
+	UB_CONN_SINGLESHOT = 1u << 1,     /* one-shot recv, re-armed each time */
+	UB_CONN_NO_RECV_BUNDLE = 1u << 2, /* never use recv bundles          */
+	UB_CONN_SENT_EVENTS = 1u << 3,    /* emit UB_EV_SENT per completion  */
+};
+
+typedef struct ub_conn_opts {
+	ub_pool *recv_pool;  /* NULL: the loop's default receive pool         */
+	ub_pool *send_pool;  /* for ub_conn_send() copies; NULL: loop default  */
+	int mode;            /* enum ub_send_mode; AUTO picks the best         */
+	unsigned ring_entries; /* send ring entries (power of 2); 0 = 256     */
+	size_t high_water;   /* queued bytes at which sends are refused; 0=1MiB */
+	size_t low_water;    /* WRITABLE once at or below; default high/4      */
+	unsigned flags;      /* enum ub_conn_flags                             */
+	void *udata;
+} ub_conn_opts;
+
+/* Fill opts with the defaults. */
+UB_EXTERN void ub_conn_opts_init(ub_conn_opts *opts);
+
+/*
+ * Take over a connected stream socket (TCP or Unix).  The connection owns fd
+ * from then on (even on failure it is not closed: the caller keeps it then).
+ * O_NONBLOCK is cleared: io_uring does the waiting.
+ * Errors: -EINVAL (bad opts), -EOPNOTSUPP (forced mode unavailable),
+ * -ENOTSOCK, -ENOMEM.
+ */
+UB_EXTERN ub_conn *ub_conn_adopt(ub_loop *loop, int fd,
+				 const ub_conn_opts *opts, int *err);
+
+/* Connect to addr; UB_EV_CONNECT reports the outcome.  Sends queued before
+ * it go out once connected. */
+UB_EXTERN ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
+				   socklen_t addrlen, const ub_conn_opts *opts,
+				   int *err);
+
+/*
+ * Queue an APP buffer (ub_buf_len bytes) for sending: zero copy.  The buffer
+ * may come from any pool of the same loop; it becomes QUEUED and returns to
+ * its own pool once sent.  Errors: -EINVAL (not APP, empty, other loop),
+ * -EAGAIN (queue above the high water mark; WRITABLE follows), -EPIPE
+ * (connection closing or closed), -ENOTCONN (connect failed).
+ */
+UB_EXTERN int ub_conn_send_buf(ub_conn *conn, ub_buf *buf);
+
+/*
+ * Copy len bytes into buffers of the send pool and queue them.  Returns the
+ * bytes accepted (maybe fewer than len, like write(2)), or -EAGAIN (nothing
+ * accepted: queue above high water or no free buffer; WRITABLE follows),
+ * -EPIPE, -EINVAL.
+ */
+UB_EXTERN ssize_t ub_conn_send(ub_conn *conn, const void *data, size_t len);
+
+/* Stop / restart receiving (data waits in the socket meanwhile). */
+UB_EXTERN int ub_conn_pause_recv(ub_conn *conn);
+UB_EXTERN int ub_conn_resume_recv(ub_conn *conn);
+
+/*
+ * Forward everything received on src into dst's send queue, zero copy,
+ * without DATA events; src pauses while dst is above its high water mark.
+ * An EOF on src shuts dst's sending side once its queue drains.
+ * dst NULL stops forwarding.  Errors: -EINVAL (same conn, other loop),
+ * -EPIPE (closed).
+ */
+UB_EXTERN int ub_conn_pipe(ub_conn *src, ub_conn *dst);
+
+/* Half-close: shut the sending side once the queue has drained. */
+UB_EXTERN int ub_conn_shutdown(ub_conn *conn);
+
+/* Graceful close: stop delivering data, drain the queue, shut down, close.
+ * CLOSED follows.  -EPIPE if already closing. */
+UB_EXTERN int ub_conn_close(ub_conn *conn);
+
+/* Abort: cancel everything now; queued buffers return to their pools once
+ * the kernel has let go of them.  CLOSED follows.  -EPIPE if already gone. */
+UB_EXTERN int ub_conn_abort(ub_conn *conn);
+
+UB_EXTERN int ub_conn_fd(const ub_conn *conn);
+UB_EXTERN int ub_conn_mode(const ub_conn *conn);
+UB_EXTERN ub_loop *ub_conn_loop(const ub_conn *conn);
+UB_EXTERN size_t ub_conn_queued_bytes(const ub_conn *conn);
+UB_EXTERN unsigned ub_conn_queued_bufs(const ub_conn *conn);
+UB_EXTERN size_t ub_conn_high_water(const ub_conn *conn);
+UB_EXTERN size_t ub_conn_low_water(const ub_conn *conn);
+/* Set both marks (low <= high, high > 0): -EINVAL otherwise. */
+UB_EXTERN int ub_conn_set_water(ub_conn *conn, size_t high, size_t low);
+UB_EXTERN void *ub_conn_udata(const ub_conn *conn);
+UB_EXTERN void ub_conn_set_udata(ub_conn *conn, void *udata);
+/* 1 once closing or closed (no more sends accepted), else 0. */
+UB_EXTERN int ub_conn_is_closing(const ub_conn *conn);
+/* Totals since the connection began. */
+UB_EXTERN uint64_t ub_conn_bytes_sent(const ub_conn *conn);
+UB_EXTERN uint64_t ub_conn_bytes_received(const ub_conn *conn);
+
+/* ---- listeners --------------------------------------------------------- */
+
+/*
+ * Bind and listen on addr (SO_REUSEADDR; SO_REUSEPORT with reuseport) and
+ * accept with multishot accept.  Accepted connections use conn_opts (may be
+ * NULL) and arrive as UB_EV_ACCEPT.
+ */
+UB_EXTERN ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
+				 socklen_t addrlen, int backlog, int reuseport,
+				 const ub_conn_opts *conn_opts, int *err);
+
+/* Accept on an existing listening socket, which the listener then owns. */
+UB_EXTERN ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
+					 const ub_conn_opts *conn_opts,
+					 int *err);
+
+/* Stop accepting and close the socket; CLOSED follows. */
+UB_EXTERN int ub_listener_close(ub_listener *l);
+UB_EXTERN int ub_listener_fd(const ub_listener *l);
+UB_EXTERN void *ub_listener_udata(const ub_listener *l);
+UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
+
+/* ---- addresses --------------------------------------------------------- */
+
+/*
+ * Parse "HOST:PORT" (IPv4 or name-free numeric forms), "[IPV6]:PORT",
+ * "unix:PATH" or "/PATH" into *ss.  No name resolution.  -EINVAL if malformed.
+ */
+UB_EXTERN int ub_addr_parse(const char *s, struct sockaddr_storage *ss,
+			    socklen_t *len);
+/* Format as ub_addr_parse reads it.  Returns the length, or -ENOSPC/-EINVAL. */
+UB_EXTERN int ub_addr_format(const struct sockaddr *sa, socklen_t len,
+			     char *out, size_t outlen);
+/* Local / peer address of a socket, formatted. */
+UB_EXTERN int ub_sock_name(int fd, int peer, char *out, size_t outlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* URINGBUF_H */
