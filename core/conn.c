@@ -23,6 +23,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -254,7 +256,7 @@ static int arm_recv(ub_conn *c)
 		return -ENOMEM;
 	/* No buffer to receive into: wait for one instead of letting the
 	 * kernel fail the receive at once (proxy.c's busy loop). */
-	if (p->nstate[UB_BUF_KERNEL] == 0) {
+	if (ub__pool_in_ring(p) == 0) {
 		starve(c, p);
 		return 0;
 	}
@@ -271,9 +273,35 @@ static int arm_recv(ub_conn *c)
 	if (c->use_recv_bundle)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_RECV));
+	c->arm_tail = p->br_tail;
 	c->recv_armed = true;
 	c->inflight++;
 	return 0;
+}
+
+/* A plain receive into the buffer the pool handed us (see pool.c). */
+static int arm_direct(ub_conn *c)
+{
+	struct io_uring_sqe *sqe = ub__sqe(c->loop);
+	ub_buf *b = c->handoff;
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_recv(sqe, c->fd, ub_buf_data(b), c->rpool->size, 0);
+	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_RECV));
+	c->direct = true;
+	c->recv_armed = true;
+	c->inflight++;
+	return 0;
+}
+
+static void give_back(ub_conn *c)
+{
+	ub_buf *b = c->handoff;
+
+	c->handoff = NULL;
+	b->pool->handoff--;
+	ub__buf_recycle(b);
 }
 
 static int cancel_op(ub_conn *c, enum ub_op op)
@@ -334,12 +362,53 @@ static void deliver(ub_conn *c, ub_buf *buf)
 		ub__buf_recycle(buf); /* out of memory: cannot deliver */
 }
 
+/*
+ * A reset reads as end of file once another call (our send) has taken the
+ * socket's error: tell the two apart by the TCP state, CLOSE after a reset
+ * versus CLOSE_WAIT after the peer's FIN.  Once we have shut down our side,
+ * a FIN moves the socket to TIME_WAIT, which also leaves it CLOSE: then EOF
+ * is what it is.
+ */
+static bool peer_reset(const ub_conn *c)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (c->shut_done)
+		return false;
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return false; /* not TCP */
+	return ti.tcpi_state == TCP_CLOSE;
+}
+
 static void on_recv(ub_conn *c, int res, unsigned cflags)
 {
+	if (c->direct) {
+		/* One-shot: CQE_F_MORE never set, never a ring buffer. */
+		c->direct = false;
+		cflags &= ~(unsigned)IORING_CQE_F_MORE;
+	}
 	if (!(cflags & IORING_CQE_F_MORE)) {
 		c->recv_armed = false;
 		c->recv_cancelling = false;
 		c->inflight--;
+	}
+	if (c->handoff && !c->recv_armed) {
+		ub_buf *b = c->handoff;
+
+		if (res > 0) {
+			c->handoff = NULL;
+			b->pool->handoff--;
+			ub__buf_set_state(b, UB_BUF_APP);
+			b->len = (uint32_t)res;
+			b->sent = 0;
+			c->bytes_recv += (unsigned)res;
+			deliver(c, b);
+			ub__conn_dirty(c);
+			return;
+		}
+		give_back(c);
 	}
 	if (res > 0) {
 		ub_pool *p = c->rpool;
@@ -364,6 +433,8 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 			ub__conn_fail(c, -EIO); /* ring out of sync */
 			return;
 		}
+	} else if (res == 0 && peer_reset(c)) {
+		ub__conn_fail(c, -ECONNRESET);
 	} else if (res == 0) {
 		c->eof = true;
 		if (c->pipe_to) {
@@ -373,7 +444,12 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		if (!c->closing && !c->aborting)
 			ub__emit(c->loop, UB_EV_EOF, 0, c, NULL, NULL);
 	} else if (res == -ENOBUFS) {
-		if (c->rpool->nstate[UB_BUF_KERNEL] == 0)
+		/* The kernel found the ring empty.  Our count of ring buffers
+		 * lags (buffers other receives took may still be in CQEs we
+		 * have not reaped), so it cannot say "try again": only a
+		 * buffer added since this receive was armed can. */
+		if (c->rpool->br_tail == c->arm_tail ||
+		    ub__pool_in_ring(c->rpool) == 0)
 			starve(c, c->rpool);
 	} else if (res != -ECANCELED) {
 		ub__conn_fail(c, res);
@@ -418,7 +494,13 @@ void ub__conn_update(ub_conn *c)
 		return;
 	}
 	if (c->connected) {
-		ub__sendq_publish(c);
+		int ret = ub__sendq_publish(c);
+
+		if (ret < 0) {
+			ub__conn_fail(c, ret);
+			ub__conn_dirty(c);
+			return;
+		}
 		if (ub__sendq_arm(c) < 0)
 			ub__conn_dirty(c); /* SQ full: try again next round */
 		if (c->shut_req && !c->shut_done && !c->sq.head &&
@@ -436,9 +518,29 @@ void ub__conn_update(ub_conn *c)
 		c->pipe_from->pipe_paused = false;
 		ub__conn_dirty(c->pipe_from);
 	}
+	/* Closing, sent and shut down: once nothing unread is left, close.
+	 * (Closing with unread data would send a reset, which can destroy
+	 * our own bytes still in flight; waiting for the peer's EOF instead
+	 * would let a peer hold the connection open forever.) */
+	if (c->closing && c->shut_done && !c->eof && !c->rx_done) {
+		int inq = 0;
+
+		if (!c->recv_started ||
+		    (ioctl(c->fd, SIOCINQ, &inq) == 0 && inq == 0))
+			c->rx_done = true;
+	}
 	want_recv = c->connected && c->recv_started && !c->eof &&
+		    !c->rx_done &&
 		    (c->closing || (!c->user_paused && !c->pipe_paused));
-	if (want_recv && !c->recv_armed && !c->starved) {
+	if (c->handoff && !c->recv_armed) {
+		if (want_recv) {
+			if (arm_direct(c) < 0)
+				ub__conn_dirty(c);
+		} else {
+			give_back(c); /* to the next waiter */
+		}
+	}
+	if (want_recv && !c->recv_armed && !c->starved && !c->handoff) {
 		if (arm_recv(c) < 0)
 			ub__conn_dirty(c);
 	} else if (!want_recv && c->recv_armed && !c->recv_cancelling) {
@@ -449,9 +551,7 @@ void ub__conn_update(ub_conn *c)
 		c->starved = false;
 		ub__list_del(&c->wait_link);
 	}
-	/* Graceful close ends once sent, shut down and read to EOF (closing
-	 * with unread data would reset the connection instead). */
-	if (c->closing && c->shut_done && (c->eof || !c->recv_started) &&
+	if (c->closing && c->shut_done && (c->eof || c->rx_done) &&
 	    c->inflight == 0)
 		finalize(c);
 }
@@ -505,6 +605,7 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
 			ub__emit(c->loop, UB_EV_CONNECT, 0, c, NULL, NULL);
 		} else {
 			ub__emit(c->loop, UB_EV_CONNECT, res, c, NULL, NULL);
+			c->connect_failed = true;
 			c->closing = true; /* no ERROR event: CONNECT said it */
 			ub__conn_fail(c, res);
 		}
@@ -527,6 +628,8 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
 void ub__conn_free(ub_conn *c)
 {
 	ub__sendq_destroy(c);
+	if (c->handoff)
+		give_back(c);
 	if (c->rpool) {
 		c->rpool->users--;
 		c->rpool = NULL;
@@ -560,6 +663,8 @@ void ub__conn_free(ub_conn *c)
 
 static int check_sendable(ub_conn *c)
 {
+	if (c->connect_failed)
+		return -ENOTCONN;
 	if (c->closing || c->shut_req || c->aborting || c->closed)
 		return -EPIPE;
 	if (c->sq.bytes >= c->high) {

@@ -98,6 +98,7 @@ struct ub_pool {
 	uint32_t *bid_pos;  /* ring position at which buffer b was added */
 	unsigned users;     /* connections and listeners using it */
 	struct ub_list recv_waiters; /* conns starved of buffers */
+	unsigned handoff;            /* KERNEL buffers handed to a waiter */
 	struct ub_list send_waiters; /* conns refused for want of buffers */
 	struct ub_list link;         /* loop->pools */
 };
@@ -109,6 +110,11 @@ void ub__buf_recycle(ub_buf *buf);
 unsigned ub__pool_take_recv(ub_pool *pool, unsigned bid, unsigned bytes,
 			    ub_buf **out, unsigned max);
 void ub__pool_destroy(ub_pool *pool);
+/* KERNEL buffers that are in the ring (not handed to a waiter). */
+static inline unsigned ub__pool_in_ring(const ub_pool *p)
+{
+	return p->nstate[UB_BUF_KERNEL] - p->handoff;
+}
 
 /* ---- send queue (sendq.c) ---- */
 struct ub_sendq {
@@ -121,12 +127,14 @@ struct ub_sendq {
 	size_t br_len;
 	unsigned entries;
 	int bgid;
-	uint32_t published;  /* buffers ever put in the ring */
+	uint32_t published;  /* buffers put in the ring since it was made */
 	uint32_t completed;  /* of those, buffers fully sent */
+	bool resync;         /* the kernel's ring head left our count */
+	unsigned resyncs;    /* times that happened (diagnostics) */
 };
 
 int ub__sendq_push(ub_conn *c, ub_buf *buf);
-void ub__sendq_publish(ub_conn *c);
+int ub__sendq_publish(ub_conn *c);
 int ub__sendq_arm(ub_conn *c);
 int ub__sendq_complete(ub_conn *c, int res, unsigned cflags);
 void ub__sendq_drop(ub_conn *c);
@@ -145,17 +153,20 @@ struct ub_conn {
 	ub_conn *pipe_to, *pipe_from;
 	uint64_t bytes_sent, bytes_recv;
 	unsigned inflight;      /* operations armed in the kernel */
+	uint32_t arm_tail;      /* rpool->br_tail when the receive was armed */
 	int close_res;          /* res of the CLOSED event */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	/* receive */
 	bool recv_armed, recv_cancelling, recv_started, user_paused,
-		pipe_paused, starved, eof;
+		pipe_paused, starved, direct, eof;
+	ub_buf *handoff;        /* a buffer handed to us while starved */
 	/* send */
 	bool send_armed, want_writable, want_spool;
 	/* life */
-	bool connecting, connected, closing, aborting, cancel_sent, shut_req,
-		shut_done, closed, linger_rst, dirty;
+	bool connecting, connected, connect_failed, closing, aborting,
+		cancel_sent, shut_req, shut_done, rx_done, closed, linger_rst,
+		dirty;
 	bool use_recv_bundle;
 	struct ub_list link;       /* loop->conns */
 	struct ub_list dirty_link; /* loop->dirty */
@@ -181,6 +192,7 @@ struct ub_listener {
 	unsigned inflight;
 	bool accept_armed, timer_armed, closing, cancel_sent, closed;
 	struct __kernel_timespec backoff;
+	char *unix_path; /* bound by ub_listen(): unlinked on close */
 	struct ub_list link;
 };
 

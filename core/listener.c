@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static int arm_accept(ub_listener *l)
@@ -243,6 +244,13 @@ ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
 	l = listener_new(loop, fd, conn_opts, &ret);
 	if (!l)
 		goto fail_fd;
+	if (addr->sa_family == AF_UNIX) {
+		const struct sockaddr_un *un = (const void *)addr;
+
+		if (un->sun_path[0]) /* not the abstract namespace */
+			l->unix_path = strndup(un->sun_path,
+					       sizeof(un->sun_path));
+	}
 	if (err)
 		*err = 0;
 	return l;
@@ -280,6 +288,11 @@ void ub__listener_free(ub_listener *l)
 	if (l->fd >= 0) {
 		close(l->fd);
 		l->fd = -1;
+	}
+	if (l->unix_path) {
+		unlink(l->unix_path);
+		free(l->unix_path);
+		l->unix_path = NULL;
 	}
 }
 

@@ -41,22 +41,18 @@ static void ring_add(ub_pool *p, ub_buf *b)
 	io_uring_buf_ring_advance(p->br, 1);
 }
 
-/* Buffers came back: starved receivers and refused senders may go on. */
-static void wake_waiters(ub_pool *p, struct ub_list *waiters, bool recv)
+/* Buffers came back: senders refused for want of one may go on. */
+static void wake_senders(ub_pool *p)
 {
-	while (!ub__list_empty(waiters)) {
-		struct ub_list *n = waiters->next;
-		ub_conn *c = recv ? ub__container_of(n, ub_conn, wait_link)
-				  : ub__container_of(n, ub_conn, swait_link);
+	while (!ub__list_empty(&p->send_waiters)) {
+		ub_conn *c = ub__container_of(p->send_waiters.next, ub_conn,
+					      swait_link);
 
-		ub__list_del(n);
-		if (recv)
-			c->starved = false;
-		else
-			c->want_spool = false, c->want_writable = true;
+		ub__list_del(&c->swait_link);
+		c->want_spool = false;
+		c->want_writable = true;
 		ub__conn_dirty(c);
 	}
-	UB_UNUSED(p);
 }
 
 void ub__buf_recycle(ub_buf *b)
@@ -69,15 +65,34 @@ void ub__buf_recycle(ub_buf *b)
 	b->next = NULL;
 	if (p->flags & UB_POOL_RECV) {
 		ub__buf_set_state(b, UB_BUF_KERNEL);
-		ring_add(p, b);
-		if (!ub__list_empty(&p->recv_waiters))
-			wake_waiters(p, &p->recv_waiters, true);
+		if (!ub__list_empty(&p->recv_waiters)) {
+			/*
+			 * Someone starved: hand this buffer to the oldest
+			 * waiter for a plain receive into it, instead of the
+			 * ring where any armed multishot receive would take
+			 * it first.  Under pressure that makes receiving
+			 * round-robin, and no receive is armed to fail with
+			 * -ENOBUFS (our count of ring buffers lags behind
+			 * receives whose CQEs are still on their way, so
+			 * waking receivers by that count makes storms).
+			 */
+			ub_conn *c = ub__container_of(p->recv_waiters.next,
+						      ub_conn, wait_link);
+
+			ub__list_del(&c->wait_link);
+			c->starved = false;
+			c->handoff = b;
+			p->handoff++;
+			ub__conn_dirty(c);
+		} else {
+			ring_add(p, b);
+		}
 	} else {
 		ub__buf_set_state(b, UB_BUF_FREE);
 		b->next = p->free_head;
 		p->free_head = b;
 		if (!ub__list_empty(&p->send_waiters))
-			wake_waiters(p, &p->send_waiters, false);
+			wake_senders(p);
 	}
 }
 

@@ -10,8 +10,15 @@
  * send could interleave after a short write), and accounts completions by
  * bytes: a completion of n bytes finishes the oldest buffers covering n.
  * With MSG_WAITALL (implied by bundles) the kernel retries short writes on a
- * stream socket itself, so a completion that ends inside a buffer means the
- * connection broke; it is reported as an error rather than guessed around.
+ * stream socket itself.  Yet a bundle can still complete short and take
+ * more ring entries than it sent (seen on Linux 6.18 with AF_UNIX at minimum
+ * socket buffers: 573440 bytes sent, all 32 entries gone, the next send
+ * -ENOBUFS).  Either sign - a completion ending inside a buffer, or -ENOBUFS
+ * while we still count entries in the ring - means the kernel's ring head is
+ * no longer where we think.  The core then resyncs: with no send armed it
+ * re-registers the ring (head back to 0) and publishes every unsent byte
+ * again, the partly sent buffer from where it stopped.  The bid check on
+ * every completion proves the kernel started where we expect.
  *
  * SERIAL mode (no kernel support, or forced) keeps the same FIFO but sends
  * the head buffer with a plain send, MSG_MORE while more is queued.
@@ -42,6 +49,7 @@ int ub__sendq_push(ub_conn *c, ub_buf *buf)
 			return ret;
 	}
 	ub__buf_set_state(buf, UB_BUF_QUEUED);
+	buf->gen++; /* the application's handle is spent */
 	buf->sent = 0;
 	buf->next = NULL;
 	if (q->tail)
@@ -56,21 +64,46 @@ int ub__sendq_push(ub_conn *c, ub_buf *buf)
 	return 0;
 }
 
+/* A fresh ring (head 0) holding nothing; every unsent byte to publish. */
+static int resync(ub_conn *c)
+{
+	struct ub_sendq *q = &c->sq;
+
+	ub__buf_ring_free(c->loop, q->br, q->br_len, q->bgid);
+	q->br = NULL;
+	q->published = q->completed = 0;
+	q->unpub = q->head;
+	q->resync = false;
+	q->resyncs++;
+	return ub__buf_ring_new(c->loop, q->entries, 0, &q->br, &q->br_len,
+				&q->bgid);
+}
+
 /* Put as many queued buffers into the kernel ring as it has room for. */
-void ub__sendq_publish(ub_conn *c)
+int ub__sendq_publish(ub_conn *c)
 {
 	struct ub_sendq *q = &c->sq;
 	unsigned mask = q->entries - 1;
 	int n = 0;
 
 	if (!ring_mode(c) || !q->br)
-		return;
+		return 0;
+	if (q->resync) {
+		int ret;
+
+		if (c->send_armed)
+			return 0; /* after its last completion */
+		ret = resync(c);
+		if (ret < 0)
+			return ret;
+	}
 	while (q->unpub && q->published + (unsigned)n - q->completed < q->entries) {
 		ub_buf *b = q->unpub;
 		uint16_t bid = (uint16_t)((q->published + (unsigned)n) & mask);
 
-		io_uring_buf_ring_add(q->br, ub_buf_data(b), b->len, bid,
-				      (int)mask, n);
+		/* b->sent is 0 except for a buffer resync re-publishes. */
+		io_uring_buf_ring_add(q->br, (char *)ub_buf_data(b) + b->sent,
+				      b->len - b->sent, bid, (int)mask, n);
 		n++;
 		q->unpub = b->next;
 	}
@@ -78,6 +111,7 @@ void ub__sendq_publish(ub_conn *c)
 		io_uring_buf_ring_advance(q->br, n);
 		q->published += (unsigned)n;
 	}
+	return 0;
 }
 
 int ub__sendq_arm(ub_conn *c)
@@ -87,7 +121,7 @@ int ub__sendq_arm(ub_conn *c)
 
 	if (c->send_armed || !q->head)
 		return 0;
-	if (ring_mode(c) && q->published == q->completed)
+	if (ring_mode(c) && (q->resync || q->published == q->completed))
 		return 0;
 	sqe = ub__sqe(c->loop);
 	if (!sqe)
@@ -118,10 +152,15 @@ int ub__sendq_complete(ub_conn *c, int res, unsigned cflags)
 	unsigned left;
 
 	if (res < 0) {
-		/* Cancelled (abort) or, defensively, an empty ring: the
-		 * caller re-arms if anything is left. */
-		if (res == -ECANCELED || (res == -ENOBUFS && ring_mode(c)))
+		if (res == -ECANCELED) /* abort: the caller tidies up */
 			return 0;
+		if (res == -ENOBUFS && ring_mode(c)) {
+			/* The kernel found the ring empty: if we think it is
+			 * not, its head ran ahead of us (see the top). */
+			if (q->published != q->completed)
+				q->resync = true;
+			return 0;
+		}
 		return res;
 	}
 	if (ring_mode(c) && res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
@@ -154,7 +193,7 @@ int ub__sendq_complete(ub_conn *c, int res, unsigned cflags)
 	if (left)
 		return -EIO; /* more bytes than were queued */
 	if (ring_mode(c) && q->head && q->head->sent)
-		return -EPIPE; /* the kernel gave up inside a buffer */
+		q->resync = true; /* stopped inside a buffer (see the top) */
 	return 0;
 }
 

@@ -66,8 +66,8 @@ enum ub_event_type {
 	UB_EV_ERROR,    /* conn or listener; res: -errno.  A connection error
 			   closes the connection: CLOSED follows             */
 	UB_EV_CLOSED,   /* conn or listener is gone; res: 0 or the -errno that
-			   ended it.  The pointer stays valid until the next
-			   ub_loop_wait() call returns.                        */
+			   ended it.  The object is freed when the next
+			   ub_loop_wait() call starts: use it until then.      */
 };
 
 typedef struct ub_event {
@@ -298,8 +298,10 @@ UB_EXTERN int ub_conn_pipe(ub_conn *src, ub_conn *dst);
 /* Half-close: shut the sending side once the queue has drained. */
 UB_EXTERN int ub_conn_shutdown(ub_conn *conn);
 
-/* Graceful close: stop delivering data, drain the queue, shut down, close.
- * CLOSED follows.  -EPIPE if already closing. */
+/* Graceful close: stop delivering data (what arrives is discarded), let the
+ * queue drain, shut the sending side, and close once nothing unread is left
+ * in the socket (so the close sends FIN, not a reset that could destroy our
+ * own bytes in flight).  CLOSED follows.  -EPIPE if already closing. */
 UB_EXTERN int ub_conn_close(ub_conn *conn);
 
 /* Abort: cancel everything now; queued buffers return to their pools once
@@ -317,7 +319,9 @@ UB_EXTERN size_t ub_conn_low_water(const ub_conn *conn);
 UB_EXTERN int ub_conn_set_water(ub_conn *conn, size_t high, size_t low);
 UB_EXTERN void *ub_conn_udata(const ub_conn *conn);
 UB_EXTERN void ub_conn_set_udata(ub_conn *conn, void *udata);
-/* 1 once closing or closed (no more sends accepted), else 0. */
+/* 1 once no more sends are accepted: closing, closed, or its sending side
+ * shut down (by ub_conn_shutdown() or by the EOF of a connection piped into
+ * it); else 0. */
 UB_EXTERN int ub_conn_is_closing(const ub_conn *conn);
 /* Totals since the connection began. */
 UB_EXTERN uint64_t ub_conn_bytes_sent(const ub_conn *conn);
@@ -339,7 +343,8 @@ UB_EXTERN ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
 					 const ub_conn_opts *conn_opts,
 					 int *err);
 
-/* Stop accepting and close the socket; CLOSED follows. */
+/* Stop accepting and close the socket (a Unix socket path that ub_listen()
+ * bound is unlinked); CLOSED follows. */
 UB_EXTERN int ub_listener_close(ub_listener *l);
 UB_EXTERN int ub_listener_fd(const ub_listener *l);
 UB_EXTERN void *ub_listener_udata(const ub_listener *l);

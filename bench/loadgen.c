@@ -1,0 +1,785 @@
+/*
+ * loadgen.c - load client for echo servers and proxies.  Plain epoll and
+ * nonblocking sockets: it shares nothing with the library under test.
+ *
+ *   loadgen --connect HOST:PORT [--conns N] [--size S] [--seconds T]
+ *           [--pattern stream|pingpong] [--inflight K] [--batch B]
+ *           [--half-close] [--json]
+ *
+ * Each connection sends one byte stream whose content is a function of the
+ * stream offset and the connection (a 64-bit counter, mixed, per 8-byte
+ * word), so every echoed byte can be checked wherever a read splits it.  The
+ * stream is cut into messages of S bytes, written B messages per send()
+ * (default 1).
+ *   stream    write as fast as the peer takes it (at most K unverified
+ *             messages per connection if --inflight is given).
+ *   pingpong  K messages in flight per connection (default 1); the latency
+ *             of each, from its send() to its last echoed byte, goes into a
+ *             histogram (p50/p99).
+ * After T seconds the counts are taken, writing stops and every byte sent is
+ * awaited (up to 5 s) and verified: a wrong byte, a missing one, an early EOF
+ * or a reset is an error.  With --half-close each connection then shuts its
+ * sending side (like `socat` at the end of its input) and must still get
+ * every byte back, followed by EOF.
+ *
+ * Reports echoed messages per second (fully verified within T), MB/s, p50/p99
+ * for pingpong, errors.  Exit 0, 1 (setup failed), 2 (any data error).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK (256u * 1024)  /* largest single send() / recv()          */
+#define WRITE_BURST 64       /* sends per connection per wakeup         */
+#define READ_BURST 16        /* recvs per connection per wakeup         */
+#define CONNECT_SECS 5.0
+#define DRAIN_SECS 5.0
+#define MAX_CONNS 10000
+
+/* Latency histogram: log-linear, 64 steps per power of two (1.6%). */
+#define HSUB 64
+#define HBUCKETS (60 * HSUB)
+
+struct cfg {
+	const char *connect;
+	unsigned conns;
+	size_t size;
+	double seconds;
+	int pingpong;
+	unsigned inflight;  /* 0: unlimited (stream only) */
+	unsigned batch;
+	int half_close;
+	int json;
+};
+
+struct lconn {
+	int fd;
+	unsigned id;
+	uint64_t key;
+	uint64_t tx_off;     /* bytes sent                            */
+	uint64_t rx_off;     /* bytes received and verified            */
+	double *ts;          /* pingpong: send time of message m at [m % K] */
+	int want_out;        /* EPOLLOUT in the interest set           */
+	int dead;            /* closed: error, or EOF after everything */
+	int eof;             /* the server's EOF arrived                */
+};
+
+static struct cfg cfg = {
+	.conns = 1, .size = 64, .seconds = 3.0, .batch = 1,
+};
+static struct lconn *conns;
+static int ep = -1;
+static int running;          /* phase: 1 measuring, 0 draining          */
+static unsigned errors;
+static uint64_t hist[HBUCKETS];
+static uint64_t hist_n;
+static uint8_t *wbuf, *rbuf, *ebuf;
+static volatile sig_atomic_t interrupted;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- the pattern ------------------------------------------------------ */
+
+static uint64_t pat_word(uint64_t key, uint64_t k)
+{
+	/* Multiplying by an odd constant is a bijection: no two words of one
+	 * stream are equal, and the key separates streams. */
+	return (k * 0x9E3779B97F4A7C15ull) ^ key;
+}
+
+static void pat_fill(uint8_t *dst, uint64_t key, uint64_t off, size_t len)
+{
+	uint64_t w;
+
+	for (; len && (off & 7); len--, off++)
+		*dst++ = (uint8_t)(pat_word(key, off >> 3) >> (8 * (off & 7)));
+	for (; len >= 8; len -= 8, off += 8, dst += 8) {
+		w = htole64(pat_word(key, off >> 3));
+		memcpy(dst, &w, 8);
+	}
+	for (; len; len--, off++)
+		*dst++ = (uint8_t)(pat_word(key, off >> 3) >> (8 * (off & 7)));
+}
+
+static uint64_t conn_key(unsigned id)
+{
+	uint64_t z = (uint64_t)id + 0x5bd1e995u;
+
+	/* splitmix64 finaliser */
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* ---- latency histogram ------------------------------------------------ */
+
+static void hist_add(double secs)
+{
+	uint64_t v = secs <= 0 ? 0 : (uint64_t)(secs * 1e9);
+	unsigned idx, e;
+
+	if (v < HSUB) {
+		idx = (unsigned)v;
+	} else {
+		e = 63u - (unsigned)__builtin_clzll(v); /* >= 6 */
+		idx = (e - 5) * HSUB + (unsigned)((v >> (e - 6)) & (HSUB - 1));
+	}
+	if (idx >= HBUCKETS)
+		idx = HBUCKETS - 1;
+	hist[idx]++;
+	hist_n++;
+}
+
+/* Value (ns) at quantile q: the middle of its bucket. */
+static double hist_quantile(double q)
+{
+	uint64_t want, seen = 0;
+	unsigned idx, e, sub;
+	double lo, width;
+
+	if (!hist_n)
+		return 0;
+	want = (uint64_t)(q * (double)hist_n);
+	if ((double)want < q * (double)hist_n)
+		want++;
+	if (want < 1)
+		want = 1;
+	for (idx = 0; idx < HBUCKETS; idx++) {
+		seen += hist[idx];
+		if (seen >= want)
+			break;
+	}
+	if (idx < HSUB)
+		return idx;
+	e = idx / HSUB + 5;
+	sub = idx % HSUB;
+	lo = (double)((uint64_t)(HSUB + sub) << (e - 6));
+	width = (double)(1ull << (e - 6));
+	return lo + width / 2;
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+static void conn_fail(struct lconn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void conn_fail(struct lconn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	errors++;
+	fprintf(stderr, "loadgen: conn %u: ", c->id);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	c->fd = -1;
+	c->dead = 1;
+}
+
+static void set_want_out(struct lconn *c, int want)
+{
+	struct epoll_event ev;
+
+	if (c->want_out == want || c->dead)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | (want ? EPOLLOUT : 0);
+	ev.data.ptr = c;
+	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+		c->want_out = want;
+}
+
+/* How far this connection may send now. */
+static uint64_t tx_limit(const struct lconn *c)
+{
+	if (!running)
+		return c->tx_off;
+	if (!cfg.inflight)
+		return UINT64_MAX;
+	return (c->rx_off / cfg.size + cfg.inflight) * cfg.size;
+}
+
+static void conn_write(struct lconn *c)
+{
+	uint64_t limit, end, m;
+	size_t len;
+	ssize_t w;
+	double t;
+	unsigned n;
+
+	for (n = 0; n < WRITE_BURST && !c->dead; n++) {
+		limit = tx_limit(c);
+		if (c->tx_off >= limit) {
+			set_want_out(c, 0);
+			return;
+		}
+		/* Up to the end of --batch messages, within the limit. */
+		end = (c->tx_off / cfg.size + cfg.batch) * cfg.size;
+		if (end > limit)
+			end = limit;
+		len = end - c->tx_off > CHUNK ? CHUNK : (size_t)(end - c->tx_off);
+		pat_fill(wbuf, c->key, c->tx_off, len);
+		t = cfg.pingpong ? now_s() : 0;
+		w = send(c->fd, wbuf, len, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				set_want_out(c, 1);
+				return;
+			}
+			conn_fail(c, "send at offset %llu: %s",
+				  (unsigned long long)c->tx_off, strerror(errno));
+			return;
+		}
+		if (cfg.pingpong) {
+			/* Stamp every message whose first byte just left. */
+			m = (c->tx_off + cfg.size - 1) / cfg.size;
+			for (; m * cfg.size < c->tx_off + (uint64_t)w; m++)
+				c->ts[m % cfg.inflight] = t;
+		}
+		c->tx_off += (uint64_t)w;
+		if ((size_t)w < len) {
+			set_want_out(c, 1);
+			return;
+		}
+	}
+	set_want_out(c, 1); /* more to send: come back */
+}
+
+static void verify_fail(struct lconn *c, const uint8_t *got, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && got[i] == ebuf[i]; i++)
+		;
+	conn_fail(c,
+		  "data mismatch at stream offset %llu (message %llu, byte %llu): "
+		  "expected 0x%02x, got 0x%02x",
+		  (unsigned long long)(c->rx_off + i),
+		  (unsigned long long)((c->rx_off + i) / cfg.size),
+		  (unsigned long long)((c->rx_off + i) % cfg.size), ebuf[i],
+		  got[i]);
+}
+
+static void conn_read(struct lconn *c)
+{
+	uint64_t m;
+	ssize_t r;
+	unsigned n;
+	double t;
+
+	for (n = 0; n < READ_BURST && !c->dead; n++) {
+		r = recv(c->fd, rbuf, CHUNK, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			conn_fail(c, "recv at offset %llu: %s",
+				  (unsigned long long)c->rx_off, strerror(errno));
+			return;
+		}
+		if (r == 0 && cfg.half_close && !running &&
+		    c->rx_off == c->tx_off) {
+			/* All echoed, then the server's EOF: done. */
+			c->eof = 1;
+			epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+			close(c->fd);
+			c->fd = -1;
+			c->dead = 1;
+			return;
+		}
+		if (r == 0) {
+			conn_fail(c, "EOF from the server after %llu of %llu bytes",
+				  (unsigned long long)c->rx_off,
+				  (unsigned long long)c->tx_off);
+			return;
+		}
+		if (c->rx_off + (uint64_t)r > c->tx_off) {
+			conn_fail(c, "received %llu bytes but sent only %llu",
+				  (unsigned long long)(c->rx_off + (uint64_t)r),
+				  (unsigned long long)c->tx_off);
+			return;
+		}
+		pat_fill(ebuf, c->key, c->rx_off, (size_t)r);
+		if (memcmp(rbuf, ebuf, (size_t)r)) {
+			verify_fail(c, rbuf, (size_t)r);
+			return;
+		}
+		if (cfg.pingpong && running) {
+			t = now_s();
+			/* Messages whose last byte just arrived. */
+			m = c->rx_off / cfg.size;
+			for (; (m + 1) * cfg.size <= c->rx_off + (uint64_t)r; m++)
+				hist_add(t - c->ts[m % cfg.inflight]);
+		}
+		c->rx_off += (uint64_t)r;
+	}
+	/* A window may have opened. */
+	if (!c->dead && cfg.inflight && running)
+		conn_write(c);
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+static struct addrinfo *resolve(const char *hostport)
+{
+	struct addrinfo hints, *res = NULL;
+	char host[256];
+	const char *colon, *h, *port;
+	size_t hl;
+	int r;
+
+	colon = strrchr(hostport, ':');
+	if (!colon || !colon[1]) {
+		fprintf(stderr, "loadgen: --connect wants HOST:PORT, not '%s'\n",
+			hostport);
+		exit(1);
+	}
+	h = hostport;
+	hl = (size_t)(colon - hostport);
+	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host)) {
+		fprintf(stderr, "loadgen: host name too long\n");
+		exit(1);
+	}
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	port = colon + 1;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	r = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (r) {
+		fprintf(stderr, "loadgen: cannot resolve '%s': %s\n", hostport,
+			gai_strerror(r));
+		exit(1);
+	}
+	return res;
+}
+
+/* Connect every connection; all must succeed within CONNECT_SECS. */
+static void connect_all(const struct addrinfo *ai)
+{
+	struct epoll_event ev, evs[64];
+	double deadline = now_s() + CONNECT_SECS;
+	unsigned pending = 0, i;
+	socklen_t sl;
+	int one = 1, n, k, soerr;
+
+	for (i = 0; i < cfg.conns; i++) {
+		struct lconn *c = &conns[i];
+
+		c->id = i;
+		c->key = conn_key(i);
+		c->fd = socket(ai->ai_family,
+			       ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			       ai->ai_protocol);
+		if (c->fd < 0) {
+			fprintf(stderr, "loadgen: socket: %s\n", strerror(errno));
+			exit(1);
+		}
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
+		    errno != EINPROGRESS) {
+			fprintf(stderr, "loadgen: connect to %s: %s\n",
+				cfg.connect, strerror(errno));
+			exit(1);
+		}
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLOUT;
+		ev.data.ptr = c;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+			fprintf(stderr, "loadgen: epoll_ctl: %s\n", strerror(errno));
+			exit(1);
+		}
+		c->want_out = -1; /* connecting */
+		pending++;
+	}
+	while (pending) {
+		double left = deadline - now_s();
+
+		if (left <= 0) {
+			fprintf(stderr,
+				"loadgen: %u of %u connections to %s not established after %.0f s\n",
+				pending, cfg.conns, cfg.connect, CONNECT_SECS);
+			exit(1);
+		}
+		n = epoll_wait(ep, evs, 64, (int)(left * 1000) + 1);
+		if (n < 0 && errno != EINTR) {
+			fprintf(stderr, "loadgen: epoll_wait: %s\n", strerror(errno));
+			exit(1);
+		}
+		for (k = 0; k < n; k++) {
+			struct lconn *c = evs[k].data.ptr;
+
+			if (c->want_out != -1)
+				continue;
+			soerr = 0;
+			sl = sizeof(soerr);
+			getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+			if (soerr) {
+				fprintf(stderr, "loadgen: connect to %s: %s\n",
+					cfg.connect, strerror(soerr));
+				exit(1);
+			}
+			memset(&ev, 0, sizeof(ev));
+			ev.events = EPOLLIN;
+			ev.data.ptr = c;
+			epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+			c->want_out = 0;
+			pending--;
+		}
+	}
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: loadgen --connect HOST:PORT [--conns N] [--size BYTES]\n"
+		"               [--seconds T] [--pattern stream|pingpong]\n"
+		"               [--inflight K] [--batch B] [--half-close] [--json]\n"
+		"  --conns N       connections (default 1)\n"
+		"  --size BYTES    message size (default 64)\n"
+		"  --seconds T     measuring time (default 3)\n"
+		"  --pattern P     stream: send as fast as echoed (default);\n"
+		"                  pingpong: K messages in flight, latency p50/p99\n"
+		"  --inflight K    messages in flight per connection (pingpong\n"
+		"                  default 1; stream default unlimited)\n"
+		"  --batch B       messages per send() (default 1)\n"
+		"  --half-close    after the run, shut down the sending side and\n"
+		"                  expect every byte back, then EOF\n"
+		"  --json          print one JSON object (the human line goes to stderr)\n"
+		"Exit: 0 ok, 1 setup failed, 2 data errors (mismatch, loss, reset).\n");
+}
+
+static unsigned long parse_ulong(const char *name, const char *s,
+				 unsigned long min, unsigned long max)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "loadgen: %s wants an integer in %lu..%lu, not '%s'\n",
+			name, min, max, s);
+		exit(1);
+	}
+	return v;
+}
+
+static void parse_args(int argc, char **argv)
+{
+	enum { O_CONNECT = 1, O_CONNS, O_SIZE, O_SECONDS, O_PATTERN,
+	       O_INFLIGHT, O_BATCH, O_HALF_CLOSE, O_JSON, O_HELP };
+	static const struct option longopts[] = {
+		{ "connect", required_argument, NULL, O_CONNECT },
+		{ "conns", required_argument, NULL, O_CONNS },
+		{ "size", required_argument, NULL, O_SIZE },
+		{ "seconds", required_argument, NULL, O_SECONDS },
+		{ "pattern", required_argument, NULL, O_PATTERN },
+		{ "inflight", required_argument, NULL, O_INFLIGHT },
+		{ "batch", required_argument, NULL, O_BATCH },
+		{ "half-close", no_argument, NULL, O_HALF_CLOSE },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *end;
+	int c, inflight_set = 0;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_CONNECT:
+			cfg.connect = optarg;
+			break;
+		case O_CONNS:
+			cfg.conns = (unsigned)parse_ulong("--conns", optarg, 1,
+							  MAX_CONNS);
+			break;
+		case O_SIZE:
+			cfg.size = parse_ulong("--size", optarg, 1, 64ul << 20);
+			break;
+		case O_SECONDS:
+			errno = 0;
+			cfg.seconds = strtod(optarg, &end);
+			if (errno || end == optarg || *end ||
+			    !(cfg.seconds > 0 && cfg.seconds <= 86400)) {
+				fprintf(stderr,
+					"loadgen: --seconds wants a number in (0, 86400], not '%s'\n",
+					optarg);
+				exit(1);
+			}
+			break;
+		case O_PATTERN:
+			if (!strcmp(optarg, "stream")) {
+				cfg.pingpong = 0;
+			} else if (!strcmp(optarg, "pingpong")) {
+				cfg.pingpong = 1;
+			} else {
+				fprintf(stderr,
+					"loadgen: --pattern is stream or pingpong, not '%s'\n",
+					optarg);
+				exit(1);
+			}
+			break;
+		case O_INFLIGHT:
+			cfg.inflight = (unsigned)parse_ulong("--inflight", optarg,
+							     1, 1u << 20);
+			inflight_set = 1;
+			break;
+		case O_BATCH:
+			cfg.batch = (unsigned)parse_ulong("--batch", optarg, 1,
+							  1u << 20);
+			break;
+		case O_HALF_CLOSE:
+			cfg.half_close = 1;
+			break;
+		case O_JSON:
+			cfg.json = 1;
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			fprintf(stderr, "loadgen: bad option '%s'\n",
+				argv[optind - 1]);
+			usage(stderr);
+			exit(1);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "loadgen: unexpected argument '%s'\n",
+			argv[optind]);
+		exit(1);
+	}
+	if (!cfg.connect) {
+		fprintf(stderr, "loadgen: --connect HOST:PORT is required\n");
+		usage(stderr);
+		exit(1);
+	}
+	if (cfg.pingpong && !inflight_set)
+		cfg.inflight = 1;
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	/* The first stops measuring; a second one stops the drain too. */
+	interrupted = interrupted + 1;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+	struct epoll_event evs[256];
+	struct sigaction sa;
+	struct addrinfo *ai;
+	double t0, t_end, deadline, drain_deadline = 0, now, elapsed = 0;
+	double p50 = 0, p99 = 0, mps, mbps;
+	uint64_t msgs = 0, bytes = 0, lost = 0;
+	unsigned i, live;
+	int n, k, timeout;
+	char human[512];
+
+	parse_args(argc, argv);
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+
+	conns = calloc(cfg.conns, sizeof(*conns));
+	wbuf = malloc(CHUNK);
+	rbuf = malloc(CHUNK);
+	ebuf = malloc(CHUNK);
+	if (!conns || !wbuf || !rbuf || !ebuf) {
+		fprintf(stderr, "loadgen: out of memory\n");
+		return 1;
+	}
+	if (cfg.pingpong) {
+		for (i = 0; i < cfg.conns; i++) {
+			conns[i].ts = calloc(cfg.inflight, sizeof(double));
+			if (!conns[i].ts) {
+				fprintf(stderr, "loadgen: out of memory\n");
+				return 1;
+			}
+		}
+	}
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0) {
+		fprintf(stderr, "loadgen: epoll_create1: %s\n", strerror(errno));
+		return 1;
+	}
+	ai = resolve(cfg.connect);
+	connect_all(ai);
+	freeaddrinfo(ai);
+
+	running = 1;
+	t0 = now_s();
+	deadline = t0 + cfg.seconds;
+	for (i = 0; i < cfg.conns; i++)
+		conn_write(&conns[i]);
+
+	for (;;) {
+		now = now_s();
+		if (running && (now >= deadline || interrupted)) {
+			/* Take the counts, then stop sending and drain. */
+			elapsed = now - t0;
+			for (i = 0; i < cfg.conns; i++) {
+				msgs += conns[i].rx_off / cfg.size;
+				bytes += conns[i].rx_off;
+			}
+			running = 0;
+			for (i = 0; i < cfg.conns; i++) {
+				set_want_out(&conns[i], 0);
+				if (cfg.half_close && !conns[i].dead &&
+				    shutdown(conns[i].fd, SHUT_WR) < 0)
+					conn_fail(&conns[i], "shutdown: %s",
+						  strerror(errno));
+			}
+			drain_deadline = now + DRAIN_SECS;
+		}
+		if (!running) {
+			live = 0;
+			for (i = 0; i < cfg.conns; i++)
+				if (!conns[i].dead &&
+				    (conns[i].rx_off < conns[i].tx_off ||
+				     cfg.half_close))
+					live++;
+			if (!live)
+				break;
+			if (now >= drain_deadline || interrupted > 1) {
+				for (i = 0; i < cfg.conns; i++) {
+					struct lconn *c = &conns[i];
+
+					if (c->dead ||
+					    (!cfg.half_close &&
+					     c->rx_off == c->tx_off))
+						continue;
+					if (c->rx_off == c->tx_off) {
+						conn_fail(c,
+							  "no EOF within %.0f s of the half-close",
+							  DRAIN_SECS);
+						continue;
+					}
+					lost += c->tx_off - c->rx_off;
+					conn_fail(c,
+						  "%llu of %llu bytes never came back (waited %.0f s)",
+						  (unsigned long long)(c->tx_off - c->rx_off),
+						  (unsigned long long)c->tx_off,
+						  DRAIN_SECS);
+				}
+				break;
+			}
+		}
+		t_end = running ? deadline : drain_deadline;
+		timeout = (int)((t_end - now) * 1000) + 1;
+		if (timeout < 1)
+			timeout = 1;
+		n = epoll_wait(ep, evs, 256, timeout);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "loadgen: epoll_wait: %s\n", strerror(errno));
+			return 1;
+		}
+		for (k = 0; k < n; k++) {
+			struct lconn *c = evs[k].data.ptr;
+
+			if (!c->dead &&
+			    (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+				conn_read(c);
+			if (!c->dead && (evs[k].events & EPOLLOUT))
+				conn_write(c);
+		}
+	}
+
+	for (i = 0; i < cfg.conns; i++) {
+		if (conns[i].fd >= 0)
+			close(conns[i].fd);
+		free(conns[i].ts);
+	}
+	close(ep);
+	free(conns);
+	free(wbuf);
+	free(rbuf);
+	free(ebuf);
+
+	if (elapsed <= 0)
+		elapsed = 1e-9;
+	mps = (double)msgs / elapsed;
+	mbps = (double)bytes / elapsed / 1e6;
+	if (cfg.pingpong) {
+		p50 = hist_quantile(0.50) / 1e3;
+		p99 = hist_quantile(0.99) / 1e3;
+	}
+	n = snprintf(human, sizeof(human),
+		     "%s: %u conns x %zu B, %.2f s: %.0f msgs/s, %.2f MB/s",
+		     cfg.pingpong ? "pingpong" : "stream", cfg.conns, cfg.size,
+		     elapsed, mps, mbps);
+	if (cfg.pingpong && n > 0 && (size_t)n < sizeof(human))
+		n += snprintf(human + n, sizeof(human) - (size_t)n,
+			      ", p50 %.1f us, p99 %.1f us (inflight %u)", p50,
+			      p99, cfg.inflight);
+	if (n > 0 && (size_t)n < sizeof(human))
+		snprintf(human + n, sizeof(human) - (size_t)n, ", errors %u",
+			 errors);
+	if (cfg.json) {
+		fprintf(stderr, "%s\n", human);
+		printf("{\"pattern\":\"%s\",\"conns\":%u,\"size\":%zu,"
+		       "\"seconds\":%.3f,\"messages\":%llu,\"bytes\":%llu,"
+		       "\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,",
+		       cfg.pingpong ? "pingpong" : "stream", cfg.conns,
+		       cfg.size, elapsed, (unsigned long long)msgs,
+		       (unsigned long long)bytes, mps, mbps);
+		if (cfg.pingpong)
+			printf("\"inflight\":%u,\"p50_us\":%.2f,\"p99_us\":%.2f,",
+			       cfg.inflight, p50, p99);
+		else
+			printf("\"p50_us\":null,\"p99_us\":null,");
+		printf("\"lost_bytes\":%llu,\"errors\":%u}\n",
+		       (unsigned long long)lost, errors);
+	} else {
+		printf("%s\n", human);
+	}
+	fflush(stdout);
+	return errors ? 2 : 0;
+}
