@@ -353,8 +353,9 @@ UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
 /* ---- addresses --------------------------------------------------------- */
 
 /*
- * Parse "HOST:PORT" (IPv4 or name-free numeric forms), "[IPV6]:PORT",
- * "unix:PATH" or "/PATH" into *ss.  No name resolution.  -EINVAL if malformed.
+ * Parse "A.B.C.D:PORT", "[IPV6]:PORT", "localhost:PORT" (127.0.0.1),
+ * "unix:PATH" or "/PATH" into *ss.  No name resolution: a DNS lookup may
+ * block an event loop for seconds.  -EINVAL if malformed.
  */
 UB_EXTERN int ub_addr_parse(const char *s, struct sockaddr_storage *ss,
 			    socklen_t *len);

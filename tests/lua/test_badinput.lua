@@ -1,0 +1,180 @@
+-- test_badinput.lua - misuse raises ("bad argument #n to 'f' (...)"),
+-- impossible requests return nil, message, errno, and nothing crashes:
+-- every call below runs under pcall, several times over.
+local T = require "tap"
+local ub = require "uringbuf"
+local core = ub.core
+
+local function pair(loop)
+	local l = assert(loop:listen("127.0.0.1:0"))
+	local c = assert(loop:connect(l:address()))
+	local s
+	local deadline = ub.now() + 5
+	while not s and ub.now() < deadline do
+		local n, ev = assert(loop:wait(1, 50))
+		for i = 1, n do
+			if ev[i].type == "accept" then s = ev[i].conn end
+		end
+	end
+	assert(s)
+	return s, c, l
+end
+
+-- kind "raise": must raise with text; "fail": must return nil, msg, errno.
+local function check(kind, text, f, ...)
+	local r = table.pack(pcall(f, ...))
+	if kind == "raise" then
+		T.eq(r[1], false, "expected a raise (" .. text .. ")")
+		T.ok(tostring(r[2]):find(text, 1, true), "message",
+			tostring(r[2]), "wanted", text)
+	else
+		T.eq(r[1], true, "unexpected raise: " .. tostring(r[2]))
+		T.eq(r[2], nil, "expected nil, message, errno (" .. text .. ")")
+		T.eq(type(r[3]), "string")
+		T.eq(math.type(r[4]), "integer")
+		if text ~= "" then T.eq(r[4], ub.errno[text], "errno") end
+	end
+end
+
+T.test("loop and pool constructors", function()
+	for _ = 1, 3 do
+		check("raise", "bad argument #1", ub.loop, "x")
+		check("raise", "out of range", ub.loop, { entries = -1 })
+		check("raise", "integer expected", ub.loop, { entries = 1.5 })
+		check("raise", "out of range", ub.loop, { entries = 1 << 40 })
+		check("raise", "out of range", ub.loop, { pool_count = -5 })
+		check("raise", "unknown option 'bogus'", ub.loop, { bogus = 1 })
+		check("raise", "unknown feature 'nope'", ub.loop, { disable = { "nope" } })
+		check("raise", "unknown option", ub.loop, { [1] = true })
+		local loop <close> = assert(ub.loop{ pool_count = 4, pool_size = 64 })
+		check("raise", "bad argument #1", loop.pool, loop, -1, 10)
+		check("raise", "number has no integer representation", loop.pool, loop, 1.5, 10)
+		check("raise", "out of range", loop.pool, loop, 1 << 33, 1)
+		check("raise", "out of range", loop.pool, loop, 1, -(1 << 40))
+		check("raise", "'send' or 'recv' expected", loop.pool, loop, 1, 1, "bogus")
+		check("fail", "EINVAL", loop.pool, loop, 0, 10)
+		check("fail", "EINVAL", loop.pool, loop, 1, 0)
+		check("fail", "EINVAL", loop.pool, loop, 1, (1 << 30) + 1)
+		check("fail", "EINVAL", loop.pool, loop, 32768, 1 << 30) -- 32 TiB
+		check("fail", "EINVAL", loop.pool, loop, 32769, 1)
+		check("fail", "EINVAL", assert(loop:recv_pool()).acquire, loop:recv_pool())
+		check("raise", "bad argument #2", loop.wait, loop, -1)
+		check("raise", "bad argument #2", loop.wait, loop, 100000)
+		check("raise", "bad argument #3", loop.wait, loop, 1, 1.5)
+		check("raise", "bad argument #3", loop.wait, loop, 1, -2)
+		check("raise", "bad argument #4", loop.wait, loop, 0, 0, "x")
+		check("raise", "uringbuf.loop expected", loop.wait, "loop")
+		check("raise", "unknown mode", loop.mode_check, loop, "fast")
+	end
+end)
+
+T.test("listen, connect and their options", function()
+	local loop <close> = assert(ub.loop())
+	local spool = assert(loop:pool(2, 64))
+	for _ = 1, 3 do
+		check("raise", "bad argument #1 to 'listen'", function() return loop:listen(123) end)
+		check("raise", "bad argument #1 to 'connect'", function() return loop:connect({}) end)
+		check("raise", "bad argument #2 to 'connect' (unknown option", function() return loop:connect("127.0.0.1:1", { x = 1 }) end)
+		check("raise", "malformed address", loop.listen, loop, "example.com:80")
+		check("raise", "malformed address", loop.connect, loop, "127.0.0.1:99999")
+		check("raise", "bad argument #2", loop.connect, loop, nil)
+		check("raise", "unknown mode 'nope'", loop.listen, loop, "127.0.0.1:0", { mode = "nope" })
+		check("raise", "field 'high_water'", loop.listen, loop, "127.0.0.1:0", { high_water = -1 })
+		check("raise", "field 'recv_pool'", loop.listen, loop, "127.0.0.1:0", { recv_pool = "x" })
+		check("raise", "unknown option 'hihg_water'", loop.connect, loop, "127.0.0.1:1", { hihg_water = 1 })
+		check("raise", "field 'backlog'", loop.listen, loop, "127.0.0.1:0", { backlog = 1.5 })
+		check("fail", "EINVAL", loop.listen, loop, "127.0.0.1:0", { recv_pool = spool })
+		check("fail", "EINVAL", loop.listen, loop, "127.0.0.1:0", { high_water = 10, low_water = 20 })
+		check("fail", "EINVAL", loop.connect, loop, "127.0.0.1:1", { ring_entries = 3 })
+		check("fail", "", loop.adopt, loop, 0) -- stdin is not a socket
+		check("fail", "", loop.adopt, loop, 99999)
+		check("raise", "out of range", loop.adopt, loop, 1 << 40)
+	end
+end)
+
+T.test("connections, buffers and the C-level names", function()
+	local loop <close> = assert(ub.loop{ pool_count = 8, pool_size = 64 })
+	local other <close> = assert(ub.loop())
+	local s, c = pair(loop)
+	local os_, oc = pair(other)
+	local pool = assert(loop:pool(2, 16))
+	local ob = assert(assert(other:pool(1, 16)):acquire())
+	ob:write(1, "x")
+	local b = assert(pool:acquire())
+	b:write(1, "hello")
+	for _ = 1, 3 do
+		check("raise", "string or uringbuf.buf expected", c.send, c, nil)
+		check("raise", "string or uringbuf.buf expected", c.send, c, 42)
+		check("raise", "number has no integer representation", c.send, c, "x", 1.5)
+		check("raise", "uringbuf.conn expected", c.send, pool, "x")
+		check("fail", "EINVAL", c.send, c, ob) -- a buffer of another loop
+		check("fail", "EINVAL", c.pipe, c, c)
+		check("fail", "EINVAL", c.pipe, c, oc)
+		check("raise", "uringbuf.conn expected", c.pipe, c, "x")
+		check("fail", "EINVAL", c.set_water, c, 0, 0)
+		check("fail", "EINVAL", c.set_water, c, 10, 20)
+		check("raise", "out of range", c.set_water, c, -1, 0)
+		check("raise", "number has no integer representation", c.set_water, c, 1.5, 0)
+		check("raise", "bad argument #2", b.sub, b, "x")
+		check("raise", "bad argument #2", b.byte, b, {})
+		check("raise", "bad argument #2", b.find, b, nil)
+		check("raise", "bad argument #2", b.write, b, "a", "b")
+		check("raise", "bad argument #1 to 'sub'", function() return b:sub("x") end)
+		check("raise", "bad argument #2 to 'write'", function() return b:write(1, {}) end)
+		check("raise", "uringbuf.buf expected", b.sub, pool, 1)
+		check("raise", "uringbuf.conn expected", core.ub_conn_fd, loop)
+		check("raise", "uringbuf.pool expected", core.ub_pool_count, nil)
+		check("raise", "out of range", core.ub_mode_name, 1 << 40)
+		check("raise", "Error in ub_conn_fd", core.ub_conn_fd)
+		check("raise", "not managed by a uringbuf.server", c.write, c, "x")
+		check("raise", "not managed by a uringbuf.server", c.read, c)
+		check("raise", "uringbuf handle", ub.valid, {})
+	end
+	T.eq(core.ub_event_name(-5), "unknown")
+	T.eq(core.ub_mode_name(99), "unknown")
+	T.eq(core.ub_mode_from_name("nope"), nil)
+	T.eq(c:send(b), 5) -- still sends fine after all that
+	T.eq(c:send(""), 0)
+	ob:release()
+	os_:abort()
+end)
+
+T.test("closing and closed connections", function()
+	local loop <close> = assert(ub.loop())
+	local s, c = pair(loop)
+	T.eq(c:abort(), true)
+	check("fail", "EPIPE", c.abort, c)
+	check("fail", "EPIPE", c.send, c, "late")
+	check("fail", "EPIPE", c.close, c)
+	local closed = false
+	local deadline = ub.now() + 5
+	while not closed and ub.now() < deadline do
+		local n, ev = assert(loop:wait(1, 50))
+		for i = 1, n do
+			if ev[i].conn == c and ev[i].type == "closed" then closed = true end
+		end
+	end
+	T.ok(closed)
+	loop:wait(0, 0)
+	for _ = 1, 3 do
+		check("raise", "connection is closed", c.send, c, "x")
+		check("raise", "connection is closed", c.close, c)
+		check("raise", "connection is closed", c.pipe, s, c)
+		check("raise", "connection is closed", c.fd, c)
+		check("raise", "connection is closed", c.peer_address, c)
+	end
+	T.ok(tostring(c):find("closed", 1, true))
+	s:abort()
+end)
+
+T.test("server helper argument checks", function()
+	for _ = 1, 3 do
+		check("raise", "bad argument #1 to 'server'", ub.server, nil)
+		check("raise", "field 'on_data': function expected", ub.server, { on_data = 5 })
+		check("raise", "unknown mode 'x'", ub.server, { mode = "x" })
+		check("raise", "unknown field 'bogus'", ub.server, { bogus = 1 })
+	end
+	local srv = assert(ub.server{ port = 0 })
+	check("raise", "unknown field", srv.connect, srv, srv.address, { nope = 1 })
+	srv:close()
+end)
