@@ -53,6 +53,16 @@ void ub__conn_dirty(ub_conn *c)
 	ub__list_add_tail(&c->loop->dirty, &c->dirty_link);
 }
 
+/* The SQ is full even after a submit: try again in the next round, not in
+ * this one (which would spin). */
+static void retry_later(ub_conn *c)
+{
+	if (c->dirty)
+		ub__list_del(&c->dirty_link);
+	c->dirty = true;
+	ub__list_add_tail(&c->loop->later, &c->dirty_link);
+}
+
 int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *o)
 {
 	unsigned e = o->ring_entries;
@@ -109,7 +119,7 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 	if (c->spool)
 		c->spool->users++;
 	c->high = o.high_water ? o.high_water : UB_DEF_HIGH;
-	c->low = o.high_water ? o.low_water : c->high / 4;
+	c->low = o.low_water ? o.low_water : c->high / 4;
 	c->sq.entries = o.ring_entries ? o.ring_entries : UB_DEF_ENTRIES;
 	c->sq.bgid = -1;
 	c->use_recv_bundle = (loop->features & UB_FEAT_RECV_BUNDLE) &&
@@ -210,7 +220,7 @@ ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 	sqe = ub__sqe(loop);
 	if (!sqe) {
 		ub__list_del(&c->link);
-		close(fd);
+		ub__conn_free(c); /* pool references, the socket */
 		free(c);
 		ret = -EBUSY;
 		goto fail;
@@ -230,10 +240,11 @@ fail:
 
 /* ---- receive ---- */
 
-static ub_pool *recv_pool(ub_conn *c)
+static ub_pool *recv_pool(ub_conn *c, int *err)
 {
+	*err = -ENOMEM;
 	if (!c->rpool) {
-		c->rpool = ub_loop_recv_pool(c->loop, NULL);
+		c->rpool = ub_loop_recv_pool(c->loop, err);
 		if (c->rpool)
 			c->rpool->users++;
 	}
@@ -249,11 +260,12 @@ static void starve(ub_conn *c, ub_pool *p)
 
 static int arm_recv(ub_conn *c)
 {
-	ub_pool *p = recv_pool(c);
 	struct io_uring_sqe *sqe;
+	int err;
+	ub_pool *p = recv_pool(c, &err);
 
 	if (!p)
-		return -ENOMEM;
+		return err < 0 ? err : -ENOMEM;
 	/* No buffer to receive into: wait for one instead of letting the
 	 * kernel fail the receive at once (proxy.c's busy loop). */
 	if (ub__pool_in_ring(p) == 0) {
@@ -459,20 +471,27 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 
 /* ---- the one place that talks to the kernel about a connection ---- */
 
-static void finalize(ub_conn *c)
+/* Cut src's pipe.  Invariant: a->pipe_to == b exactly when
+ * b->pipe_from == a; only this function and ub_conn_pipe() change them. */
+static void unpipe(ub_conn *src)
 {
-	if (c->pipe_to) {
-		c->pipe_to->pipe_from = NULL;
-		c->pipe_to = NULL;
-	}
-	if (c->pipe_from) {
-		ub_conn *src = c->pipe_from;
+	ub_conn *dst = src->pipe_to;
 
-		src->pipe_to = NULL;
+	if (!dst)
+		return;
+	dst->pipe_from = NULL;
+	src->pipe_to = NULL;
+	if (src->pipe_paused) {
 		src->pipe_paused = false;
 		ub__conn_dirty(src);
-		c->pipe_from = NULL;
 	}
+}
+
+static void finalize(ub_conn *c)
+{
+	unpipe(c);
+	if (c->pipe_from)
+		unpipe(c->pipe_from);
 	ub__conn_free(c);
 	c->closed = true;
 	ub__emit(c->loop, UB_EV_CLOSED, c->close_res, c, NULL, NULL);
@@ -490,6 +509,8 @@ void ub__conn_update(ub_conn *c)
 		} else if (!c->cancel_sent) {
 			if (cancel_all(c) == 0)
 				c->cancel_sent = true;
+			else
+				retry_later(c);
 		}
 		return;
 	}
@@ -502,7 +523,7 @@ void ub__conn_update(ub_conn *c)
 			return;
 		}
 		if (ub__sendq_arm(c) < 0)
-			ub__conn_dirty(c); /* SQ full: try again next round */
+			retry_later(c);
 		if (c->shut_req && !c->shut_done && !c->sq.head &&
 		    !c->send_armed) {
 			shutdown(c->fd, SHUT_WR);
@@ -535,17 +556,26 @@ void ub__conn_update(ub_conn *c)
 	if (c->handoff && !c->recv_armed) {
 		if (want_recv) {
 			if (arm_direct(c) < 0)
-				ub__conn_dirty(c);
+				retry_later(c);
 		} else {
 			give_back(c); /* to the next waiter */
 		}
 	}
 	if (want_recv && !c->recv_armed && !c->starved && !c->handoff) {
-		if (arm_recv(c) < 0)
+		int ret = arm_recv(c);
+
+		if (ret == -EBUSY) {
+			retry_later(c);
+		} else if (ret < 0) {
+			ub__conn_fail(c, ret); /* e.g. no pool could be made */
 			ub__conn_dirty(c);
+			return;
+		}
 	} else if (!want_recv && c->recv_armed && !c->recv_cancelling) {
 		if (cancel_op(c, UB_OP_RECV) == 0)
 			c->recv_cancelling = true;
+		else
+			retry_later(c);
 	}
 	if (!want_recv && c->starved) {
 		c->starved = false;
@@ -768,14 +798,10 @@ int ub_conn_pipe(ub_conn *src, ub_conn *dst)
 	if (src->closed || src->aborting ||
 	    (dst && (dst->closed || dst->aborting || dst->closing)))
 		return -EPIPE;
-	if (src->pipe_to) {
-		src->pipe_to->pipe_from = NULL;
-		src->pipe_to = NULL;
-	}
-	src->pipe_paused = false;
+	unpipe(src);
 	if (dst) {
 		if (dst->pipe_from)
-			ub_conn_pipe(dst->pipe_from, NULL);
+			unpipe(dst->pipe_from); /* even if that one is dying */
 		src->pipe_to = dst;
 		dst->pipe_from = src;
 		if (src->eof) {
@@ -809,10 +835,7 @@ int ub_conn_close(ub_conn *c)
 	c->want_writable = false;
 	ub__list_del(&c->swait_link);
 	c->want_spool = false;
-	if (c->pipe_to) {
-		c->pipe_to->pipe_from = NULL;
-		c->pipe_to = NULL;
-	}
+	unpipe(c);
 	ub__conn_dirty(c);
 	return 0;
 }

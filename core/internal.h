@@ -150,7 +150,7 @@ struct ub_conn {
 	ub_pool *rpool, *spool;
 	struct ub_sendq sq;
 	size_t high, low;
-	ub_conn *pipe_to, *pipe_from;
+	ub_conn *pipe_to, *pipe_from; /* a->pipe_to == b iff b->pipe_from == a */
 	uint64_t bytes_sent, bytes_recv;
 	unsigned inflight;      /* operations armed in the kernel */
 	uint32_t arm_tail;      /* rpool->br_tail when the receive was armed */
@@ -160,13 +160,17 @@ struct ub_conn {
 	/* receive */
 	bool recv_armed, recv_cancelling, recv_started, user_paused,
 		pipe_paused, starved, direct, eof;
-	ub_buf *handoff;        /* a buffer handed to us while starved */
+	/* starved: on rpool->recv_waiters, no receive armed.  handoff: a
+	 * KERNEL buffer the pool gave us (counted in rpool->handoff) for one
+	 * plain receive; direct: that receive is the one armed. */
+	ub_buf *handoff;
 	/* send */
 	bool send_armed, want_writable, want_spool;
 	/* life */
 	bool connecting, connected, connect_failed, closing, aborting,
-		cancel_sent, shut_req, shut_done, rx_done, closed, linger_rst,
-		dirty;
+		cancel_sent, shut_req, shut_done, closed, linger_rst, dirty;
+	/* closing, sent and shut down, nothing unread left: stop receiving */
+	bool rx_done;
 	bool use_recv_bundle;
 	struct ub_list link;       /* loop->conns */
 	struct ub_list dirty_link; /* loop->dirty */
@@ -213,6 +217,7 @@ struct ub_loop {
 	ub_event *evq;
 	unsigned evq_head, evq_len, evq_cap;
 	struct ub_list conns, listeners, pools, dirty;
+	struct ub_list later; /* dirty, but only from the next round on */
 	/* objects whose CLOSED event went out: freed on the next wait */
 	struct ub_list zombies;
 	struct ub_list zombie_listeners;

@@ -94,6 +94,10 @@ ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
 	if (o.entries == 0)
 		o.entries = 256;
 	if (o.entries > 32768 || o.pool_count > 32768 ||
+	    o.pool_size > (1u << 30) ||
+	    (unsigned long long)(o.pool_count ? o.pool_count : 1024) *
+			    (o.pool_size ? o.pool_size : 4096) >
+		    (64ull << 30) ||
 	    (o.disable & ~(unsigned)UB_FEAT_ALL)) {
 		ret = -EINVAL;
 		goto fail0;
@@ -107,6 +111,7 @@ ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
 	ub__list_init(&loop->listeners);
 	ub__list_init(&loop->pools);
 	ub__list_init(&loop->dirty);
+	ub__list_init(&loop->later);
 	ub__list_init(&loop->zombies);
 	ub__list_init(&loop->zombie_listeners);
 	loop->pool_count = o.pool_count ? o.pool_count : 1024;
@@ -144,6 +149,13 @@ static void free_zombies(ub_loop *loop)
 
 static void run_dirty(ub_loop *loop)
 {
+	/* What had to wait for a free SQE gets its turn again now. */
+	while (!ub__list_empty(&loop->later)) {
+		struct ub_list *n = loop->later.next;
+
+		ub__list_del(n);
+		ub__list_add_tail(&loop->dirty, n);
+	}
 	/* update() may dirty other connections (pipes, pool waiters): loop
 	 * until quiet; each pass makes progress, so bound it generously. */
 	unsigned rounds = 0;

@@ -58,6 +58,11 @@ static void no(ub_loop *loop, unsigned feature, const char *why)
 		loop->reason[i] = why;
 }
 
+/* Probe operations' user_data: low bits UB_OP_NONE, so that a completion
+ * that arrives late is ignored by the loop instead of decoded. */
+#define PROBE_SEND ((uint64_t)1 << 3)
+#define PROBE_RECV ((uint64_t)2 << 3)
+
 /* Wait for one CQE with user_data ud (bounded); returns res, flags in *fl. */
 static int probe_wait(ub_loop *loop, uint64_t ud, unsigned *fl)
 {
@@ -107,9 +112,12 @@ static int probe_send_select(ub_loop *loop, bool bundle)
 	sqe->buf_group = (uint16_t)bgid;
 	if (bundle)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
-	sqe->user_data = 1;
-	ret = probe_wait(loop, 1, NULL);
-	ub__buf_ring_free(loop, br, brlen, bgid);
+	sqe->user_data = PROBE_SEND;
+	ret = probe_wait(loop, PROBE_SEND, NULL);
+	/* Still armed after the wait gave up: the kernel may yet read the
+	 * ring, so leave it (and its group id) alone. */
+	if (ret != -ETIME)
+		ub__buf_ring_free(loop, br, brlen, bgid);
 	if (ret == 1)
 		ret = 0;
 	else if (ret >= 0)
@@ -141,11 +149,12 @@ static int probe_recv_multishot(ub_loop *loop)
 	io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)bgid;
-	sqe->user_data = 2;
+	sqe->user_data = PROBE_RECV;
+	fl = IORING_CQE_F_MORE; /* armed until a CQE says otherwise */
 	if (write(sv[1], "x", 1) != 1) {
 		ret = -EIO;
 	} else {
-		ret = probe_wait(loop, 2, &fl);
+		ret = probe_wait(loop, PROBE_RECV, &fl);
 		if (ret == 1)
 			ret = (fl & IORING_CQE_F_MORE) ? 0 : -EOPNOTSUPP;
 		else if (ret >= 0)
@@ -155,11 +164,15 @@ static int probe_recv_multishot(ub_loop *loop)
 	 * it reads from goes away. */
 	shutdown(sv[1], SHUT_RDWR);
 	for (i = 0; (fl & IORING_CQE_F_MORE) && i < 8; i++) {
-		fl = 0;
-		if (probe_wait(loop, 2, &fl) == -ETIME)
-			break;
+		int r = probe_wait(loop, PROBE_RECV, &fl);
+
+		if (r == -ETIME)
+			fl = IORING_CQE_F_MORE;
 	}
-	ub__buf_ring_free(loop, br, brlen, bgid);
+	if (fl & IORING_CQE_F_MORE) /* never ended: leave its ring be */
+		ret = ret < 0 ? ret : -EIO;
+	else
+		ub__buf_ring_free(loop, br, brlen, bgid);
 out:
 	close(sv[0]);
 	close(sv[1]);
@@ -238,10 +251,6 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 		no(loop, UB_FEAT_SEND_BUNDLE,
 		   "send with IORING_RECVSEND_BUNDLE refused");
 	}
-	if (!(loop->features & UB_FEAT_RECV_MULTISHOT))
-		no(loop, UB_FEAT_RECV_BUNDLE,
-		   "recv bundles are only used with multishot recv");
-
 	ret = ub__buf_ring_new(loop, 1, IOU_PBUF_RING_INC, &br, &brlen, &bgid);
 	if (ret < 0)
 		no(loop, UB_FEAT_PBUF_INC,
@@ -258,6 +267,10 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 				no(loop, 1u << i,
 				   "disabled by ub_loop_opts.disable");
 	}
+	/* Dependencies last, so that what was disabled counts too. */
+	if (!(loop->features & UB_FEAT_RECV_MULTISHOT))
+		no(loop, UB_FEAT_RECV_BUNDLE,
+		   "recv bundles are only used with multishot recv");
 	if (!(loop->features & UB_FEAT_SEND_RING))
 		no(loop, UB_FEAT_SEND_BUNDLE, "send ring unavailable");
 	loop->best_mode = (loop->features & UB_FEAT_SEND_BUNDLE)

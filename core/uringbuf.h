@@ -110,16 +110,20 @@ typedef struct ub_loop_opts {
 } ub_loop_opts;
 
 /*
- * Create a loop.  opts may be NULL.  Probes the kernel once.
- * Errors: -ENOMEM, -ENOSYS (no io_uring), -EPERM, or what io_uring_setup says.
+ * Create a loop.  opts may be NULL.  Probes the kernel once.  A loop belongs
+ * to the thread that created it (the ring is set up single-issuer where the
+ * kernel allows): call it from that thread only.
+ * Errors: -EINVAL (bad opts), -ENOMEM, -ENOSYS (no io_uring, or older than
+ * 5.19), -EPERM, or what io_uring_setup says.
  */
 UB_EXTERN ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err);
 
 /*
  * Close every connection and listener (abort), reap every operation the
  * kernel still holds, free every pool and the loop.  Buffers the application
- * still holds become invalid.  Returns 0, or -EBUSY if called from inside
- * nothing (never; reserved), or the first error met while reaping.
+ * still holds become invalid.  Returns 0, -EBUSY if the loop is already being
+ * freed, or -ETIMEDOUT if the kernel did not give back every operation within
+ * 10 s (the memory it may still touch is then leaked, not freed).
  */
 UB_EXTERN int ub_loop_free(ub_loop *loop);
 
@@ -127,8 +131,8 @@ UB_EXTERN int ub_loop_free(ub_loop *loop);
  * Submit pending work, wait for completions and return up to max events in
  * ev[].  Blocks until at least min events are ready (min 0: do not block) or
  * timeout_ms passes (-1: no timeout).  Returns the event count (0 on
- * timeout), or -EINVAL (bad arguments), -EINTR (a signal arrived: the events
- * gathered so far stay queued for the next call).
+ * timeout), or -EINVAL (bad arguments), -EINTR (a signal arrived and no
+ * event was ready; if some were, they are returned instead).
  * Objects that received UB_EV_CLOSED in the previous batch are freed here.
  */
 UB_EXTERN int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min,
@@ -253,8 +257,8 @@ UB_EXTERN void ub_conn_opts_init(ub_conn_opts *opts);
  * Take over a connected stream socket (TCP or Unix).  The connection owns fd
  * from then on (even on failure it is not closed: the caller keeps it then).
  * O_NONBLOCK is cleared: io_uring does the waiting.
- * Errors: -EINVAL (bad opts), -EOPNOTSUPP (forced mode unavailable),
- * -ENOTSOCK, -ENOMEM.
+ * Errors: -EINVAL (bad opts, or not a stream socket), -EOPNOTSUPP (forced
+ * mode unavailable), -EBADF, -ENOTSOCK, -ENOMEM.
  */
 UB_EXTERN ub_conn *ub_conn_adopt(ub_loop *loop, int fd,
 				 const ub_conn_opts *opts, int *err);
@@ -270,7 +274,9 @@ UB_EXTERN ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
  * may come from any pool of the same loop; it becomes QUEUED and returns to
  * its own pool once sent.  Errors: -EINVAL (not APP, empty, other loop),
  * -EAGAIN (queue above the high water mark; WRITABLE follows), -EPIPE
- * (connection closing or closed), -ENOTCONN (connect failed).
+ * (connection closing or closed), -ENOTCONN (connect failed), -ENOMEM or
+ * -ENOSPC (the first send in RING/BUNDLE mode could not create the
+ * connection's send ring; -ENOSPC: the loop's 65536 buffer groups are used).
  */
 UB_EXTERN int ub_conn_send_buf(ub_conn *conn, ub_buf *buf);
 
@@ -278,7 +284,7 @@ UB_EXTERN int ub_conn_send_buf(ub_conn *conn, ub_buf *buf);
  * Copy len bytes into buffers of the send pool and queue them.  Returns the
  * bytes accepted (maybe fewer than len, like write(2)), or -EAGAIN (nothing
  * accepted: queue above high water or no free buffer; WRITABLE follows),
- * -EPIPE, -EINVAL.
+ * -EPIPE, -ENOTCONN, -EINVAL, or the send ring errors of ub_conn_send_buf().
  */
 UB_EXTERN ssize_t ub_conn_send(ub_conn *conn, const void *data, size_t len);
 
@@ -344,7 +350,7 @@ UB_EXTERN ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
 					 int *err);
 
 /* Stop accepting and close the socket (a Unix socket path that ub_listen()
- * bound is unlinked); CLOSED follows. */
+ * bound is unlinked); CLOSED follows.  -EPIPE if already closing. */
 UB_EXTERN int ub_listener_close(ub_listener *l);
 UB_EXTERN int ub_listener_fd(const ub_listener *l);
 UB_EXTERN void *ub_listener_udata(const ub_listener *l);
