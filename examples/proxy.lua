@@ -178,8 +178,8 @@ end
 local function on_close(conn, errmsg)
 	local p = pair_of[conn]
 	if not p then return end
-	pair_of[conn] = nil
 	local other = partner(conn)
+	pair_of[conn] = nil
 	if conn == p.upstream then
 		p.upstream = nil
 		if not p.connected and errmsg then

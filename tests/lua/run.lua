@@ -61,6 +61,11 @@ if arg[1] == "--one" then
 			if T.is_skip(e) then return e end
 			return debug.traceback(tostring(e), 2)
 		end)
+		for k = #T.cleanups, 1, -1 do
+			local cok, cerr = pcall(T.cleanups[k])
+			if not cok then print("# cleanup: " .. tostring(cerr)) end
+			T.cleanups[k] = nil
+		end
 		collectgarbage()
 		local label = string.format("%d - %s: %s", i, file, t.name)
 		if tok then

@@ -8,6 +8,13 @@ function T.test(name, fn)
 	T.tests[#T.tests + 1] = { name = name, fn = fn }
 end
 
+--- Run fn after the current test, whether it passed or not (last
+-- registered runs first): stop processes, close servers.
+T.cleanups = {}
+function T.defer(fn)
+	T.cleanups[#T.cleanups + 1] = fn
+end
+
 local SKIP = {}
 
 --- End the running test as skipped.

@@ -14,16 +14,27 @@ local modes = T.modes()
 local function start(script, args)
 	local cmd = string.format("exec 2>&1; echo $$; exec %s %s %s",
 		shq(LUA), shq("examples/" .. script), args)
-	local p = assert(io.popen("sh -c " .. shq(cmd), "r"))
+	local p = assert(io.popen("sh -c " .. shq(cmd) .. " </dev/null", "r"))
 	local pid = tonumber(p:read("l"))
 	local line = p:read("l")
-	return { p = p, pid = pid }, line
+	local proc = { p = p, pid = pid }
+	-- whatever happens to the test, the process goes
+	T.defer(function()
+		if not proc.stopped then
+			os.execute(string.format("kill -KILL %d 2>/dev/null", pid))
+			p:close()
+		end
+	end)
+	return proc, line
 end
 
 -- Signal it and collect its exit status (bounded: SIGKILL after 10 s).
 local function stop(proc, sig)
+	proc.stopped = true
 	os.execute(string.format("kill -%s %d 2>/dev/null", sig or "TERM", proc.pid))
-	os.execute(string.format("(sleep 10; kill -KILL %d 2>/dev/null) >/dev/null 2>&1 &", proc.pid))
+	os.execute(string.format(
+		"(sleep 10; kill -KILL %d 2>/dev/null) </dev/null >/dev/null 2>&1 &",
+		proc.pid))
 	local rest = proc.p:read("a")
 	local _, how, code = proc.p:close()
 	return how, code, rest
@@ -94,7 +105,6 @@ for _, m in ipairs(modes) do
 		if not m.ok then T.skip(m.name .. " unavailable: " .. m.reason) end
 		local proc, line = start("echo.lua", "--listen 127.0.0.1:0 --mode " .. m.name)
 		local port = port_of(line)
-		if not port then stop(proc, "KILL") end
 		T.ok(port and port > 0, "listening line", line)
 		clients("127.0.0.1:" .. port, 20, 64 * 1024)
 		socat_roundtrip(port)
@@ -114,7 +124,6 @@ for _, m in ipairs(modes) do
 				"--listen 127.0.0.1:0 --to 127.0.0.1:%d --mode %s%s",
 				eport, m.name, pipe and " --pipe" or ""))
 			local pport = port_of(pline)
-			if not pport then stop(proxy, "KILL"); stop(echo, "KILL") end
 			T.ok(pport, "proxy listening", pline)
 			clients("127.0.0.1:" .. pport, 20, 64 * 1024)
 			socat_roundtrip(pport)

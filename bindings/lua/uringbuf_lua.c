@@ -1,0 +1,1299 @@
+/*
+ * uringbuf_lua.c - the Lua binding's C runtime (see uringbuf_lua.h).
+ *
+ * Owns: the handle userdata of every core object, the tokens that tell a
+ * handle whether its object still exists, the per-loop registry tables, the
+ * event batch, buffer access (#, byte, sub, find, write, tostring) and the
+ * signal flag.
+ *
+ * Invariants:
+ *  - a loop handle holds one reference on its loop token and one on each
+ *    pool token of the loop (the list in struct ubl_loop), so closing the
+ *    loop can kill them all, in whatever order handles are collected;
+ *  - a buffer is touched only after checking, in this order: pool token
+ *    alive (so the descriptors exist), state APP, generation unchanged;
+ *  - a conn/listener handle's pointer is cut (set NULL) before the core
+ *    frees the object: at the start of the wait after its CLOSED event, or
+ *    when the loop is freed;
+ *  - nothing here calls into Lua while core code runs (the core never calls
+ *    back), so a __gc that releases a buffer never re-enters the core.
+ */
+#include "uringbuf_lua.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Events fetched per ub_loop_wait() crossing. */
+#define UBL_BATCH 256
+
+struct ubl_tok {
+	unsigned refs;
+	int alive;
+};
+
+struct ubl_loop {
+	ub_loop *loop;          /* NULL once freed */
+	struct ubl_tok *tok;
+	lua_Integer next_id;    /* ids of conns and listeners */
+	ub_event *ev;
+	int evn;                /* event tables filled by the last wait */
+	struct ubl_tok **ptoks; /* one per pool seen, each referenced */
+	unsigned nptoks, capptoks;
+};
+
+/* User values of a loop handle. */
+enum {
+	UV_OBJS = 1, /* id -> conn/listener handle, until CLOSED    */
+	UV_ZOMBIES,  /* handles whose CLOSED went out: cut next wait */
+	UV_POOLS,    /* lightuserdata(ub_pool) -> pool handle        */
+	UV_EVENTS,   /* the default event table                      */
+	UV_NLOOP = UV_EVENTS
+};
+
+struct ubl_pool {
+	ub_pool *pool;
+	struct ubl_tok *ptok;
+};
+
+struct ubl_buf {
+	ub_buf *buf;
+	struct ubl_tok *ptok;
+	uint32_t gen;
+};
+
+/* A connection or a listener. */
+struct ubl_obj {
+	void *p;
+	struct ubl_tok *tok;
+	lua_Integer id;
+};
+
+static const char loops_key = 0; /* registry: lightud(ub_loop) -> handle */
+
+/* ---- tokens ------------------------------------------------------------ */
+
+static struct ubl_tok *tok_new(lua_State *L)
+{
+	struct ubl_tok *t = malloc(sizeof(*t));
+
+	if (!t)
+		luaL_error(L, "not enough memory");
+	t->refs = 1;
+	t->alive = 1;
+	return t;
+}
+
+static struct ubl_tok *tok_ref(struct ubl_tok *t)
+{
+	t->refs++;
+	return t;
+}
+
+static void tok_unref(struct ubl_tok **tp)
+{
+	struct ubl_tok *t = *tp;
+
+	*tp = NULL;
+	if (t && --t->refs == 0)
+		free(t);
+}
+
+/* ---- errors and integers ----------------------------------------------- */
+
+int ubl_push_error(lua_State *L, int err)
+{
+	luaL_pushfail(L);
+	lua_pushstring(L, strerror(-err));
+	lua_pushinteger(L, -err);
+	return 3;
+}
+
+lua_Integer ubl_check_int(lua_State *L, int idx, lua_Integer min,
+			  lua_Integer max)
+{
+	lua_Integer v = luaL_checkinteger(L, idx);
+
+	if (v < min || v > max)
+		luaL_argerror(L, idx,
+			      lua_pushfstring(L, "value out of range (%I..%I)",
+					      (LUAI_UACINT)min,
+					      (LUAI_UACINT)max));
+	return v;
+}
+
+static lua_Integer opt_int(lua_State *L, int idx, lua_Integer def,
+			   lua_Integer min, lua_Integer max)
+{
+	return lua_isnoneornil(L, idx) ? def : ubl_check_int(L, idx, min, max);
+}
+
+/* string.sub / string.byte position rules (lstrlib.c). */
+static size_t posrelat_start(lua_Integer pos, size_t len)
+{
+	if (pos > 0)
+		return (size_t)pos;
+	if (pos == 0)
+		return 1;
+	if (pos < -(lua_Integer)len)
+		return 1;
+	return len + (size_t)pos + 1;
+}
+
+static size_t posrelat_end(lua_State *L, int arg, lua_Integer def, size_t len)
+{
+	lua_Integer pos = luaL_optinteger(L, arg, def);
+
+	if (pos > (lua_Integer)len)
+		return len;
+	if (pos >= 0)
+		return (size_t)pos;
+	if (pos < -(lua_Integer)len)
+		return 0;
+	return len + (size_t)pos + 1;
+}
+
+/* ---- handles: loops ---------------------------------------------------- */
+
+static struct ubl_loop *to_loop(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, UBL_LOOP);
+}
+
+ub_loop *ubl_check_loop(lua_State *L, int idx)
+{
+	struct ubl_loop *h = to_loop(L, idx);
+
+	if (!h->loop)
+		luaL_argerror(L, idx, "loop is closed");
+	return h->loop;
+}
+
+void ubl_push_loop(lua_State *L, ub_loop *loop)
+{
+	struct ubl_loop *h;
+	int i;
+
+	if (!loop) {
+		lua_pushnil(L);
+		return;
+	}
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &loops_key);
+	if (lua_rawgetp(L, -1, loop) != LUA_TNIL) {
+		lua_remove(L, -2);
+		return;
+	}
+	lua_pop(L, 1);
+	/* First sight: a loop ub_loop_new() just made.  Should an allocation
+	 * below fail, free the loop rather than lose it. */
+	h = lua_newuserdatauv(L, sizeof(*h), UV_NLOOP);
+	memset(h, 0, sizeof(*h));
+	h->loop = loop;
+	luaL_setmetatable(L, UBL_LOOP);
+	h->ev = malloc(UBL_BATCH * sizeof(*h->ev));
+	h->tok = malloc(sizeof(*h->tok));
+	if (!h->ev || !h->tok) {
+		free(h->ev);
+		free(h->tok);
+		h->ev = NULL;
+		h->tok = NULL;
+		h->loop = NULL;
+		ub_loop_free(loop);
+		luaL_error(L, "not enough memory");
+	}
+	h->tok->refs = 1;
+	h->tok->alive = 1;
+	for (i = 1; i <= UV_NLOOP; i++) {
+		lua_newtable(L);
+		lua_setiuservalue(L, -2, i);
+	}
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, -3, loop);
+	lua_remove(L, -2);
+}
+
+/* ---- handles: pools and buffers ---------------------------------------- */
+
+static int pool_alive(const struct ubl_pool *h)
+{
+	return h->pool && h->ptok && h->ptok->alive;
+}
+
+ub_pool *ubl_check_pool(lua_State *L, int idx)
+{
+	struct ubl_pool *h = luaL_checkudata(L, idx, UBL_POOL);
+
+	if (!pool_alive(h))
+		luaL_argerror(L, idx, "pool is freed");
+	return h->pool;
+}
+
+/* Pool handle of pool, whose loop handle is at lidx. */
+static struct ubl_pool *push_pool_in(lua_State *L, int lidx, ub_pool *pool)
+{
+	struct ubl_loop *lh = lua_touserdata(L, lidx);
+	struct ubl_pool *h;
+
+	lidx = lua_absindex(L, lidx);
+	lua_getiuservalue(L, lidx, UV_POOLS);
+	if (lua_rawgetp(L, -1, pool) != LUA_TNIL) {
+		lua_remove(L, -2);
+		return lua_touserdata(L, -1);
+	}
+	lua_pop(L, 1);
+	if (lh->nptoks == lh->capptoks) {
+		unsigned ncap = lh->capptoks ? lh->capptoks * 2 : 4;
+		struct ubl_tok **n = realloc(lh->ptoks, ncap * sizeof(*n));
+
+		if (!n)
+			luaL_error(L, "not enough memory");
+		lh->ptoks = n;
+		lh->capptoks = ncap;
+	}
+	h = lua_newuserdatauv(L, sizeof(*h), 1);
+	h->pool = NULL;
+	h->ptok = NULL;
+	luaL_setmetatable(L, UBL_POOL);
+	h->ptok = tok_new(L);
+	lh->ptoks[lh->nptoks++] = tok_ref(h->ptok);
+	h->pool = pool;
+	lua_pushvalue(L, lidx);
+	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, -3, pool);
+	lua_remove(L, -2);
+	return h;
+}
+
+void ubl_push_pool(lua_State *L, ub_pool *pool)
+{
+	if (!pool) {
+		lua_pushnil(L);
+		return;
+	}
+	ubl_push_loop(L, ub_pool_loop(pool));
+	push_pool_in(L, -1, pool);
+	lua_remove(L, -2);
+}
+
+static int buf_valid(const struct ubl_buf *h)
+{
+	return h->buf && h->ptok && h->ptok->alive &&
+	       ub_buf_state(h->buf) == UB_BUF_APP &&
+	       ub_buf_gen(h->buf) == h->gen;
+}
+
+static struct ubl_buf *check_buf(lua_State *L, int idx)
+{
+	struct ubl_buf *h = luaL_checkudata(L, idx, UBL_BUF);
+
+	if (!buf_valid(h))
+		luaL_argerror(L, idx, "buffer is released");
+	return h;
+}
+
+ub_buf *ubl_check_buf(lua_State *L, int idx)
+{
+	return check_buf(L, idx)->buf;
+}
+
+static void new_buf(lua_State *L, ub_buf *buf, struct ubl_tok *ptok)
+{
+	struct ubl_buf *h = lua_newuserdatauv(L, sizeof(*h), 0);
+
+	h->buf = buf;
+	h->ptok = tok_ref(ptok);
+	h->gen = ub_buf_gen(buf);
+	luaL_setmetatable(L, UBL_BUF);
+}
+
+void ubl_push_buf(lua_State *L, ub_buf *buf)
+{
+	struct ubl_pool *ph;
+
+	if (!buf) {
+		lua_pushnil(L);
+		return;
+	}
+	ubl_push_pool(L, ub_buf_pool(buf));
+	ph = lua_touserdata(L, -1);
+	new_buf(L, buf, ph->ptok);
+	lua_remove(L, -2);
+}
+
+/* ---- handles: connections and listeners -------------------------------- */
+
+static int obj_alive(const struct ubl_obj *h)
+{
+	return h->p && h->tok && h->tok->alive;
+}
+
+static void *check_obj(lua_State *L, int idx, const char *tname,
+		       const char *closed)
+{
+	struct ubl_obj *h = luaL_checkudata(L, idx, tname);
+
+	if (!h->tok || !h->tok->alive)
+		luaL_argerror(L, idx, "its loop is closed");
+	if (!h->p)
+		luaL_argerror(L, idx, closed);
+	return h->p;
+}
+
+ub_conn *ubl_check_conn(lua_State *L, int idx)
+{
+	return check_obj(L, idx, UBL_CONN, "connection is closed");
+}
+
+ub_conn *ubl_opt_conn(lua_State *L, int idx)
+{
+	return lua_isnoneornil(L, idx) ? NULL : ubl_check_conn(L, idx);
+}
+
+ub_listener *ubl_check_listener(lua_State *L, int idx)
+{
+	return check_obj(L, idx, UBL_LISTENER, "listener is closed");
+}
+
+/* Handle of a conn (is_conn) or listener p of the loop whose handle is at
+ * lidx and OBJS table at oidx; created and registered on first sight. */
+static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int is_conn)
+{
+	struct ubl_loop *lh = lua_touserdata(L, lidx);
+	lua_Integer id = (lua_Integer)(intptr_t)(is_conn
+		? ub_conn_udata(p) : ub_listener_udata(p));
+	struct ubl_obj *h;
+
+	if (id && lua_rawgeti(L, oidx, id) == LUA_TUSERDATA)
+		return;
+	if (id)
+		lua_pop(L, 1);
+	h = lua_newuserdatauv(L, sizeof(*h), 1);
+	h->p = p;
+	h->tok = tok_ref(lh->tok);
+	h->id = ++lh->next_id;
+	luaL_setmetatable(L, is_conn ? UBL_CONN : UBL_LISTENER);
+	if (is_conn)
+		ub_conn_set_udata(p, (void *)(intptr_t)h->id);
+	else
+		ub_listener_set_udata(p, (void *)(intptr_t)h->id);
+	lua_pushvalue(L, lidx);
+	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, oidx, h->id);
+}
+
+static void push_obj(lua_State *L, ub_loop *loop, void *p, int is_conn)
+{
+	int top = lua_gettop(L);
+
+	if (!p) {
+		lua_pushnil(L);
+		return;
+	}
+	ubl_push_loop(L, loop);
+	lua_getiuservalue(L, -1, UV_OBJS);
+	push_obj_in(L, top + 1, top + 2, p, is_conn);
+	lua_replace(L, top + 1);
+	lua_settop(L, top + 1);
+}
+
+void ubl_push_conn(lua_State *L, ub_conn *c)
+{
+	push_obj(L, c ? ub_conn_loop(c) : NULL, c, 1);
+}
+
+void ubl_push_listener(lua_State *L, ub_listener *l)
+{
+	/* The core has no ub_listener_loop(): a listener is only ever pushed
+	 * right after ub_listen()/ub_listener_adopt(), whose loop handle is
+	 * argument 1. */
+	if (!l) {
+		lua_pushnil(L);
+		return;
+	}
+	push_obj(L, ubl_check_loop(L, 1), l, 0);
+}
+
+static int obj_gc(lua_State *L)
+{
+	struct ubl_obj *h = lua_touserdata(L, 1);
+
+	h->p = NULL;
+	tok_unref(&h->tok);
+	return 0;
+}
+
+static int obj_tostring(lua_State *L)
+{
+	struct ubl_obj *h = lua_touserdata(L, 1);
+	const char *name = luaL_checkstring(L, lua_upvalueindex(1));
+
+	lua_pushfstring(L, "%s #%I%s", name, (LUAI_UACINT)h->id,
+			obj_alive(h) ? "" : " (closed)");
+	return 1;
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+static lua_Integer field_int(lua_State *L, int idx, const char *name,
+			     lua_Integer def, lua_Integer min, lua_Integer max)
+{
+	lua_Integer v;
+	int isnum;
+
+	if (lua_getfield(L, idx, name) == LUA_TNIL) {
+		lua_pop(L, 1);
+		return def;
+	}
+	v = lua_tointegerx(L, -1, &isnum);
+	if (!isnum)
+		luaL_argerror(L, idx,
+			      lua_pushfstring(L, "field '%s': integer expected, got %s",
+					      name, luaL_typename(L, -1)));
+	if (v < min || v > max)
+		luaL_argerror(L, idx,
+			      lua_pushfstring(L, "field '%s': value out of range (%I..%I)",
+					      name, (LUAI_UACINT)min,
+					      (LUAI_UACINT)max));
+	lua_pop(L, 1);
+	return v;
+}
+
+static int field_bool(lua_State *L, int idx, const char *name)
+{
+	int v;
+
+	lua_getfield(L, idx, name);
+	v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* Refuse keys not in names[] (a typo must not pass for a default). */
+static void check_keys(lua_State *L, int idx, const char *const *names)
+{
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING
+				? lua_tostring(L, -2) : NULL;
+		int i, ok = 0;
+
+		for (i = 0; k && names[i]; i++)
+			if (!strcmp(k, names[i]))
+				ok = 1;
+		if (!ok)
+			luaL_argerror(L, idx,
+				      lua_pushfstring(L, "unknown option '%s'",
+						      k ? k : luaL_typename(L, -2)));
+		lua_pop(L, 1);
+	}
+}
+
+void ubl_check_loop_opts(lua_State *L, int idx, ub_loop_opts *o)
+{
+	static const char *const names[] = { "entries", "pool_count",
+		"pool_size", "disable", NULL };
+
+	memset(o, 0, sizeof(*o));
+	if (lua_isnoneornil(L, idx))
+		return;
+	idx = lua_absindex(L, idx);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	check_keys(L, idx, names);
+	o->entries = (unsigned)field_int(L, idx, "entries", 0, 0, 32768);
+	o->pool_count = (unsigned)field_int(L, idx, "pool_count", 0, 0, 32768);
+	o->pool_size = (unsigned)field_int(L, idx, "pool_size", 0, 0, 1 << 30);
+	lua_getfield(L, idx, "disable");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		/* An array of feature names. */
+		lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
+
+		for (i = 1; i <= n; i++) {
+			const char *name;
+			unsigned f, found = 0;
+
+			lua_rawgeti(L, -1, i);
+			name = lua_tostring(L, -1);
+			for (f = 1; name && f <= UB_FEAT_ALL; f <<= 1)
+				if (!strcmp(ub_feature_name(f), name))
+					found = f;
+			if (!found)
+				luaL_argerror(L, idx,
+					      lua_pushfstring(L, "disable: unknown feature '%s'",
+							      name ? name : "?"));
+			o->disable |= found;
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	} else {
+		lua_pop(L, 1);
+		o->disable = (unsigned)field_int(L, idx, "disable", 0, 0,
+						 UB_FEAT_ALL);
+	}
+}
+
+static ub_pool *field_pool(lua_State *L, int idx, const char *name)
+{
+	ub_pool *p = NULL;
+
+	if (lua_getfield(L, idx, name) != LUA_TNIL) {
+		struct ubl_pool *h = luaL_testudata(L, -1, UBL_POOL);
+
+		if (!h || !pool_alive(h))
+			luaL_argerror(L, idx,
+				      lua_pushfstring(L, "field '%s': live %s expected",
+						      name, UBL_POOL));
+		p = h->pool;
+	}
+	lua_pop(L, 1);
+	return p;
+}
+
+void ubl_check_conn_opts(lua_State *L, int idx, ub_conn_opts *o)
+{
+	static const char *const names[] = { "recv_pool", "send_pool", "mode",
+		"ring_entries", "high_water", "low_water", "flags", "no_recv",
+		"singleshot", "no_recv_bundle", "sent_events", NULL };
+
+	ub_conn_opts_init(o);
+	if (lua_isnoneornil(L, idx))
+		return;
+	idx = lua_absindex(L, idx);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	check_keys(L, idx, names);
+	o->recv_pool = field_pool(L, idx, "recv_pool");
+	o->send_pool = field_pool(L, idx, "send_pool");
+	if (lua_getfield(L, idx, "mode") == LUA_TSTRING) {
+		int m = ub_mode_from_name(lua_tostring(L, -1));
+
+		if (m < 0)
+			luaL_argerror(L, idx,
+				      lua_pushfstring(L, "field 'mode': unknown mode '%s'",
+						      lua_tostring(L, -1)));
+		o->mode = m;
+		lua_pop(L, 1);
+	} else {
+		lua_pop(L, 1);
+		o->mode = (int)field_int(L, idx, "mode", UB_MODE_AUTO,
+					 UB_MODE_AUTO, UB_MODE_SERIAL);
+	}
+	o->ring_entries = (unsigned)field_int(L, idx, "ring_entries",
+					      o->ring_entries, 0, 32768);
+	o->high_water = (size_t)field_int(L, idx, "high_water", 0, 0,
+					  LUA_MAXINTEGER);
+	o->low_water = (size_t)field_int(L, idx, "low_water",
+					 (lua_Integer)(o->high_water / 4), 0,
+					 LUA_MAXINTEGER);
+	o->flags = (unsigned)field_int(L, idx, "flags", 0, 0, 15);
+	if (field_bool(L, idx, "no_recv"))
+		o->flags |= UB_CONN_NO_RECV;
+	if (field_bool(L, idx, "singleshot"))
+		o->flags |= UB_CONN_SINGLESHOT;
+	if (field_bool(L, idx, "no_recv_bundle"))
+		o->flags |= UB_CONN_NO_RECV_BUNDLE;
+	if (field_bool(L, idx, "sent_events"))
+		o->flags |= UB_CONN_SENT_EVENTS;
+}
+
+void ubl_check_addr(lua_State *L, int idx, struct sockaddr_storage *ss,
+		    socklen_t *len)
+{
+	const char *s = luaL_checkstring(L, idx);
+
+	*len = sizeof(*ss);
+	if (ub_addr_parse(s, ss, len) < 0)
+		luaL_argerror(L, idx,
+			      lua_pushfstring(L, "malformed address '%s' (HOST:PORT, [V6]:PORT or unix:PATH)",
+					      s));
+}
+
+/* ---- loop: close and wait ---------------------------------------------- */
+
+/* Cut every handle in table t (at idx) from its core object. */
+static void cut_all(lua_State *L, int idx)
+{
+	if (!lua_istable(L, idx))
+		return; /* a handle that died half made */
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		struct ubl_obj *h = lua_touserdata(L, -1);
+
+		if (h)
+			h->p = NULL;
+		lua_pop(L, 1);
+	}
+}
+
+int ubl_loop_close(lua_State *L)
+{
+	struct ubl_loop *h = to_loop(L, 1);
+	ub_loop *loop = h->loop;
+	unsigned i;
+	int ret;
+
+	if (!loop) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	h->loop = NULL;
+	ret = ub_loop_free(loop);
+	if (h->tok)
+		h->tok->alive = 0;
+	tok_unref(&h->tok);
+	for (i = 0; i < h->nptoks; i++) {
+		h->ptoks[i]->alive = 0;
+		tok_unref(&h->ptoks[i]);
+	}
+	free(h->ptoks);
+	h->ptoks = NULL;
+	h->nptoks = h->capptoks = 0;
+	free(h->ev);
+	h->ev = NULL;
+	lua_settop(L, 1);
+	lua_getiuservalue(L, 1, UV_OBJS);
+	cut_all(L, 2);
+	lua_getiuservalue(L, 1, UV_ZOMBIES);
+	cut_all(L, 3);
+	lua_settop(L, 1);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &loops_key);
+	lua_pushnil(L);
+	lua_rawsetp(L, -2, loop);
+	lua_pop(L, 1);
+	if (ret < 0)
+		return ubl_push_error(L, ret);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static volatile sig_atomic_t ubl_sig;
+
+/* loop:wait([min [, timeout_ms [, events]]]) -> n, events */
+int ubl_loop_wait(lua_State *L)
+{
+	struct ubl_loop *h = to_loop(L, 1);
+	int min, timeout, n, i, ie, io, iz;
+	ub_pool *last_pool = NULL;
+	struct ubl_tok *last_ptok = NULL;
+
+	if (!h->loop)
+		luaL_argerror(L, 1, "loop is closed");
+	min = (int)opt_int(L, 2, 1, 0, UBL_BATCH);
+	timeout = (int)opt_int(L, 3, -1, -1, INT_MAX);
+	if (!lua_isnoneornil(L, 4))
+		luaL_checktype(L, 4, LUA_TTABLE);
+	lua_settop(L, 4);
+	if (lua_isnil(L, 4)) {
+		lua_getiuservalue(L, 1, UV_EVENTS);
+		lua_replace(L, 4);
+	}
+	ie = 4;
+	lua_getiuservalue(L, 1, UV_OBJS);
+	io = 5;
+	lua_getiuservalue(L, 1, UV_ZOMBIES);
+	iz = 6;
+
+	/* The core frees what was CLOSED in the last batch now. */
+	n = (int)lua_rawlen(L, iz);
+	for (i = 1; i <= n; i++) {
+		struct ubl_obj *o;
+
+		lua_rawgeti(L, iz, i);
+		o = lua_touserdata(L, -1);
+		if (o)
+			o->p = NULL;
+		lua_pop(L, 1);
+		lua_pushnil(L);
+		lua_rawseti(L, iz, i);
+	}
+	if (ubl_sig && min > 0) {
+		/* A signal is pending: do not sleep on it. */
+		min = 0;
+		timeout = 0;
+	}
+	n = ub_loop_wait(h->loop, h->ev, UBL_BATCH, min, timeout);
+	if (n < 0)
+		return ubl_push_error(L, n);
+	for (i = 0; i < n; i++) {
+		const ub_event *e = &h->ev[i];
+
+		if (lua_rawgeti(L, ie, i + 1) != LUA_TTABLE) {
+			lua_pop(L, 1);
+			lua_createtable(L, 0, 5);
+			lua_pushvalue(L, -1);
+			lua_rawseti(L, ie, i + 1);
+		}
+		lua_pushstring(L, ub_event_name(e->type));
+		lua_setfield(L, -2, "type");
+		lua_pushinteger(L, e->res);
+		lua_setfield(L, -2, "res");
+		if (e->listener)
+			push_obj_in(L, 1, io, e->listener, 0);
+		else
+			lua_pushnil(L);
+		if (e->type == UB_EV_CLOSED && e->listener && !e->conn) {
+			struct ubl_obj *o = lua_touserdata(L, -1);
+
+			lua_pushnil(L);
+			lua_rawseti(L, io, o->id);
+			lua_pushvalue(L, -1);
+			lua_rawseti(L, iz, (lua_Integer)lua_rawlen(L, iz) + 1);
+		}
+		lua_setfield(L, -2, "listener");
+		if (e->conn) {
+			push_obj_in(L, 1, io, e->conn, 1);
+			if (e->type == UB_EV_CLOSED) {
+				struct ubl_obj *o = lua_touserdata(L, -1);
+
+				lua_pushnil(L);
+				lua_rawseti(L, io, o->id);
+				lua_pushvalue(L, -1);
+				lua_rawseti(L, iz,
+					    (lua_Integer)lua_rawlen(L, iz) + 1);
+			}
+		} else {
+			lua_pushnil(L);
+		}
+		lua_setfield(L, -2, "conn");
+		if (e->type == UB_EV_DATA && e->buf) {
+			ub_pool *p = ub_buf_pool(e->buf);
+
+			if (p != last_pool) {
+				struct ubl_pool *ph = push_pool_in(L, 1, p);
+
+				last_pool = p;
+				last_ptok = ph->ptok;
+				lua_pop(L, 1); /* the OBJS table keeps it */
+			}
+			new_buf(L, e->buf, last_ptok);
+		} else {
+			lua_pushnil(L);
+		}
+		lua_setfield(L, -2, "buf");
+		lua_pop(L, 1);
+	}
+	/* Tables past this batch must not keep old buffers from __gc. */
+	for (i = n; i < h->evn; i++) {
+		if (lua_rawgeti(L, ie, i + 1) == LUA_TTABLE) {
+			lua_pushnil(L);
+			lua_setfield(L, -2, "buf");
+			lua_pushnil(L);
+			lua_setfield(L, -2, "conn");
+			lua_pushnil(L);
+			lua_setfield(L, -2, "listener");
+		}
+		lua_pop(L, 1);
+	}
+	h->evn = n;
+	lua_pushinteger(L, n);
+	lua_setfield(L, ie, "n");
+	lua_pushinteger(L, n);
+	lua_pushvalue(L, ie);
+	return 2;
+}
+
+static int loop_tostring(lua_State *L)
+{
+	struct ubl_loop *h = to_loop(L, 1);
+
+	if (h->loop)
+		lua_pushfstring(L, UBL_LOOP " (%p)", (void *)h->loop);
+	else
+		lua_pushliteral(L, UBL_LOOP " (closed)");
+	return 1;
+}
+
+/* ---- pools ------------------------------------------------------------- */
+
+int ubl_pool_free(lua_State *L)
+{
+	struct ubl_pool *h = luaL_checkudata(L, 1, UBL_POOL);
+	struct ubl_loop *lh;
+	ub_pool *pool;
+	unsigned i;
+	int ret;
+
+	if (!pool_alive(h))
+		luaL_argerror(L, 1, "pool is freed");
+	pool = h->pool;
+	ret = ub_pool_free(pool);
+	if (ret < 0)
+		return ubl_push_error(L, ret);
+	h->pool = NULL;
+	h->ptok->alive = 0;
+	lua_getiuservalue(L, 1, 1);
+	lh = lua_touserdata(L, -1);
+	for (i = 0; i < lh->nptoks; i++) {
+		if (lh->ptoks[i] == h->ptok) {
+			tok_unref(&lh->ptoks[i]);
+			lh->ptoks[i] = lh->ptoks[--lh->nptoks];
+			break;
+		}
+	}
+	lua_getiuservalue(L, -1, UV_POOLS);
+	lua_pushnil(L);
+	lua_rawsetp(L, -2, pool);
+	tok_unref(&h->ptok);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int pool_gc(lua_State *L)
+{
+	struct ubl_pool *h = lua_touserdata(L, 1);
+
+	h->pool = NULL;
+	tok_unref(&h->ptok);
+	return 0;
+}
+
+static int pool_tostring(lua_State *L)
+{
+	struct ubl_pool *h = lua_touserdata(L, 1);
+
+	if (pool_alive(h))
+		lua_pushfstring(L, UBL_POOL " (%d x %d bytes, %s)",
+				(int)ub_pool_count(h->pool),
+				(int)ub_pool_buf_size(h->pool),
+				(ub_pool_flags(h->pool) & UB_POOL_RECV)
+					? "recv" : "send");
+	else
+		lua_pushliteral(L, UBL_POOL " (freed)");
+	return 1;
+}
+
+/* ---- buffers ----------------------------------------------------------- */
+
+static const char *buf_bytes(lua_State *L, int idx, size_t *len)
+{
+	struct ubl_buf *h = check_buf(L, idx);
+
+	*len = ub_buf_len(h->buf);
+	return ub_buf_data(h->buf);
+}
+
+static int buf_len(lua_State *L)
+{
+	size_t len;
+
+	buf_bytes(L, 1, &len);
+	lua_pushinteger(L, (lua_Integer)len);
+	return 1;
+}
+
+static int buf_capacity(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)ub_buf_capacity(check_buf(L, 1)->buf));
+	return 1;
+}
+
+/* buf:byte([i [, j]]) as string.byte. */
+static int buf_byte(lua_State *L)
+{
+	size_t l, pi, pose, n, i;
+	const char *s = buf_bytes(L, 1, &l);
+	lua_Integer rawpi = luaL_optinteger(L, 2, 1);
+
+	/* j defaults to i as given, before i is clipped (str_byte) */
+	pose = posrelat_end(L, 3, rawpi, l);
+	pi = posrelat_start(rawpi, l);
+	if (pi > pose)
+		return 0;
+	if (pose - pi >= (size_t)INT_MAX)
+		return luaL_error(L, "buffer slice too long");
+	n = pose - pi + 1;
+	luaL_checkstack(L, (int)n, "buffer slice too long");
+	for (i = 0; i < n; i++)
+		lua_pushinteger(L, (unsigned char)s[pi + i - 1]);
+	return (int)n;
+}
+
+/* buf:sub(i [, j]) as string.sub: a copy of the slice. */
+static int buf_sub(lua_State *L)
+{
+	size_t l, start, end;
+	const char *s = buf_bytes(L, 1, &l);
+
+	start = posrelat_start(luaL_checkinteger(L, 2), l);
+	end = posrelat_end(L, 3, -1, l);
+	if (start > end)
+		lua_pushliteral(L, "");
+	else
+		lua_pushlstring(L, s + start - 1, end - start + 1);
+	return 1;
+}
+
+static int buf_tostring(lua_State *L)
+{
+	size_t l;
+	const char *s = buf_bytes(L, 1, &l);
+
+	lua_pushlstring(L, s, l);
+	return 1;
+}
+
+static int nospecials(const char *p, size_t l)
+{
+	size_t upto = 0;
+
+	do {
+		if (strpbrk(p + upto, "^$*+?.([%-"))
+			return 0;
+		upto += strlen(p + upto) + 1;
+	} while (upto <= l);
+	return 1;
+}
+
+static const char *memfind(const char *s1, size_t l1, const char *s2,
+			   size_t l2)
+{
+	if (l2 == 0)
+		return s1;
+	if (l2 > l1)
+		return NULL;
+	return memmem(s1, l1, s2, l2);
+}
+
+/* buf:find(s [, init [, plain]]): plain search in place; a pattern search
+ * (only when s has magic characters and plain is false) runs string.find
+ * on a copy. */
+static int buf_find(lua_State *L)
+{
+	size_t ls, lp, init;
+	const char *s = buf_bytes(L, 1, &ls);
+	const char *p = luaL_checklstring(L, 2, &lp);
+
+	init = posrelat_start(luaL_optinteger(L, 3, 1), ls);
+	if (init > ls + 1) {
+		luaL_pushfail(L);
+		return 1;
+	}
+	if (lua_toboolean(L, 4) || nospecials(p, lp)) {
+		const char *f = memfind(s + init - 1, ls - init + 1, p, lp);
+
+		if (f) {
+			lua_pushinteger(L, (lua_Integer)(f - s) + 1);
+			lua_pushinteger(L, (lua_Integer)(f - s + lp));
+			return 2;
+		}
+		luaL_pushfail(L);
+		return 1;
+	}
+	lua_settop(L, 2);
+	lua_pushvalue(L, lua_upvalueindex(1)); /* string.find */
+	lua_pushlstring(L, s, ls);
+	lua_pushvalue(L, 2);
+	lua_pushinteger(L, (lua_Integer)init);
+	lua_call(L, 3, LUA_MULTRET);
+	return lua_gettop(L) - 2;
+}
+
+/* buf:write(i, s): copy s into an acquired buffer at position i (1-based,
+ * negative from the end, at most #buf + 1: no gaps); the length grows to
+ * cover it.  Returns the new length. */
+static int buf_write(lua_State *L)
+{
+	struct ubl_buf *h = check_buf(L, 1);
+	lua_Integer pos = luaL_checkinteger(L, 2);
+	size_t lstr, len, cap, start;
+	const char *s = luaL_checklstring(L, 3, &lstr);
+	char *d;
+
+	if (ub_pool_flags(ub_buf_pool(h->buf)) & UB_POOL_RECV)
+		return luaL_argerror(L, 1, "received buffer is read-only");
+	len = ub_buf_len(h->buf);
+	cap = ub_buf_capacity(h->buf);
+	if (pos < 0 && pos >= -(lua_Integer)len)
+		start = len + (size_t)pos + 1;
+	else if (pos >= 1 && (size_t)pos <= len + 1)
+		start = (size_t)pos;
+	else
+		return luaL_argerror(L, 2,
+				     lua_pushfstring(L, "position out of range (1..%I)",
+						     (LUAI_UACINT)len + 1));
+	if (lstr > cap - (start - 1))
+		return luaL_argerror(L, 3,
+				     lua_pushfstring(L, "does not fit: %I bytes at %I, capacity %I",
+						     (LUAI_UACINT)lstr,
+						     (LUAI_UACINT)start,
+						     (LUAI_UACINT)cap));
+	d = ub_buf_data(h->buf);
+	memcpy(d + start - 1, s, lstr);
+	if (start - 1 + lstr > len) {
+		len = start - 1 + lstr;
+		ub_buf_set_len(h->buf, len);
+	}
+	lua_pushinteger(L, (lua_Integer)len);
+	return 1;
+}
+
+static int buf_writable(lua_State *L)
+{
+	struct ubl_buf *h = check_buf(L, 1);
+
+	lua_pushboolean(L, !(ub_pool_flags(ub_buf_pool(h->buf)) &
+			     UB_POOL_RECV));
+	return 1;
+}
+
+/* __gc and __close: give a forgotten buffer back.  Idempotent (f_gc). */
+static int buf_gc(lua_State *L)
+{
+	struct ubl_buf *h = luaL_checkudata(L, 1, UBL_BUF);
+
+	if (buf_valid(h))
+		ub_buf_release(h->buf);
+	h->buf = NULL;
+	tok_unref(&h->ptok);
+	return 0;
+}
+
+/* ---- misc -------------------------------------------------------------- */
+
+/* valid(handle): whether a handle can still be used, without raising. */
+int ubl_handle_valid(lua_State *L)
+{
+	void *u;
+	int ok = 0;
+
+	if ((u = luaL_testudata(L, 1, UBL_BUF)))
+		ok = buf_valid(u);
+	else if ((u = luaL_testudata(L, 1, UBL_CONN)) ||
+		 (u = luaL_testudata(L, 1, UBL_LISTENER)))
+		ok = obj_alive(u);
+	else if ((u = luaL_testudata(L, 1, UBL_POOL)))
+		ok = pool_alive(u);
+	else if ((u = luaL_testudata(L, 1, UBL_LOOP)))
+		ok = ((struct ubl_loop *)u)->loop != NULL;
+	else
+		luaL_typeerror(L, 1, "uringbuf handle");
+	lua_pushboolean(L, ok);
+	return 1;
+}
+
+/* send(conn, string [, i [, j]]) copies (string.sub's i, j) through the
+ * send pool; send(conn, buf) queues the buffer itself, zero copy.  Returns
+ * the bytes queued (a string may be taken in part, like write(2)), or nil,
+ * message, errno (EAGAIN above the high water mark). */
+int ubl_conn_send(lua_State *L)
+{
+	ub_conn *c = ubl_check_conn(L, 1);
+
+	if (lua_type(L, 2) == LUA_TSTRING) {
+		size_t l, i, j;
+		const char *s = lua_tolstring(L, 2, &l);
+		ssize_t r;
+
+		i = posrelat_start(luaL_optinteger(L, 3, 1), l);
+		j = posrelat_end(L, 4, -1, l);
+		r = ub_conn_send(c, s + (i <= l ? i - 1 : l),
+				 i > j ? 0 : j - i + 1);
+		if (r < 0)
+			return ubl_push_error(L, (int)r);
+		lua_pushinteger(L, (lua_Integer)r);
+		return 1;
+	}
+	if (luaL_testudata(L, 2, UBL_BUF)) {
+		ub_buf *b = ubl_check_buf(L, 2);
+		size_t len = ub_buf_len(b);
+		int r = ub_conn_send_buf(c, b);
+
+		if (r < 0)
+			return ubl_push_error(L, r);
+		lua_pushinteger(L, (lua_Integer)len);
+		return 1;
+	}
+	return luaL_typeerror(L, 2, "string or " UBL_BUF);
+}
+
+/* set_buffers(conn_or_listener, sndbuf, rcvbuf): SO_SNDBUF / SO_RCVBUF
+ * (0 leaves one alone).  A listener passes them on to the sockets it
+ * accepts; a connecting conn gets them before its SYN leaves.  Tests use
+ * tiny ones to force short sends. */
+int ubl_set_buffers(lua_State *L)
+{
+	int fd, sizes[2], opts[2] = { SO_SNDBUF, SO_RCVBUF }, i;
+
+	if (luaL_testudata(L, 1, UBL_LISTENER))
+		fd = ub_listener_fd(ubl_check_listener(L, 1));
+	else
+		fd = ub_conn_fd(ubl_check_conn(L, 1));
+	sizes[0] = (int)ubl_check_int(L, 2, 0, INT_MAX);
+	sizes[1] = (int)opt_int(L, 3, 0, 0, INT_MAX);
+	if (fd < 0)
+		return ubl_push_error(L, -EBADF);
+	for (i = 0; i < 2; i++)
+		if (sizes[i] && setsockopt(fd, SOL_SOCKET, opts[i], &sizes[i],
+					   sizeof(sizes[i])) < 0)
+			return ubl_push_error(L, -errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* strerror(errno) */
+int ubl_strerror(lua_State *L)
+{
+	lua_pushstring(L, strerror((int)ubl_check_int(L, 1, 0, INT_MAX)));
+	return 1;
+}
+
+/* now(): monotonic clock in seconds, a float (for deadlines). */
+int ubl_now(lua_State *L)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	return 1;
+}
+
+static void on_signal(int sig)
+{
+	ubl_sig = sig;
+}
+
+/* catch_signals(): SIGINT/SIGTERM set a flag (see signaled()) and make a
+ * blocked wait return EINTR; SIGPIPE is ignored. */
+int ubl_catch_signals(lua_State *L)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_signal; /* no SA_RESTART: the wait must return */
+	if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
+		return ubl_push_error(L, -errno);
+	sa.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &sa, NULL))
+		return ubl_push_error(L, -errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* signaled([clear]): the number of the last caught signal, or false. */
+int ubl_signaled(lua_State *L)
+{
+	int sig = ubl_sig;
+
+	if (lua_toboolean(L, 1))
+		ubl_sig = 0;
+	if (sig)
+		lua_pushinteger(L, sig);
+	else
+		lua_pushboolean(L, 0);
+	return 1;
+}
+
+/* ---- set-up ------------------------------------------------------------ */
+
+void ubl_init(lua_State *L)
+{
+	static const luaL_Reg buf_meta[] = {
+		{ "__len", buf_len },
+		{ "__tostring", buf_tostring },
+		{ "__gc", buf_gc },
+		{ "__close", buf_gc },
+		{ NULL, NULL },
+	};
+	static const luaL_Reg buf_methods[] = {
+		{ "len", buf_len },
+		{ "capacity", buf_capacity },
+		{ "byte", buf_byte },
+		{ "sub", buf_sub },
+		{ "write", buf_write },
+		{ "writable", buf_writable },
+		{ "tostring", buf_tostring },
+		{ "close", buf_gc },
+		{ NULL, NULL },
+	};
+	int mod = lua_gettop(L), methods;
+	struct {
+		const char *tname, *key;
+		lua_CFunction gc, tostring;
+	} classes[] = {
+		{ UBL_LOOP, "loop", ubl_loop_close, loop_tostring },
+		{ UBL_POOL, "pool", pool_gc, pool_tostring },
+		{ UBL_BUF, "buf", NULL, NULL },
+		{ UBL_CONN, "conn", obj_gc, obj_tostring },
+		{ UBL_LISTENER, "listener", obj_gc, obj_tostring },
+	};
+	unsigned i;
+
+	/* registry: loops by address, weak values (a loop handle that is
+	 * collected has freed its loop in __gc) */
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushliteral(L, "v");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &loops_key);
+
+	lua_newtable(L); /* module._methods */
+	methods = lua_gettop(L);
+	for (i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
+		luaL_newmetatable(L, classes[i].tname);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, -3, "__index");
+		lua_pushvalue(L, -1);
+		lua_setfield(L, methods, classes[i].key);
+		if (classes[i].gc) {
+			lua_pushcfunction(L, classes[i].gc);
+			lua_setfield(L, -3, "__gc");
+		}
+		if (classes[i].tostring) {
+			lua_pushstring(L, classes[i].tname);
+			lua_pushcclosure(L, classes[i].tostring, 1);
+			lua_setfield(L, -3, "__tostring");
+		}
+		if (classes[i].gc == ubl_loop_close) {
+			lua_pushcfunction(L, ubl_loop_close);
+			lua_setfield(L, -3, "__close");
+		}
+		if (!strcmp(classes[i].key, "buf")) {
+			luaL_setfuncs(L, buf_methods, 0);
+			/* find: with string.find for pattern searches */
+			luaL_getsubtable(L, LUA_REGISTRYINDEX,
+					 LUA_LOADED_TABLE);
+			lua_getfield(L, -1, "string");
+			if (lua_type(L, -1) == LUA_TTABLE)
+				lua_getfield(L, -1, "find");
+			else
+				lua_pushnil(L);
+			lua_pushcclosure(L, buf_find, 1);
+			lua_setfield(L, -4, "find");
+			lua_pop(L, 2);
+			lua_pushvalue(L, -2);
+			luaL_setfuncs(L, buf_meta, 0);
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 2);
+	}
+	lua_setfield(L, mod, "_methods");
+
+	lua_newtable(L);
+#define UBL_ERRNO(e) (lua_pushinteger(L, e), lua_setfield(L, -2, #e))
+	UBL_ERRNO(EAGAIN);
+	UBL_ERRNO(EPIPE);
+	UBL_ERRNO(EINVAL);
+	UBL_ERRNO(EINTR);
+	UBL_ERRNO(ENOBUFS);
+	UBL_ERRNO(ENOMEM);
+	UBL_ERRNO(EBUSY);
+	UBL_ERRNO(ENOTCONN);
+	UBL_ERRNO(ECONNRESET);
+	UBL_ERRNO(ECONNREFUSED);
+	UBL_ERRNO(ECANCELED);
+	UBL_ERRNO(EOPNOTSUPP);
+	UBL_ERRNO(ETIMEDOUT);
+	UBL_ERRNO(EIO);
+	UBL_ERRNO(EADDRINUSE);
+	UBL_ERRNO(EBADF);
+#undef UBL_ERRNO
+	lua_setfield(L, mod, "errno");
+	lua_settop(L, mod);
+}

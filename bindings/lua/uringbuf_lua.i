@@ -1,0 +1,189 @@
+/*
+ * uringbuf_lua.i - Lua typemaps for the shared interface (../uringbuf.i
+ * includes this file under SWIGLUA, before core/uringbuf.h).
+ *
+ * What they do:
+ *  - numbers: luaL_checkinteger with a range check instead of SWIG's
+ *    lua_tonumber casts (which turn 1.5 into 1 and -1 into 4294967295);
+ *  - objects: every ub_loop / ub_pool / ub_buf / ub_conn / ub_listener
+ *    crosses as a checked handle of uringbuf_lua.c, never a raw pointer, so
+ *    a closed, freed or stale handle raises instead of reaching the core;
+ *  - errors: a function that returns 0 or -errno gives true or
+ *    nil, message, errno; a count, fd or mode gives the integer or the same
+ *    triple; constructors (int *err) give the handle or the triple;
+ *  - options structs are Lua tables, addresses are "HOST:PORT" strings.
+ * What SWIG cannot generate (the event batch, buffer contents, pool_free,
+ * send, signals) is in uringbuf_lua.c and registered with %native.
+ * The idiomatic API is uringbuf.lua, on top of this module.
+ */
+
+%{
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include "uringbuf_lua.h"
+%}
+
+%include <stdint.i>
+
+/* ---- numbers ------------------------------------------------------------ */
+
+%typemap(in) int
+%{ $1 = (int)ubl_check_int(L, $input, INT_MIN, INT_MAX); %}
+%typemap(in) unsigned int, unsigned
+%{ $1 = (unsigned)ubl_check_int(L, $input, 0, UINT_MAX); %}
+%typemap(in) size_t
+%{ $1 = (size_t)ubl_check_int(L, $input, 0, LUA_MAXINTEGER); %}
+
+/* A negative int is a -errno: nil, message, errno. */
+%typemap(out) int
+%{ if ($1 < 0) SWIG_arg += ubl_push_error(L, $1);
+   else { lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++; } %}
+%typemap(out) unsigned int, unsigned, size_t, uint32_t, uint64_t
+%{ lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++; %}
+
+/* 0 or -errno: true, or nil, message, errno. */
+%define UBL_STATUS(fn)
+%typemap(out) int fn
+%{ if ($1 < 0) SWIG_arg += ubl_push_error(L, $1);
+   else { lua_pushboolean(L, 1); SWIG_arg++; } %}
+%enddef
+UBL_STATUS(ub_buf_release)
+UBL_STATUS(ub_buf_set_len)
+UBL_STATUS(ub_conn_send_buf)
+UBL_STATUS(ub_conn_pause_recv)
+UBL_STATUS(ub_conn_resume_recv)
+UBL_STATUS(ub_conn_pipe)
+UBL_STATUS(ub_conn_shutdown)
+UBL_STATUS(ub_conn_close)
+UBL_STATUS(ub_conn_abort)
+UBL_STATUS(ub_conn_set_water)
+UBL_STATUS(ub_listener_close)
+
+%typemap(out) int ub_conn_is_closing
+%{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
+
+/* ---- strings ------------------------------------------------------------ */
+
+%typemap(in) const char *
+%{ $1 = (char *)luaL_checkstring(L, $input); %}
+%typemap(out) const char *
+%{ if ($1) lua_pushstring(L, $1); else lua_pushnil(L); SWIG_arg++; %}
+
+/* ---- handles ------------------------------------------------------------ */
+
+%typemap(in) ub_loop *, const ub_loop *
+%{ $1 = ubl_check_loop(L, $input); %}
+%typemap(in) ub_pool *, const ub_pool *
+%{ $1 = ubl_check_pool(L, $input); %}
+%typemap(in) ub_buf *, const ub_buf *
+%{ $1 = ubl_check_buf(L, $input); %}
+%typemap(in) ub_conn *, const ub_conn *
+%{ $1 = ubl_check_conn(L, $input); %}
+%typemap(in) ub_listener *, const ub_listener *
+%{ $1 = ubl_check_listener(L, $input); %}
+/* ub_conn_pipe(src, nil) stops forwarding. */
+%typemap(in) ub_conn *dst
+%{ $1 = ubl_opt_conn(L, $input); %}
+
+/* A NULL result pushes nothing: the int *err argout below says why. */
+%typemap(out) ub_loop *
+%{ if ($1) { ubl_push_loop(L, $1); SWIG_arg++; } %}
+%typemap(out) ub_pool *
+%{ if ($1) { ubl_push_pool(L, $1); SWIG_arg++; } %}
+%typemap(out) ub_buf *
+%{ if ($1) { ubl_push_buf(L, $1); SWIG_arg++; } %}
+%typemap(out) ub_conn *
+%{ if ($1) { ubl_push_conn(L, $1); SWIG_arg++; } %}
+%typemap(out) ub_listener *
+%{ if ($1) { ubl_push_listener(L, $1); SWIG_arg++; } %}
+
+%typemap(in, numinputs=0) int *err (int tmp)
+%{ tmp = 0; $1 = &tmp; %}
+%typemap(argout) int *err
+%{ if (*$1 < 0) SWIG_arg += ubl_push_error(L, *$1); %}
+
+/* ---- options and addresses ---------------------------------------------- */
+
+%typemap(default) const ub_loop_opts *opts %{ $1 = NULL; %}
+%typemap(in) const ub_loop_opts *opts (ub_loop_opts tmp)
+%{ ubl_check_loop_opts(L, $input, &tmp); $1 = &tmp; %}
+
+%typemap(default) const ub_conn_opts * %{ $1 = NULL; %}
+%typemap(in) const ub_conn_opts * (ub_conn_opts tmp)
+%{ ubl_check_conn_opts(L, $input, &tmp); $1 = &tmp; %}
+
+%typemap(in) (const struct sockaddr *addr, socklen_t addrlen)
+	(struct sockaddr_storage ss, socklen_t sslen)
+%{ ubl_check_addr(L, $input, &ss, &sslen);
+   $1 = (struct sockaddr *)&ss; $2 = sslen; %}
+
+/* ub_addr_parse(s) -> the address in canonical form, or nil, msg, errno. */
+%typemap(in, numinputs=0) (struct sockaddr_storage *ss, socklen_t *len)
+	(struct sockaddr_storage ss, socklen_t sslen)
+%{ sslen = sizeof(ss); $1 = &ss; $2 = &sslen; %}
+%typemap(argout) (struct sockaddr_storage *ss, socklen_t *len)
+%{ if (result == 0) {
+	char out[128];
+	int r = ub_addr_format((struct sockaddr *)$1, *$2, out, sizeof(out));
+	if (r < 0) SWIG_arg += ubl_push_error(L, r);
+	else { lua_pushstring(L, out); SWIG_arg++; }
+   } %}
+
+/* ub_sock_name(fd, peer) -> "HOST:PORT", or nil, msg, errno. */
+%typemap(in, numinputs=0) (char *out, size_t outlen) (char buf[128])
+%{ buf[0] = 0; $1 = buf; $2 = sizeof(buf); %}
+%typemap(argout) (char *out, size_t outlen)
+%{ if (result >= 0) { lua_pushstring(L, $1); SWIG_arg++; } %}
+
+%typemap(out) int ub_addr_parse, int ub_sock_name
+%{ if ($1 < 0) SWIG_arg += ubl_push_error(L, $1); %}
+
+/* ub_loop_mode_check(loop, mode) -> true, or nil, reason, EOPNOTSUPP. */
+%typemap(out) int ub_loop_mode_check
+%{ if ($1 >= 0) { lua_pushboolean(L, 1); SWIG_arg++; } %}
+%typemap(in, numinputs=0) const char **reason (const char *tmp)
+%{ tmp = NULL; $1 = ($1_ltype)&tmp; %}
+%typemap(argout) const char **reason
+%{ if (result < 0) {
+	lua_pushnil(L);
+	lua_pushstring(L, *$1 ? *$1 : strerror(-result));
+	lua_pushinteger(L, -result);
+	SWIG_arg += 3;
+   } %}
+
+/* ---- what the runtime does instead -------------------------------------- */
+
+/* Raw memory, udata (the binding's own) and structs stay in C. */
+%ignore ub_event;
+%ignore ub_loop_opts;
+%ignore ub_conn_opts;
+%ignore ub_conn_opts_init;
+%ignore ub_pool_base;
+%ignore ub_pool_buf;   /* would expose KERNEL buffers */
+%ignore ub_buf_data;
+%ignore ub_conn_udata;
+%ignore ub_conn_set_udata;
+%ignore ub_listener_udata;
+%ignore ub_listener_set_udata;
+%ignore ub_addr_format;
+/* Replaced by natives that also retire handles or take Lua strings. */
+%ignore ub_loop_free;
+%ignore ub_loop_wait;
+%ignore ub_pool_free;
+%ignore ub_conn_send;
+
+%native(loop_close) int ubl_loop_close(lua_State *L);
+%native(loop_wait) int ubl_loop_wait(lua_State *L);
+%native(pool_free) int ubl_pool_free(lua_State *L);
+%native(conn_send) int ubl_conn_send(lua_State *L);
+%native(catch_signals) int ubl_catch_signals(lua_State *L);
+%native(signaled) int ubl_signaled(lua_State *L);
+%native(valid) int ubl_handle_valid(lua_State *L);
+%native(set_buffers) int ubl_set_buffers(lua_State *L);
+%native(now) int ubl_now(lua_State *L);
+%native(strerror) int ubl_strerror(lua_State *L);
+
+%init %{
+	ubl_init(L);
+%}
