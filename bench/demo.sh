@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# demo.sh BUILD_DIR - the C echo server behind the C proxy, once per send mode
-# (bundle, ring, serial), loaded by bench/loadgen; prints msgs/s and MB/s per
-# mode and the ratio of bundle and ring to serial, measured side by side.
+# demo.sh BUILD_DIR - the C echo server behind a proxy, once per send mode
+# (bundle, ring, serial) and per proxy: the C one (examples/proxy), and the
+# Python and Lua ones (examples/proxy.py, examples/proxy.lua, with their
+# default per-buffer handlers) when BUILD_DIR has the bindings built.
+# Loaded by bench/loadgen; prints msgs/s and MB/s per proxy and mode, the
+# ratio of bundle and ring to serial, and of each binding to C.
 #
 # Side by side: the servers of every mode run together (idle ones cost
 # nothing) and the load runs in ROUNDS short rounds that alternate between
@@ -22,11 +25,30 @@ LOADGEN=$B/bench/loadgen
 for bin in "$ECHO" "$PROXY" "$LOADGEN"; do
 	[ -x "$bin" ] || { echo "demo: $bin: not built" >&2; exit 1; }
 done
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+B=$(cd "$B" && pwd)
+
+# The proxies: C always; Python and Lua when their bindings are built here.
+LANGS="c"
+declare -A PROXY_CMD
+PROXY_CMD[c]=$PROXY
+if [ -d "$B/bindings/python/lib/uringbuf" ] && command -v python3 >/dev/null; then
+	LANGS+=" py"
+	PROXY_CMD[py]="env PYTHONPATH=$B/bindings/python/lib python3 $SRC/examples/proxy.py"
+else
+	echo "demo: Python proxy skipped: no build in $B/bindings/python (configure --enable-python)" >&2
+fi
+if [ -f "$B/bindings/lua/uringbuf_core.so" ] && command -v lua5.4 >/dev/null; then
+	LANGS+=" lua"
+	PROXY_CMD[lua]="env LUA_CPATH=$B/bindings/lua/?.so;; LUA_PATH=$B/bindings/lua/?.lua;; lua5.4 $SRC/examples/proxy.lua"
+else
+	echo "demo: Lua proxy skipped: no build in $B/bindings/lua (configure --enable-lua)" >&2
+fi
 
 MODES="bundle ring serial"
 SIZES="64 4096"
 CONNS=8
-ROUNDS=${DEMO_ROUNDS:-3}
+ROUNDS=${DEMO_ROUNDS:-2}
 SECONDS_PER_ROUND=${DEMO_SECONDS:-1}
 START_TIMEOUT=5   # seconds to wait for "listening on"
 STOP_TIMEOUT=5    # seconds to wait for exit after SIGTERM
@@ -122,7 +144,8 @@ median() { # median of the arguments (numbers)
 }
 
 declare -A ECHO_PID PROXY_PID PROXY_ADDR RUNS_MPS RUNS_MBPS ERRS MPS
-live=""
+live=""        # "lang:mode" pairs with a proxy listening
+live_modes=""
 for mode in $MODES; do
 	start "echo-$mode" "$ECHO" --listen 127.0.0.1:0 --mode "$mode"
 	rc=$?
@@ -132,24 +155,30 @@ for mode in $MODES; do
 		continue
 	fi
 	ECHO_PID[$mode]=$PID
-	start "proxy-$mode" "$PROXY" --listen 127.0.0.1:0 --to "$ADDR" \
-		--mode "$mode"
-	rc=$?
-	if [ $rc -ne 0 ]; then
-		[ $rc -eq 2 ] && failed=1
-		echo "demo: mode $mode skipped" >&2
-		stop "echo-$mode" "${ECHO_PID[$mode]}"
-		continue
-	fi
-	PROXY_PID[$mode]=$PID
-	PROXY_ADDR[$mode]=$ADDR
-	live+=" $mode"
+	echo_addr=$ADDR
+	live_modes+=" $mode"
+	for lang in $LANGS; do
+		# shellcheck disable=SC2086  # the command is a word list
+		start "proxy-$lang-$mode" ${PROXY_CMD[$lang]} --listen 127.0.0.1:0 \
+			--to "$echo_addr" --mode "$mode"
+		rc=$?
+		if [ $rc -ne 0 ]; then
+			[ $rc -eq 2 ] && failed=1
+			echo "demo: $lang proxy, mode $mode skipped" >&2
+			continue
+		fi
+		PROXY_PID[$lang:$mode]=$PID
+		PROXY_ADDR[$lang:$mode]=$ADDR
+		live+=" $lang:$mode"
+	done
 done
 
+total=$(( $(wc -w <<<"$live") * $(wc -w <<<"$SIZES") * ROUNDS * SECONDS_PER_ROUND ))
+echo "demo: $(wc -w <<<"$live") proxies, about ${total}s of load" >&2
 for ((round = 1; round <= ROUNDS; round++)); do
 	for size in $SIZES; do
-		for mode in $live; do
-			out=$("$LOADGEN" --connect "${PROXY_ADDR[$mode]}" \
+		for key in $live; do
+			out=$("$LOADGEN" --connect "${PROXY_ADDR[$key]}" \
 				--conns $CONNS --size "$size" \
 				--seconds "$SECONDS_PER_ROUND" --json \
 				2>"$TMP/loadgen.err")
@@ -157,57 +186,78 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			mps=$(json_field msgs_per_s <<<"$out")
 			mbps=$(json_field mb_per_s <<<"$out")
 			errs=$(json_field errors <<<"$out")
-			ERRS[$mode,$size]=$(( ${ERRS[$mode,$size]:-0} + ${errs:-1} ))
+			ERRS[$key,$size]=$(( ${ERRS[$key,$size]:-0} + ${errs:-1} ))
 			if [ $rc -ne 0 ] || [ -z "$mps" ]; then
 				failed=1
-				echo "demo: loadgen exited $rc (mode $mode, size $size):" >&2
+				echo "demo: loadgen exited $rc ($key, size $size):" >&2
 				grep -v '^stream:' "$TMP/loadgen.err" | head -5 |
 					sed "s/^/  /" >&2
 				continue
 			fi
-			RUNS_MPS[$mode,$size]+=" $mps"
-			RUNS_MBPS[$mode,$size]+=" $mbps"
+			RUNS_MPS[$key,$size]+=" $mps"
+			RUNS_MBPS[$key,$size]+=" $mbps"
 		done
 	done
 done
 
-for mode in $live; do
-	stop "proxy-$mode" "${PROXY_PID[$mode]}"
+for key in $live; do
+	stop "proxy-${key/:/-}" "${PROXY_PID[$key]}"
+done
+for mode in $live_modes; do
 	stop "echo-$mode" "${ECHO_PID[$mode]}"
 done
 
-echo "echo behind proxy, loadgen --conns $CONNS, median of $ROUNDS rounds of ${SECONDS_PER_ROUND}s"
-printf '%-8s %6s %12s %10s %7s\n' mode size msgs/s MB/s errors
-for mode in $MODES; do
-	case " $live " in
-	*" $mode "*) ;;
-	*)	printf '%-8s %6s %12s %10s %7s\n' "$mode" - unavailable - -
-		continue ;;
-	esac
-	for size in $SIZES; do
-		# shellcheck disable=SC2086  # the runs are a word list
-		mps=$(median ${RUNS_MPS[$mode,$size]:-})
-		# shellcheck disable=SC2086
-		mbps=$(median ${RUNS_MBPS[$mode,$size]:-})
-		[ -n "$mps" ] && MPS[$mode,$size]=$mps
-		printf '%-8s %6s %12.0f %10.2f %7s\n' "$mode" "$size" \
-			"${mps:-0}" "${mbps:-0}" "${ERRS[$mode,$size]:--}"
+echo "C echo behind each proxy, loadgen --conns $CONNS, median of $ROUNDS rounds of ${SECONDS_PER_ROUND}s"
+printf '%-6s %-8s %6s %12s %10s %7s\n' proxy mode size msgs/s MB/s errors
+for lang in $LANGS; do
+	for mode in $MODES; do
+		key=$lang:$mode
+		case " $live " in
+		*" $key "*) ;;
+		*)	printf '%-6s %-8s %6s %12s %10s %7s\n' "$lang" "$mode" - unavailable - -
+			continue ;;
+		esac
+		for size in $SIZES; do
+			# shellcheck disable=SC2086  # the runs are a word list
+			mps=$(median ${RUNS_MPS[$key,$size]:-})
+			# shellcheck disable=SC2086
+			mbps=$(median ${RUNS_MBPS[$key,$size]:-})
+			[ -n "$mps" ] && MPS[$key,$size]=$mps
+			printf '%-6s %-8s %6s %12.0f %10.2f %7s\n' "$lang" "$mode" \
+				"$size" "${mps:-0}" "${mbps:-0}" "${ERRS[$key,$size]:--}"
+		done
 	done
 done
 
+ratio() { # ratio A B LABEL: " LABEL A/Bx", or " LABEL n/a"
+	if [ -n "$1" ] && [ -n "$2" ]; then
+		awk -v a="$1" -v b="$2" -v m="$3" \
+			'BEGIN { printf " %s %.2fx", m, (b > 0 ? a / b : 0) }'
+	else
+		printf ' %s n/a' "$3"
+	fi
+}
+
 echo
-for size in $SIZES; do
-	base=${MPS[serial,$size]:-}
-	line="size $size: msgs/s relative to serial:"
-	for mode in bundle ring; do
-		v=${MPS[$mode,$size]:-}
-		if [ -n "$base" ] && [ -n "$v" ]; then
-			line+=$(awk -v a="$v" -v b="$base" -v m="$mode" \
-				'BEGIN { printf " %s %.2fx", m, (b > 0 ? a / b : 0) }')
-		else
-			line+=" $mode n/a"
-		fi
+for lang in $LANGS; do
+	for size in $SIZES; do
+		line="$lang, size $size: msgs/s relative to serial:"
+		for mode in bundle ring; do
+			line+=$(ratio "${MPS[$lang:$mode,$size]:-}" \
+				"${MPS[$lang:serial,$size]:-}" "$mode")
+		done
+		echo "$line"
 	done
-	echo "$line"
+done
+for lang in $LANGS; do
+	[ "$lang" = c ] && continue
+	for size in $SIZES; do
+		line="$lang, size $size: msgs/s relative to the C proxy:"
+		for mode in $MODES; do
+			line+=$(ratio "${MPS[$lang:$mode,$size]:-}" \
+				"${MPS[c:$mode,$size]:-}" "$mode")
+		done
+		echo "$line"
+	done
 done
 exit $failed

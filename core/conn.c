@@ -768,6 +768,17 @@ ssize_t ub_conn_send(ub_conn *c, const void *data, size_t len)
 	return (ssize_t)off;
 }
 
+int ub_conn_want_writable(ub_conn *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->closing || c->shut_req || c->aborting || c->closed)
+		return -EPIPE;
+	c->want_writable = true;
+	ub__conn_dirty(c);
+	return 0;
+}
+
 int ub_conn_pause_recv(ub_conn *c)
 {
 	if (!c)

@@ -288,6 +288,12 @@ UB_EXTERN int ub_conn_send_buf(ub_conn *conn, ub_buf *buf);
  */
 UB_EXTERN ssize_t ub_conn_send(ub_conn *conn, const void *data, size_t len);
 
+/* Ask for one UB_EV_WRITABLE once the queue is at or below the low water
+ * mark (in the next wait if it already is), without a refused send: for a
+ * layer that keeps its own backlog above the core's queue.  -EPIPE if the
+ * connection no longer sends. */
+UB_EXTERN int ub_conn_want_writable(ub_conn *conn);
+
 /* Stop / restart receiving (data waits in the socket meanwhile). */
 UB_EXTERN int ub_conn_pause_recv(ub_conn *conn);
 UB_EXTERN int ub_conn_resume_recv(ub_conn *conn);

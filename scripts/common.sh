@@ -15,6 +15,9 @@ UB_DEPS=(
 	build-essential autoconf automake libtool autoconf-archive pkg-config
 	liburing-dev clang valgrind socat iperf3
 	swig liblua5.4-dev lua5.4 python3-wheel-whl
+	# Debian's own python3 needs these to build the extension; a python3
+	# of another origin first on PATH (pyenv) brings its own.
+	python3 python3-dev python3-setuptools
 )
 
 ub_log() {
@@ -114,3 +117,8 @@ ub_build() {
 		return 1
 	fi
 }
+
+# How build/ is configured, by scripts/demo and scripts/test alike (so that
+# neither reconfigures what the other built): the C library with -Werror,
+# and both bindings.
+UB_BUILD_ARGS=(--enable-werror --enable-lua --enable-python)

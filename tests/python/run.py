@@ -5,7 +5,7 @@
 
 uringbuf must be importable (built with `python3 setup.py build
 --build-base build/python --build-lib build/python/lib`, or installed).
-Prints one line per test, the reason of every skip, and finally
+Prints one line per test, "SKIP: test: reason" for every skip, and finally
 "N passed, N failed, N skipped"; exits 1 if anything failed (or nothing ran).
 Every test runs under a watchdog (UB_PY_TEST_TIMEOUT seconds, default 300):
 a hung test dumps every thread's stack and exits the run with status 1.
@@ -79,10 +79,8 @@ def main():
     failed = (len(result.failures) + len(result.errors) +
               len(result.unexpectedSuccesses))
     skipped = len(result.skipped)
-    if result.skipped:
-        print("skipped:")
-        for test, reason in result.skipped:
-            print("  %s: %s" % (test.id(), reason))
+    for test, reason in result.skipped:
+        print("SKIP: %s: %s" % (test.id(), reason))
     print("%d passed, %d failed, %d skipped" % (result.passed, failed,
                                                 skipped))
     return 1 if failed or result.testsRun == 0 else 0

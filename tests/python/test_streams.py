@@ -19,14 +19,11 @@ from ubtest import (DEADLINE, MODES, ModeTestCase, StreamClient, pattern,
 class Echo(uringbuf.Protocol):
     """Echo with backpressure (pause reading while writes are paused)."""
 
-    sockbuf = None
     limits = None
     lost = None
 
     def connection_made(self, transport):
         self.transport = transport
-        if self.sockbuf:
-            small_buffers(transport.get_extra_info("socket"), self.sockbuf)
         if self.limits:
             transport.set_write_buffer_limits(*self.limits)
 
@@ -45,11 +42,21 @@ class Echo(uringbuf.Protocol):
 
 
 def echo_server(mode, pool_count=0, pool_size=0, sockbuf=None, limits=None):
+    """An echo server on 127.0.0.1.  sockbuf: tiny socket buffers for the
+    accepted sockets, set on the listening socket so that they hold from
+    the handshake on (shrinking SO_RCVBUF on an established loopback
+    connection can stall TCP itself, io_uring or not)."""
     loop = uringbuf.EventLoop(pool_count=pool_count, pool_size=pool_size)
     lost = []
-    proto = type("E", (Echo,), {"sockbuf": sockbuf, "limits": limits,
-                                "lost": lost})
-    server = loop.create_server(proto, "127.0.0.1", 0, mode=mode)
+    proto = type("E", (Echo,), {"limits": limits, "lost": lost})
+    if sockbuf:
+        ls = socket.socket()
+        small_buffers(ls, sockbuf)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(128)
+        server = loop.create_server(proto, sock=ls, mode=mode)
+    else:
+        server = loop.create_server(proto, "127.0.0.1", 0, mode=mode)
     return loop, server, lost
 
 
@@ -73,7 +80,7 @@ class LargeStream(ModeTestCase):
             self.assertTrue(ok, "the connection did not close")
             self.assertEqual(lost, [None])
         finally:
-            client.join(DEADLINE)
+            client.abort()
             loop.close()
 
     def test_tiny_socket_buffers_small_pool(self):

@@ -90,10 +90,21 @@ class StreamClient(threading.Thread):
         self.received = 0
         self.error = None
         self.mismatch = None
+        self.sock = None
+
+    def abort(self):
+        """Unblock the threads (after a failure) and wait for them."""
+        s = self.sock
+        if s is not None:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.join(DEADLINE)
 
     def run(self):
         try:
-            s = socket.socket()
+            s = self.sock = socket.socket()
             if self.sockbuf:
                 small_buffers(s, self.sockbuf)
             s.settimeout(DEADLINE)

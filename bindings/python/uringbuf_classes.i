@@ -1,0 +1,1295 @@
+/*
+ * uringbuf_classes.i - the classes of the Python binding: Loop, Pool,
+ * Connection, Listener and Buffer (handles over the core's objects; see
+ * uringbuf_python.i for the rules they keep).
+ *
+ * Every method is a thin call of the core function of the same name, after
+ * a check that the handle is alive.  Methods return None / an int, or
+ * raise: OSError(errno) for the core's -errno, ClosedError for use after
+ * close, TypeError / ValueError for bad arguments.
+ */
+
+%feature("kwargs");
+
+typedef int ubpy_rc;
+typedef long long ubpy_n;
+
+%nodefaultctor ubpy_pool;
+%nodefaultctor ubpy_conn;
+%nodefaultctor ubpy_listener;
+%nodefaultctor ubpy_buf;
+
+%rename(Loop) ubpy_loop;
+%rename(Pool) ubpy_pool;
+%rename(Connection) ubpy_conn;
+%rename(Listener) ubpy_listener;
+%rename(Buffer) ubpy_buf;
+
+%feature("python:bf_getbuffer", functype="getbufferproc") ubpy_buf "ubpy__buf_getbuffer";
+%feature("python:bf_releasebuffer", functype="releasebufferproc") ubpy_buf "ubpy__buf_releasebuffer";
+/* len() and bool() fill the slots directly: SWIG 4.1's slot closures
+ * (SwigPyBuiltin_lenfunc_closure) dereference a NULL result, so a method
+ * that raises would crash there. */
+%feature("python:sq_length") ubpy_buf "ubpy__buf_len";
+%feature("python:nb_nonzero") ubpy_buf "ubpy__buf_bool";
+%feature("python:slot", "tp_repr", functype="reprfunc") ubpy_loop::__repr__;
+%feature("python:slot", "tp_repr", functype="reprfunc") ubpy_pool::__repr__;
+%feature("python:slot", "tp_repr", functype="reprfunc") ubpy_conn::__repr__;
+%feature("python:slot", "tp_repr", functype="reprfunc") ubpy_listener::__repr__;
+%feature("python:slot", "tp_repr", functype="reprfunc") ubpy_buf::__repr__;
+
+/* The Loop object learns its own address (handles hand it out as .loop). */
+%exception ubpy_loop::ubpy_loop {
+	$action
+	if (result)
+		result->obj = self;
+}
+/* Setters cannot return an error: check for one. */
+%exception ubpy_buf::length {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
+
+/* ==================================================================== */
+
+%feature("docstring") ubpy_loop
+"Loop(entries=0, disable=0, pool_count=0, pool_size=0)
+
+One io_uring and its event queue (ub_loop).  Single-threaded: use it (and
+its pools, connections and buffers) from the thread that created it; other
+threads get RuntimeError.  entries: submission queue size (0: 256);
+disable: uringbuf.FEAT_* bits to treat as unavailable; pool_count and
+pool_size: buffers and bytes per buffer of the default pools (0: 1024 and
+4096).  Raises OSError if io_uring is unavailable.
+
+close() frees everything (it aborts every connection); it refuses with
+BufferError while a memoryview of any of its buffers exists.  Usable as a
+context manager.  wait() returns events in batches.";
+
+typedef struct ubpy_loop {} ubpy_loop;
+
+%extend ubpy_loop {
+	ubpy_loop(unsigned int entries = 0, unsigned int disable = 0,
+		  unsigned int pool_count = 0, unsigned int pool_size = 0)
+	{
+		ub_loop_opts o;
+		ubpy_loop *L;
+		int err = 0;
+
+		if (ubpy__hide_swig_api() < 0)
+			return NULL;
+		L = calloc(1, sizeof(*L));
+		if (!L) {
+			PyErr_NoMemory();
+			return NULL;
+		}
+		memset(&o, 0, sizeof(o));
+		o.entries = entries;
+		o.disable = disable;
+		o.pool_count = pool_count;
+		o.pool_size = pool_size;
+		L->pools = PyDict_New();
+		L->live = PySet_New(NULL);
+		if (!L->pools || !L->live)
+			goto fail;
+		L->loop = ub_loop_new(&o, &err);
+		if (!L->loop) {
+			ubpy__raise(err);
+			goto fail;
+		}
+		L->refs = 1;
+		L->owner = PyThread_get_thread_ident();
+		L->next = ubpy__loops;
+		ubpy__loops = L;
+		return L;
+	fail:
+		Py_XDECREF(L->pools);
+		Py_XDECREF(L->live);
+		free(L);
+		return NULL;
+	}
+
+	~ubpy_loop()
+	{
+		$self->obj = NULL;
+		if ($self->loop) {
+			if ($self->exports > 0 || ubpy__foreign($self))
+				/* Freed by the last view released in the
+				 * owner thread; dropped by another thread,
+				 * it is leaked (the ring is that thread's). */
+				$self->orphan = 1;
+			else
+				ubpy__loop_shut($self);
+		}
+		ubpy__loop_unref($self);
+	}
+
+	%feature("docstring") wait
+	"wait(max=256, min=1, timeout=-1) -> list[Event]
+
+Submit pending work and return up to max events, blocking (with the GIL
+released) until at least min are ready or timeout milliseconds pass (-1: no
+timeout).  A signal ends the wait early: Python signal handlers run, and an
+exception they raise (KeyboardInterrupt) propagates; otherwise [] is
+returned.  Connections and listeners whose CLOSED event was in the previous
+batch are gone from here on.";
+	PyObject *wait(int max = 256, int min = 1, int timeout = -1)
+	{
+		return ubpy__loop_wait($self, max, min, timeout);
+	}
+
+	%feature("docstring") close
+	"close() -> None
+
+Abort every connection and listener, reap what the kernel holds and free
+the loop, its pools and its buffers.  Every handle of this loop raises
+ClosedError afterwards.  BufferError while a buffer view is exported.
+Idempotent.";
+	PyObject *close()
+	{
+		if (!$self->loop)
+			Py_RETURN_NONE;
+		if (ubpy__foreign($self))
+			return UBPY_NULL(ubpy__busy());
+		if ($self->exports > 0) {
+			PyErr_Format(PyExc_BufferError,
+				     "cannot close the loop: %zd buffer "
+				     "view(s) are still exported",
+				     $self->exports);
+			return NULL;
+		}
+		return ubpy__none_or_raise(ubpy__loop_shut($self));
+	}
+
+	%feature("docstring") recv_pool
+	"recv_pool() -> Pool: the default receive pool (created on first use).";
+	PyObject *recv_pool()
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		ub_pool *p;
+		int err = 0;
+
+		if (!loop)
+			return NULL;
+		p = ub_loop_recv_pool(loop, &err);
+		if (!p)
+			return ubpy__none_or_raise(err);
+		return ubpy__pool_obj($self, p);
+	}
+
+	%feature("docstring") send_pool
+	"send_pool() -> Pool: the default send pool, which Connection.send()
+copies into (created on first use).";
+	PyObject *send_pool()
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		ub_pool *p;
+		int err = 0;
+
+		if (!loop)
+			return NULL;
+		p = ub_loop_send_pool(loop, &err);
+		if (!p)
+			return ubpy__none_or_raise(err);
+		return ubpy__pool_obj($self, p);
+	}
+
+	%feature("docstring") pool
+	"pool(count, size, recv=False) -> Pool
+
+A new pool of count buffers (1..32768) of size bytes (1..1 GiB) in one
+mapping: a receive pool (recv=True) that connections receive into, or a
+send pool to acquire() buffers from.";
+	PyObject *pool(unsigned int count, unsigned int size,
+		       PyObject *recv = NULL)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		int r = recv ? PyObject_IsTrue(recv) : 0, err = 0;
+		ub_pool *p;
+
+		if (!loop || r < 0)
+			return NULL;
+		p = ub_pool_new(loop, count, size, r ? UB_POOL_RECV : 0, &err);
+		if (!p)
+			return ubpy__none_or_raise(err);
+		return ubpy__pool_obj($self, p);
+	}
+
+	%feature("docstring") listen
+	"listen(addr, backlog=0, reuseport=False, *, recv_pool=None,
+       send_pool=None, mode=None, high_water=None, low_water=None,
+       ring_entries=None, flags=None) -> Listener
+
+Bind and listen on addr (\"HOST:PORT\" with a numeric host, \"[V6]:PORT\",
+\"unix:PATH\" or a (host, port) tuple; port 0 picks a free port) and accept
+with multishot accept.  Accepted connections arrive as EV_ACCEPT events and
+use the connection options given here (see connect()).";
+	PyObject *listen(PyObject *addr, int backlog = 0,
+			 PyObject *reuseport = NULL, PyObject *recv_pool = NULL,
+			 PyObject *send_pool = NULL, PyObject *mode = NULL,
+			 PyObject *high_water = NULL,
+			 PyObject *low_water = NULL,
+			 PyObject *ring_entries = NULL, PyObject *flags = NULL)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		struct sockaddr_storage ss;
+		socklen_t len;
+		ub_conn_opts o;
+		ub_listener *l;
+		int rp = reuseport ? PyObject_IsTrue(reuseport) : 0, err = 0;
+
+		if (!loop || rp < 0 || ubpy__addr_arg(addr, &ss, &len) < 0 ||
+		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
+				    high_water, low_water, ring_entries,
+				    flags) < 0)
+			return NULL;
+		l = ub_listen(loop, (struct sockaddr *)&ss, len, backlog, rp,
+			      &o, &err);
+		if (!l)
+			return ubpy__none_or_raise(err);
+		return ubpy__obj_obj($self, l, 0);
+	}
+
+	%feature("docstring") connect
+	"connect(addr, *, recv_pool=None, send_pool=None, mode=None,
+        high_water=None, low_water=None, ring_entries=None,
+        flags=None) -> Connection
+
+Connect to addr (as for listen()).  EV_CONNECT reports the outcome (res 0
+or -errno; a failure is followed by EV_CLOSED).  Data sent before then goes
+out once connected.  Options: recv_pool (a receive Pool of this loop),
+send_pool (a send Pool for send() copies), mode (MODE_* or 'bundle',
+'ring', 'serial', 'auto'), high_water and low_water (send queue marks in
+bytes; low defaults to high/4), ring_entries (send ring size, a power of
+2), flags (CONN_* bits).";
+	PyObject *connect(PyObject *addr, PyObject *recv_pool = NULL,
+			  PyObject *send_pool = NULL, PyObject *mode = NULL,
+			  PyObject *high_water = NULL,
+			  PyObject *low_water = NULL,
+			  PyObject *ring_entries = NULL, PyObject *flags = NULL)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		struct sockaddr_storage ss;
+		socklen_t len;
+		ub_conn_opts o;
+		ub_conn *c;
+		int err = 0;
+
+		if (!loop || ubpy__addr_arg(addr, &ss, &len) < 0 ||
+		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
+				    high_water, low_water, ring_entries,
+				    flags) < 0)
+			return NULL;
+		c = ub_conn_connect(loop, (struct sockaddr *)&ss, len, &o,
+				    &err);
+		if (!c)
+			return ubpy__none_or_raise(err);
+		return ubpy__obj_obj($self, c, 1);
+	}
+
+	%feature("docstring") adopt
+	"adopt(sock, *, <connection options as for connect()>) -> Connection
+
+Take over a connected stream socket (a socket object, which is detached on
+success, or an int fd).  The connection owns the descriptor from then on; on
+failure the caller keeps it.  Receiving starts at once unless flags has
+CONN_NO_RECV.";
+	PyObject *adopt(PyObject *sock, PyObject *recv_pool = NULL,
+			PyObject *send_pool = NULL, PyObject *mode = NULL,
+			PyObject *high_water = NULL, PyObject *low_water = NULL,
+			PyObject *ring_entries = NULL, PyObject *flags = NULL)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		ub_conn_opts o;
+		ub_conn *c;
+		int fd, err = 0;
+
+		if (!loop || ubpy__fd_arg(sock, &fd) < 0 ||
+		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
+				    high_water, low_water, ring_entries,
+				    flags) < 0)
+			return NULL;
+		c = ub_conn_adopt(loop, fd, &o, &err);
+		if (!c)
+			return ubpy__none_or_raise(err);
+		ubpy__detach(sock);
+		return ubpy__obj_obj($self, c, 1);
+	}
+
+	%feature("docstring") adopt_listener
+	"adopt_listener(sock, *, <connection options>) -> Listener
+
+Accept on an existing listening socket (a socket object, detached on
+success, or an int fd), which the listener then owns.";
+	PyObject *adopt_listener(PyObject *sock, PyObject *recv_pool = NULL,
+				 PyObject *send_pool = NULL,
+				 PyObject *mode = NULL,
+				 PyObject *high_water = NULL,
+				 PyObject *low_water = NULL,
+				 PyObject *ring_entries = NULL,
+				 PyObject *flags = NULL)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		ub_conn_opts o;
+		ub_listener *l;
+		int fd, err = 0;
+
+		if (!loop || ubpy__fd_arg(sock, &fd) < 0 ||
+		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
+				    high_water, low_water, ring_entries,
+				    flags) < 0)
+			return NULL;
+		l = ub_listener_adopt(loop, fd, &o, &err);
+		if (!l)
+			return ubpy__none_or_raise(err);
+		ubpy__detach(sock);
+		return ubpy__obj_obj($self, l, 0);
+	}
+
+	%feature("docstring") feature_reason
+	"feature_reason(feature) -> str | None: why a FEAT_* bit is unavailable
+on this loop, or None if it is available.";
+	PyObject *feature_reason(unsigned int feature)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		const char *why;
+
+		if (!loop)
+			return NULL;
+		why = ub_loop_feature_reason(loop, feature);
+		if (!why)
+			Py_RETURN_NONE;
+		return PyUnicode_FromString(why);
+	}
+
+	%feature("docstring") mode_check
+	"mode_check(mode) -> str | None: None if the send mode (MODE_* or its
+name) can be used on this loop, else the reason it cannot.";
+	PyObject *mode_check(PyObject *mode)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		const char *why = NULL;
+		int m;
+
+		if (!loop || ubpy__mode_arg(mode, &m) < 0)
+			return NULL;
+		if (ub_loop_mode_check(loop, m, &why) == 0 || !why)
+			Py_RETURN_NONE;
+		return PyUnicode_FromString(why);
+	}
+
+	PyObject *__enter__()
+	{
+		if (!ubpy__loop_get($self))
+			return NULL;
+		return ubpy__loop_objref($self);
+	}
+
+	PyObject *__exit__(PyObject *type = NULL, PyObject *value = NULL,
+			   PyObject *tb = NULL)
+	{
+		PyObject *r;
+
+		(void)type, (void)value, (void)tb;
+		if (!$self->loop)
+			Py_RETURN_NONE;
+		if (ubpy__foreign($self))
+			return UBPY_NULL(ubpy__busy());
+		if ($self->exports > 0) {
+			PyErr_SetString(PyExc_BufferError,
+					"cannot close the loop: buffer views "
+					"are still exported");
+			return NULL;
+		}
+		r = ubpy__none_or_raise(ubpy__loop_shut($self));
+		if (!r)
+			return NULL;
+		Py_DECREF(r);
+		Py_RETURN_FALSE;
+	}
+
+	PyObject *__repr__()
+	{
+		return ubpy__repr_state("Loop", $self,
+					$self->loop ? "open" : "closed");
+	}
+
+	%immutable;
+	%feature("docstring") closed "True once close() ran.";
+	PyObject *closed;
+	%feature("docstring") fd "The ring's file descriptor.";
+	PyObject *fd;
+	%feature("docstring") features "FEAT_* bits this loop can use.";
+	PyObject *features;
+	%feature("docstring") best_mode "The send mode MODE_AUTO resolves to here.";
+	PyObject *best_mode;
+	%feature("docstring") pending "Events queued but not yet returned by wait().";
+	PyObject *pending;
+	%feature("docstring") exports "Buffer views currently exported (close() refuses while > 0).";
+	PyObject *exports;
+	%feature("docstring") connections "The live Connection objects (CLOSED not yet returned).";
+	PyObject *connections;
+	%feature("docstring") pools "The Pool objects of this loop.";
+	PyObject *pools;
+	%mutable;
+}
+
+/* ==================================================================== */
+
+%feature("docstring") ubpy_pool
+"A pool of equal-sized buffers in one page-aligned mapping (ub_pool).
+
+Get one from Loop.pool(), recv_pool() or send_pool().  base and nbytes
+describe the mapping; every Buffer's memory lies inside it.  count_state()
+tells where the buffers are (BUF_FREE, BUF_KERNEL, BUF_APP, BUF_QUEUED).";
+
+typedef struct ubpy_pool {} ubpy_pool;
+
+%extend ubpy_pool {
+	~ubpy_pool()
+	{
+		ubpy__loop_unref($self->L);
+		free($self);
+	}
+
+	%feature("docstring") acquire
+	"acquire() -> Buffer: a free buffer of a send pool, length 0, writable
+(memoryview(buf) after setting buf.length, or buf.fill(data)).  OSError
+ENOBUFS when none is free; InvalidArgument for a receive pool.";
+	PyObject *acquire()
+	{
+		ub_pool *p = ubpy__pool_get($self);
+		ub_buf *b;
+		int err = 0;
+
+		if (!p)
+			return NULL;
+		b = ub_pool_acquire(p, &err);
+		if (!b)
+			return ubpy__none_or_raise(err);
+		return ubpy__buf_obj($self->L, b);
+	}
+
+	%feature("docstring") free
+	"free() -> None: free the pool.  OSError EBUSY while any of its buffers
+is held or queued, or a connection or listener uses it.";
+	PyObject *free()
+	{
+		ub_pool *p = ubpy__pool_get($self);
+		ubpy_loop *L = $self->L;
+		PyObject *key;
+		int r;
+
+		if (!p)
+			return NULL;
+		key = PyLong_FromVoidPtr(p);
+		if (!key)
+			return NULL;
+		r = ub_pool_free(p);
+		if (r < 0) {
+			Py_DECREF(key);
+			return ubpy__none_or_raise(r);
+		}
+		$self->pool = NULL;
+		if (L->last_pool == p)
+			L->last_pool = NULL;
+		if (PyDict_DelItem(L->pools, key) < 0)
+			PyErr_Clear();
+		Py_DECREF(key);
+		Py_RETURN_NONE;
+	}
+
+	%feature("docstring") count_state
+	"count_state(state) -> int: buffers currently in state (BUF_*).";
+	PyObject *count_state(int state)
+	{
+		ub_pool *p = ubpy__pool_get($self);
+
+		if (!p)
+			return NULL;
+		if (state < 0 || state >= UB_BUF_NSTATES) {
+			PyErr_SetString(PyExc_ValueError,
+					"state must be one of BUF_FREE, "
+					"BUF_KERNEL, BUF_APP, BUF_QUEUED");
+			return NULL;
+		}
+		return PyLong_FromUnsignedLong(ub_pool_count_state(p, state));
+	}
+
+	PyObject *__repr__()
+	{
+		char s[96];
+
+		if (!$self->pool)
+			return ubpy__repr_state("Pool", $self, "freed");
+		snprintf(s, sizeof(s), "%s %ux%u",
+			 ub_pool_flags($self->pool) & UB_POOL_RECV ? "recv"
+								   : "send",
+			 ub_pool_count($self->pool),
+			 ub_pool_buf_size($self->pool));
+		return ubpy__repr_state("Pool", $self, s);
+	}
+
+	%immutable;
+	%feature("docstring") count "Number of buffers.";
+	PyObject *count;
+	%feature("docstring") buf_size "Bytes per buffer.";
+	PyObject *buf_size;
+	%feature("docstring") recv "True for a receive pool.";
+	PyObject *recv;
+	%feature("docstring") base "Address of the mapping (an int).";
+	PyObject *base;
+	%feature("docstring") nbytes "Bytes of buffers in the mapping (count * buf_size).";
+	PyObject *nbytes;
+	%feature("docstring") loop "The pool's Loop.";
+	PyObject *loop;
+	%feature("docstring") closed "True once freed (or its loop closed).";
+	PyObject *closed;
+	%mutable;
+}
+
+/* ==================================================================== */
+
+%feature("docstring") ubpy_conn
+"One stream socket (ub_conn): multishot receive into a pool and an ordered
+send queue.
+
+From Loop.connect(), Loop.adopt() or an EV_ACCEPT event.  The object stays
+the same for every event of the connection and stays alive until its
+EV_CLOSED event; after the next wait() it raises ClosedError.  udata is
+yours (the event carries it as Event.udata).";
+
+typedef struct ubpy_conn {} ubpy_conn;
+
+%extend ubpy_conn {
+	~ubpy_conn()
+	{
+		Py_CLEAR($self->o.udata);
+		ubpy__loop_unref($self->o.L);
+		free($self);
+	}
+
+	%feature("docstring") send
+	"send(data) -> int
+
+Queue data.  A Buffer is forwarded without copying (see send_buf()) and
+the number of bytes it holds is returned.  Anything else bytes-like is
+copied into send-pool buffers: the bytes accepted are returned, maybe fewer
+than len(data), like write(2).  BlockingIOError (EAGAIN) when the queue is
+above its high water mark (EV_WRITABLE follows); BrokenPipeError once
+closing.";
+	PyObject *send(PyObject *data)
+	{
+		ub_conn *c = ubpy__conn_get($self);
+		Py_buffer view;
+		ssize_t r;
+		long long n;
+
+		if (!c)
+			return NULL;
+		if (PyObject_TypeCheck(data, ((SwigPyClientData *)SWIGTYPE_p_ubpy_buf->clientdata)->pytype)) {
+			n = ubpy__send_buf($self, data);
+			if (n < 0)
+				return ubpy__none_or_raise(n);
+			return PyLong_FromLongLong(n);
+		}
+		if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+			return NULL;
+		r = ub_conn_send(c, view.buf, (size_t)view.len);
+		PyBuffer_Release(&view);
+		if (r < 0)
+			return ubpy__none_or_raise(r);
+		return PyLong_FromSsize_t(r);
+	}
+
+	%feature("docstring") send_buf
+	"send_buf(buf) -> None
+
+Queue a Buffer (any pool of this loop) without copying; it returns to its
+own pool once sent and the handle is stale from now on.  BufferError while
+a view of it is exported; ValueError if it is empty or of another loop;
+BlockingIOError above the high water mark (the buffer stays yours).";
+	ubpy_rc send_buf(PyObject *buf)
+	{
+		long long n = ubpy__send_buf($self, buf);
+
+		return n < 0 ? (int)n : 0;
+	}
+
+	%feature("docstring") pause_recv
+	"pause_recv() -> None: stop receiving (data waits in the socket).";
+	ubpy_rc pause_recv()
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		return c ? ub_conn_pause_recv(c) : UBPY_EXC;
+	}
+
+	%feature("docstring") resume_recv
+	"resume_recv() -> None: (re)start receiving.";
+	ubpy_rc resume_recv()
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		return c ? ub_conn_resume_recv(c) : UBPY_EXC;
+	}
+
+	%feature("docstring") pipe
+	"pipe(dst) -> None
+
+Forward everything received here into dst's send queue in the core, zero
+copy and without EV_DATA events; receiving pauses while dst is above its
+high water mark, and an EOF here shuts dst's sending side once its queue
+drains.  pipe(None) stops forwarding.";
+	ubpy_rc pipe(PyObject *dst = NULL)
+	{
+		ub_conn *c = ubpy__conn_get($self), *d = NULL;
+		ubpy_conn *h;
+
+		if (!c)
+			return UBPY_EXC;
+		if (dst && dst != Py_None) {
+			h = ubpy__unwrap(dst, SWIGTYPE_p_ubpy_conn,
+					 "Connection");
+			if (!h || !(d = ubpy__conn_get(h)))
+				return UBPY_EXC;
+			if (h->o.L != $self->o.L) {
+				PyErr_SetString(PyExc_ValueError,
+						"cannot pipe to a connection "
+						"of another loop");
+				return UBPY_EXC;
+			}
+			if (h == $self) {
+				PyErr_SetString(PyExc_ValueError,
+						"cannot pipe a connection "
+						"into itself");
+				return UBPY_EXC;
+			}
+		}
+		return ub_conn_pipe(c, d);
+	}
+
+	%feature("docstring") shutdown
+	"shutdown() -> None: shut the sending side once the queue drained.";
+	ubpy_rc shutdown()
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		return c ? ub_conn_shutdown(c) : UBPY_EXC;
+	}
+
+	%feature("docstring") close
+	"close() -> None
+
+Graceful close: stop delivering data, send what is queued, shut down, and
+once the peer has closed too, EV_CLOSED.  BrokenPipeError if already
+closing.";
+	ubpy_rc close()
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		return c ? ub_conn_close(c) : UBPY_EXC;
+	}
+
+	%feature("docstring") abort
+	"abort() -> None: cancel everything now (queued buffers return to their
+pools) and reset the connection; EV_CLOSED follows.";
+	ubpy_rc abort()
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		return c ? ub_conn_abort(c) : UBPY_EXC;
+	}
+
+	%feature("docstring") set_water
+	"set_water(high, low) -> None: send queue marks in bytes (0 < high,
+low <= high).  Above high, sends are refused with BlockingIOError and
+EV_WRITABLE comes once the queue is at or below low.";
+	ubpy_rc set_water(size_t high, size_t low)
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		if (!c)
+			return UBPY_EXC;
+		if (high == 0 || low > high) {
+			PyErr_SetString(PyExc_ValueError,
+					"set_water needs 0 < high and "
+					"low <= high");
+			return UBPY_EXC;
+		}
+		return ub_conn_set_water(c, high, low);
+	}
+
+	%feature("docstring") want_writable
+	"want_writable() -> None: ask for one EV_WRITABLE once the send queue
+is at or below the low water mark (at the next wait if it already is),
+without a refused send.";
+	ubpy_rc want_writable()
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		if (!c)
+			return UBPY_EXC;
+		return ub_conn_want_writable(c);
+	}
+
+	PyObject *__repr__()
+	{
+		char s[96];
+
+		if (!$self->o.ptr)
+			return ubpy__repr_state("Connection", $self, "closed");
+		snprintf(s, sizeof(s), "fd=%d mode=%s%s",
+			 ub_conn_fd($self->o.ptr),
+			 ub_mode_name(ub_conn_mode($self->o.ptr)),
+			 $self->o.closed ? " CLOSED"
+			 : ub_conn_is_closing($self->o.ptr) ? " closing" : "");
+		return ubpy__repr_state("Connection", $self, s);
+	}
+
+	%immutable;
+	%feature("docstring") fd "The socket's file descriptor (-1 once closed by the core).";
+	PyObject *fd;
+	%feature("docstring") mode "The send mode in use (MODE_BUNDLE, MODE_RING or MODE_SERIAL).";
+	PyObject *mode;
+	%feature("docstring") queued_bytes "Bytes queued and not yet sent.";
+	PyObject *queued_bytes;
+	%feature("docstring") queued_bufs "Buffers in the send queue.";
+	PyObject *queued_bufs;
+	%feature("docstring") high_water "High water mark of the send queue, bytes.";
+	PyObject *high_water;
+	%feature("docstring") low_water "Low water mark of the send queue, bytes.";
+	PyObject *low_water;
+	%feature("docstring") closing "True once closing, closed or shut down (no more sends accepted).";
+	PyObject *closing;
+	%feature("docstring") closed "True once EV_CLOSED was returned (or the loop closed).";
+	PyObject *closed;
+	%feature("docstring") bytes_sent "Total bytes sent.";
+	PyObject *bytes_sent;
+	%feature("docstring") bytes_received "Total bytes received.";
+	PyObject *bytes_received;
+	%feature("docstring") sockname "Local address, \"HOST:PORT\".";
+	PyObject *sockname;
+	%feature("docstring") peername "Peer address, \"HOST:PORT\".";
+	PyObject *peername;
+	%feature("docstring") loop "The connection's Loop.";
+	PyObject *loop;
+	%mutable;
+	%feature("docstring") udata "Yours: any object, carried by events as Event.udata.";
+	PyObject *udata;
+}
+
+/* ==================================================================== */
+
+%feature("docstring") ubpy_listener
+"A listening socket with multishot accept (ub_listener); from
+Loop.listen() or Loop.adopt_listener().  Accepted connections arrive as
+EV_ACCEPT events (Event.conn new, Event.listener this).";
+
+typedef struct ubpy_listener {} ubpy_listener;
+
+%extend ubpy_listener {
+	~ubpy_listener()
+	{
+		Py_CLEAR($self->o.udata);
+		ubpy__loop_unref($self->o.L);
+		free($self);
+	}
+
+	%feature("docstring") close
+	"close() -> None: stop accepting and close the socket; EV_CLOSED
+follows.";
+	ubpy_rc close()
+	{
+		ub_listener *l = ubpy__listener_get($self);
+
+		return l ? ub_listener_close(l) : UBPY_EXC;
+	}
+
+	PyObject *__repr__()
+	{
+		char s[32];
+
+		if (!$self->o.ptr)
+			return ubpy__repr_state("Listener", $self, "closed");
+		snprintf(s, sizeof(s), "fd=%d", ub_listener_fd($self->o.ptr));
+		return ubpy__repr_state("Listener", $self, s);
+	}
+
+	%immutable;
+	%feature("docstring") fd "The listening socket's file descriptor.";
+	PyObject *fd;
+	%feature("docstring") sockname "Local address, \"HOST:PORT\" (the real port when listening on 0).";
+	PyObject *sockname;
+	%feature("docstring") closed "True once EV_CLOSED was returned (or the loop closed).";
+	PyObject *closed;
+	%feature("docstring") loop "The listener's Loop.";
+	PyObject *loop;
+	%mutable;
+	%feature("docstring") udata "Yours: any object, carried by its events as Event.udata.";
+	PyObject *udata;
+}
+
+/* ==================================================================== */
+
+%feature("docstring") ubpy_buf
+"One buffer of a pool, owned by you (ub_buf in APP state).
+
+A received buffer (EV_DATA) is a read-only view of the receive pool's own
+memory: memoryview(buf) copies nothing.  A buffer from Pool.acquire() is
+writable: set buf.length (or use fill()) and write through memoryview(buf).
+Hand it back with release(), forward it with Connection.send(buf), or just
+drop it: a Buffer that is garbage-collected goes back to its pool.  As
+with bytearray, release, resize and send raise BufferError while a
+memoryview of it exists.  Once released or sent the handle is stale and
+raises ClosedError.  Usable as a context manager (releases on exit if still
+yours).";
+
+typedef struct ubpy_buf {} ubpy_buf;
+
+%extend ubpy_buf {
+	~ubpy_buf()
+	{
+		ubpy_pool *p = $self->pool ? ((SwigPyObject *)$self->pool)->ptr
+					   : NULL;
+
+		if (p && p->pool && ub_buf_state($self->buf) == UB_BUF_APP &&
+		    ub_buf_gen($self->buf) == $self->gen) {
+			ubpy_loop *L = p->L;
+
+			if (!ubpy__foreign(L)) {
+				ub_buf_release($self->buf);
+			} else if (L->ndeferred < L->capdeferred ||
+				   (L->deferred = realloc(L->deferred,
+					(L->capdeferred = L->capdeferred * 2 + 16) *
+					sizeof(*L->deferred)))) {
+				L->deferred[L->ndeferred].buf = $self->buf;
+				L->deferred[L->ndeferred++].gen = $self->gen;
+			}
+		}
+		Py_XDECREF($self->pool);
+		free($self);
+	}
+
+	%feature("docstring") release
+	"release() -> None: give the buffer back to its pool.  BufferError while
+a view is exported; ClosedError if already released or sent.";
+	ubpy_rc release()
+	{
+		ub_buf *b = ubpy__buf_get($self, 1);
+
+		return b ? ub_buf_release(b) : UBPY_EXC;
+	}
+
+	%feature("docstring") fill
+	"fill(data, offset=0) -> int: copy bytes-like data into a writable
+(send pool) buffer at offset and set length to offset + len(data); returns
+the new length.  ValueError if it does not fit; BufferError while
+exported; TypeError for a received (read-only) buffer.";
+	PyObject *fill(PyObject *data, size_t offset = 0)
+	{
+		ub_buf *b = ubpy__buf_get($self, 1);
+		Py_buffer view;
+		size_t cap;
+
+		if (!b)
+			return NULL;
+		if ($self->readonly) {
+			PyErr_SetString(PyExc_TypeError,
+					"a received buffer is read-only");
+			return NULL;
+		}
+		if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+			return NULL;
+		cap = ub_buf_capacity(b);
+		if (offset > cap || (size_t)view.len > cap - offset) {
+			PyBuffer_Release(&view);
+			PyErr_Format(PyExc_ValueError,
+				     "%zd bytes at offset %zu do not fit a "
+				     "buffer of %zu bytes",
+				     view.len, offset, cap);
+			return NULL;
+		}
+		memcpy((char *)ub_buf_data(b) + offset, view.buf,
+		       (size_t)view.len);
+		ub_buf_set_len(b, offset + (size_t)view.len);
+		PyBuffer_Release(&view);
+		return PyLong_FromSize_t(offset + (size_t)view.len);
+	}
+
+	%feature("docstring") tobytes
+	"tobytes() -> bytes: a copy of the data (same as bytes(buf)).";
+	PyObject *tobytes()
+	{
+		ub_buf *b = ubpy__buf_get($self, 0);
+
+		if (!b)
+			return NULL;
+		return PyBytes_FromStringAndSize(ub_buf_data(b),
+						 (Py_ssize_t)ub_buf_len(b));
+	}
+
+	PyObject *__enter__()
+	{
+		if (!ubpy__buf_get($self, 0))
+			return NULL;
+		Py_INCREF($self->self);
+		return $self->self;
+	}
+
+	%feature("docstring") __exit__
+	"Release the buffer if it is still yours (not sent or released).";
+	PyObject *__exit__(PyObject *type = NULL, PyObject *value = NULL,
+			   PyObject *tb = NULL)
+	{
+		ubpy_pool *p = ((SwigPyObject *)$self->pool)->ptr;
+		ub_buf *b;
+
+		(void)type, (void)value, (void)tb;
+		if (!p->pool || ub_buf_state($self->buf) != UB_BUF_APP ||
+		    ub_buf_gen($self->buf) != $self->gen)
+			Py_RETURN_FALSE; /* sent, released or loop closed */
+		b = ubpy__buf_get($self, 1);
+		if (!b)
+			return NULL;
+		if (ub_buf_release(b) < 0)
+			return ubpy__none_or_raise(-EINVAL);
+		Py_RETURN_FALSE;
+	}
+
+	PyObject *__repr__()
+	{
+		ubpy_pool *p = ((SwigPyObject *)$self->pool)->ptr;
+		char s[96];
+
+		if (!p->pool || ub_buf_state($self->buf) != UB_BUF_APP ||
+		    ub_buf_gen($self->buf) != $self->gen)
+			return ubpy__repr_state("Buffer", $self, "stale");
+		snprintf(s, sizeof(s), "#%u len=%zu/%zu%s%s",
+			 ub_buf_index($self->buf), ub_buf_len($self->buf),
+			 ub_buf_capacity($self->buf),
+			 $self->readonly ? " read-only" : "",
+			 $self->exports ? " exported" : "");
+		return ubpy__repr_state("Buffer", $self, s);
+	}
+
+	%feature("docstring") length "Bytes of data (settable on a writable buffer, up to capacity; BufferError while exported).";
+	PyObject *length;
+	%immutable;
+	%feature("docstring") capacity "Size of the buffer in bytes.";
+	PyObject *capacity;
+	%feature("docstring") readonly "True for a received buffer (its views are read-only).";
+	PyObject *readonly;
+	%feature("docstring") valid "True while the buffer is yours (not released, sent, or closed).";
+	PyObject *valid;
+	%feature("docstring") state "BUF_APP while yours; the core's state once the handle is stale.";
+	PyObject *state;
+	%feature("docstring") index "Index of the buffer in its pool.";
+	PyObject *index;
+	%feature("docstring") gen "Generation (changes every time the buffer leaves the application).";
+	PyObject *gen;
+	%feature("docstring") address "Address of the buffer's memory (an int, inside its pool's mapping).";
+	PyObject *address;
+	%feature("docstring") pool "The buffer's Pool.";
+	PyObject *pool;
+	%feature("docstring") exports "Views currently exported.";
+	PyObject *exports;
+	%mutable;
+}
+
+/* ---- attribute accessors ---- */
+%{
+/* Loop */
+static PyObject *ubpy_loop_closed_get(ubpy_loop *L)
+{
+	return PyBool_FromLong(!L->loop);
+}
+static PyObject *ubpy_loop_fd_get(ubpy_loop *L)
+{
+	ub_loop *l = ubpy__loop_get(L);
+	return l ? PyLong_FromLong(ub_loop_fd(l)) : NULL;
+}
+static PyObject *ubpy_loop_features_get(ubpy_loop *L)
+{
+	ub_loop *l = ubpy__loop_get(L);
+	return l ? PyLong_FromUnsignedLong(ub_loop_features(l)) : NULL;
+}
+static PyObject *ubpy_loop_best_mode_get(ubpy_loop *L)
+{
+	ub_loop *l = ubpy__loop_get(L);
+	return l ? PyLong_FromLong(ub_loop_best_mode(l)) : NULL;
+}
+static PyObject *ubpy_loop_pending_get(ubpy_loop *L)
+{
+	ub_loop *l = ubpy__loop_get(L);
+	return l ? PyLong_FromLong(ub_loop_pending(l)) : NULL;
+}
+static PyObject *ubpy_loop_exports_get(ubpy_loop *L)
+{
+	return PyLong_FromSsize_t(L->exports);
+}
+static PyObject *ubpy_loop_connections_get(ubpy_loop *L)
+{
+	PyObject *list, *it, *o;
+
+	if (!ubpy__loop_get(L))
+		return NULL;
+	list = PyList_New(0);
+	it = list ? PyObject_GetIter(L->live) : NULL;
+	if (!it) {
+		Py_XDECREF(list);
+		return NULL;
+	}
+	while ((o = PyIter_Next(it))) {
+		ubpy_obj *h = ((SwigPyObject *)o)->ptr;
+
+		if (h->is_conn && !h->closed && PyList_Append(list, o) < 0) {
+			Py_DECREF(o);
+			Py_CLEAR(list);
+			break;
+		}
+		Py_DECREF(o);
+	}
+	Py_DECREF(it);
+	if (list && PyErr_Occurred())
+		Py_CLEAR(list);
+	return list;
+}
+static PyObject *ubpy_loop_pools_get(ubpy_loop *L)
+{
+	if (!ubpy__loop_get(L))
+		return NULL;
+	return PyDict_Values(L->pools);
+}
+
+/* Pool */
+static PyObject *ubpy_pool_count_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyLong_FromUnsignedLong(ub_pool_count(q)) : NULL;
+}
+static PyObject *ubpy_pool_buf_size_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyLong_FromUnsignedLong(ub_pool_buf_size(q)) : NULL;
+}
+static PyObject *ubpy_pool_recv_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyBool_FromLong(ub_pool_flags(q) & UB_POOL_RECV) : NULL;
+}
+static PyObject *ubpy_pool_base_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyLong_FromVoidPtr(ub_pool_base(q)) : NULL;
+}
+static PyObject *ubpy_pool_nbytes_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyLong_FromSize_t(ub_pool_bytes(q)) : NULL;
+}
+static PyObject *ubpy_pool_loop_get(ubpy_pool *p)
+{
+	return ubpy__loop_objref(p->L);
+}
+static PyObject *ubpy_pool_closed_get(ubpy_pool *p)
+{
+	return PyBool_FromLong(!p->pool);
+}
+
+/* Connection */
+static PyObject *ubpy_conn_fd_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromLong(ub_conn_fd(c)) : NULL;
+}
+static PyObject *ubpy_conn_mode_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromLong(ub_conn_mode(c)) : NULL;
+}
+static PyObject *ubpy_conn_queued_bytes_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromSize_t(ub_conn_queued_bytes(c)) : NULL;
+}
+static PyObject *ubpy_conn_queued_bufs_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromUnsignedLong(ub_conn_queued_bufs(c)) : NULL;
+}
+static PyObject *ubpy_conn_high_water_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromSize_t(ub_conn_high_water(c)) : NULL;
+}
+static PyObject *ubpy_conn_low_water_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromSize_t(ub_conn_low_water(c)) : NULL;
+}
+static PyObject *ubpy_conn_closing_get(ubpy_conn *h)
+{
+	if (!h->o.ptr)
+		Py_RETURN_TRUE;
+	return PyBool_FromLong(ub_conn_is_closing(h->o.ptr) > 0);
+}
+static PyObject *ubpy_conn_closed_get(ubpy_conn *h)
+{
+	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+}
+static PyObject *ubpy_conn_bytes_sent_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromUnsignedLongLong(ub_conn_bytes_sent(c)) : NULL;
+}
+static PyObject *ubpy_conn_bytes_received_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromUnsignedLongLong(ub_conn_bytes_received(c))
+		 : NULL;
+}
+static PyObject *ubpy_conn_sockname_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? ubpy__sock_name(ub_conn_fd(c), 0) : NULL;
+}
+static PyObject *ubpy_conn_peername_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? ubpy__sock_name(ub_conn_fd(c), 1) : NULL;
+}
+static PyObject *ubpy_conn_loop_get(ubpy_conn *h)
+{
+	return ubpy__loop_objref(h->o.L);
+}
+static PyObject *ubpy_conn_udata_get(ubpy_conn *h)
+{
+	PyObject *o = h->o.udata ? h->o.udata : Py_None;
+
+	Py_INCREF(o);
+	return o;
+}
+static void ubpy_conn_udata_set(ubpy_conn *h, PyObject *v)
+{
+	PyObject *old = h->o.udata;
+
+	Py_XINCREF(v);
+	h->o.udata = v == Py_None ? (Py_XDECREF(v), NULL) : v;
+	Py_XDECREF(old);
+}
+
+/* Listener */
+static PyObject *ubpy_listener_fd_get(ubpy_listener *h)
+{
+	ub_listener *l = ubpy__listener_get(h);
+	return l ? PyLong_FromLong(ub_listener_fd(l)) : NULL;
+}
+static PyObject *ubpy_listener_sockname_get(ubpy_listener *h)
+{
+	ub_listener *l = ubpy__listener_get(h);
+	return l ? ubpy__sock_name(ub_listener_fd(l), 0) : NULL;
+}
+static PyObject *ubpy_listener_closed_get(ubpy_listener *h)
+{
+	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+}
+static PyObject *ubpy_listener_loop_get(ubpy_listener *h)
+{
+	return ubpy__loop_objref(h->o.L);
+}
+static PyObject *ubpy_listener_udata_get(ubpy_listener *h)
+{
+	return ubpy_conn_udata_get((ubpy_conn *)h);
+}
+static void ubpy_listener_udata_set(ubpy_listener *h, PyObject *v)
+{
+	ubpy_conn_udata_set((ubpy_conn *)h, v);
+}
+
+/* Buffer */
+static PyObject *ubpy_buf_length_get(ubpy_buf *b)
+{
+	ub_buf *u = ubpy__buf_get(b, 0);
+	return u ? PyLong_FromSize_t(ub_buf_len(u)) : NULL;
+}
+static void ubpy_buf_length_set(ubpy_buf *b, PyObject *v)
+{
+	ub_buf *u = ubpy__buf_get(b, 1);
+	size_t n;
+
+	if (!u)
+		return;
+	if (!v) {
+		PyErr_SetString(PyExc_TypeError, "cannot delete length");
+		return;
+	}
+	if (ubpy__size_arg(v, "length", &n) < 0)
+		return;
+	if (b->readonly) {
+		PyErr_SetString(PyExc_TypeError,
+				"a received buffer is read-only");
+		return;
+	}
+	if (n > ub_buf_capacity(u)) {
+		PyErr_Format(PyExc_ValueError,
+			     "length %zu exceeds the capacity (%zu)", n,
+			     ub_buf_capacity(u));
+		return;
+	}
+	ub_buf_set_len(u, n);
+}
+static PyObject *ubpy_buf_capacity_get(ubpy_buf *b)
+{
+	ub_buf *u = ubpy__buf_get(b, 0);
+	return u ? PyLong_FromSize_t(ub_buf_capacity(u)) : NULL;
+}
+static PyObject *ubpy_buf_readonly_get(ubpy_buf *b)
+{
+	return PyBool_FromLong(b->readonly);
+}
+static PyObject *ubpy_buf_valid_get(ubpy_buf *b)
+{
+	ubpy_pool *p = ((SwigPyObject *)b->pool)->ptr;
+
+	return PyBool_FromLong(p->pool && ub_buf_state(b->buf) == UB_BUF_APP &&
+			       ub_buf_gen(b->buf) == b->gen);
+}
+static PyObject *ubpy_buf_state_get(ubpy_buf *b)
+{
+	ubpy_pool *p = ((SwigPyObject *)b->pool)->ptr;
+
+	if (!p->pool)
+		return UBPY_NULL(ubpy__closed("the buffer's pool is gone"));
+	if (ub_buf_gen(b->buf) != b->gen)
+		return PyLong_FromLong(UB_BUF_NSTATES); /* reused: not yours */
+	return PyLong_FromLong(ub_buf_state(b->buf));
+}
+static PyObject *ubpy_buf_index_get(ubpy_buf *b)
+{
+	ubpy_pool *p = ((SwigPyObject *)b->pool)->ptr;
+
+	if (!p->pool)
+		return UBPY_NULL(ubpy__closed("the buffer's pool is gone"));
+	return PyLong_FromUnsignedLong(ub_buf_index(b->buf));
+}
+static PyObject *ubpy_buf_gen_get(ubpy_buf *b)
+{
+	return PyLong_FromUnsignedLong(b->gen);
+}
+static PyObject *ubpy_buf_address_get(ubpy_buf *b)
+{
+	ub_buf *u = ubpy__buf_get(b, 0);
+	return u ? PyLong_FromVoidPtr(ub_buf_data(u)) : NULL;
+}
+static PyObject *ubpy_buf_pool_get(ubpy_buf *b)
+{
+	Py_INCREF(b->pool);
+	return b->pool;
+}
+static PyObject *ubpy_buf_exports_get(ubpy_buf *b)
+{
+	return PyLong_FromSsize_t(b->exports);
+}
+%}

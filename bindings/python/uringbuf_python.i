@@ -1,0 +1,1492 @@
+/*
+ * uringbuf_python.i - Python typemaps and helpers for bindings/uringbuf.i.
+ *
+ * Included by uringbuf.i before core/uringbuf.h, so that what is declared
+ * here applies to the header.  Built with `swig -python -builtin`: every
+ * class below is a static CPython type (fast calls, and the buffer protocol
+ * needs it).
+ *
+ * Handles.  Python never holds a raw core pointer.  Loop, Pool, Connection,
+ * Listener and Buffer are small C structs (ubpy_*) that SWIG wraps as
+ * classes; typemaps turn them into the core's pointers for every wrapped
+ * core function, after checking that the object is still alive:
+ *   - a Loop owns a ubpy_loop, which every other handle of that loop also
+ *     references (a C refcount): the "loop alive" token.  Closing the loop
+ *     sets every handle's pointer to NULL, so any later use raises
+ *     uringbuf.ClosedError instead of touching freed memory.
+ *   - a Connection or Listener stays referenced by its loop (ubpy_loop.live)
+ *     until the wait() after the one that returned its CLOSED event: that is
+ *     when the core frees the object, and when the handle's pointer is
+ *     cleared (ubpy__bury).  Its core udata points at the handle object, so
+ *     events map to the same Python object without a lookup.
+ *   - a Buffer remembers the generation (ub_buf_gen) and state it was handed
+ *     over in; once the buffer is released or queued for sending the handle
+ *     is stale and refuses use.  A Buffer dropped while still owned goes back
+ *     to its pool.
+ *   - the buffer protocol exports the pool's own memory (read-only for a
+ *     receive pool) and counts exports, like bytearray: releasing, resizing
+ *     or sending a buffer while a view exists raises BufferError, and so
+ *     does Loop.close() while any view of any of its buffers exists (the
+ *     pools are unmapped by ub_loop_free).  A Loop garbage-collected while
+ *     views exist is freed when the last view is released.
+ *
+ * Typemap conventions: `ub_buf *` (mutating: release, set_len, send_buf)
+ * refuses an exported buffer, `const ub_buf *` (accessors) does not.  An
+ * int that is "0 or -errno" becomes None or an OSError(errno, strerror)
+ * (EINVAL: uringbuf.InvalidArgument, both an OSError and a ValueError); a
+ * count that is ">= 0 or -errno" becomes an int.  Integer arguments are
+ * range-checked: TypeError for a non-integer, ValueError out of range.
+ *
+ * Not wrapped as flat functions (the classes cover them): ub_loop_new /
+ * ub_loop_free / ub_loop_wait (Loop(), Loop.close(), Loop.wait()),
+ * ub_pool_free (Pool.free(): the handle must learn it is gone), ub_pool_buf
+ * (would hand out a second handle to a buffer, or one in KERNEL state),
+ * the udata accessors (the binding owns udata), ub_conn_opts_init,
+ * ub_addr_format (addresses are strings or (host, port); ub_addr_parse(s)
+ * returns the address normalized, as ub_addr_format writes it), and the
+ * option and event structs (dicts, keyword arguments and Event).
+ *
+ * Threads: a loop belongs to the thread that created it (the core's ring is
+ * single-issuer).  Any use of it, or of its handles, from another thread
+ * raises RuntimeError; Loop.wait() releases the GIL while blocked.  A Buffer
+ * dropped by another thread goes back to its pool at the owner's next
+ * wait(); a Loop dropped by another thread is leaked, not freed (freeing
+ * needs the owner's ring).
+ */
+
+%include <stdint.i>
+
+%{
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* A status meaning "a Python exception is already set". */
+#define UBPY_EXC INT_MIN
+/* Evaluate x (which sets an exception) and yield NULL. */
+#define UBPY_NULL(x) ((void)(x), (PyObject *)NULL)
+
+/* Return types of methods: see the out typemaps below. */
+typedef int ubpy_rc;      /* 0 -> None; -errno / UBPY_EXC -> raise */
+typedef long long ubpy_n; /* >= 0 -> int; -errno / UBPY_EXC -> raise */
+
+static PyObject *ubpy_ClosedError;
+static PyObject *ubpy_InvalidArgument;
+static PyTypeObject *ubpy_EventType;
+
+typedef struct ubpy_obj ubpy_obj;
+
+/* Shared by a Loop and every handle of it; freed when refs reaches 0. */
+typedef struct ubpy_loop {
+	ub_loop *loop;          /* NULL once closed */
+	PyObject *obj;          /* the Loop object (borrowed); NULL once gone */
+	PyObject *pools;        /* dict: address -> Pool */
+	PyObject *live;         /* set: Connection and Listener objects */
+	ubpy_obj *zombies;      /* CLOSED returned: cleared at the next wait */
+	ub_event *ev;
+	int evcap;
+	struct ubpy_deferred { ub_buf *buf; uint32_t gen; } *deferred;
+	size_t ndeferred, capdeferred;
+	ub_pool *last_pool;     /* lookup cache for DATA buffers */
+	PyObject *last_pool_obj;
+	Py_ssize_t exports;     /* buffer views exported, all pools */
+	Py_ssize_t refs;
+	int busy;               /* in ub_loop_wait / ub_loop_free, GIL released */
+	unsigned long owner;    /* the thread that created it (single issuer) */
+	int orphan;             /* Loop object gone: free when exports reach 0 */
+	struct ubpy_loop *next; /* ubpy__loops */
+} ubpy_loop;
+
+/* Common head of Connection and Listener handles. */
+struct ubpy_obj {
+	void *ptr;              /* ub_conn * / ub_listener *; NULL once gone */
+	ubpy_loop *L;
+	PyObject *self;         /* the handle object (borrowed, held by L->live) */
+	PyObject *udata;
+	ubpy_obj *zombie;       /* next in L->zombies */
+	int closed;             /* CLOSED returned */
+	int is_conn;
+};
+
+typedef struct ubpy_conn { ubpy_obj o; } ubpy_conn;
+typedef struct ubpy_listener { ubpy_obj o; } ubpy_listener;
+
+typedef struct ubpy_pool {
+	ub_pool *pool;          /* NULL once freed (or the loop closed) */
+	ubpy_loop *L;
+} ubpy_pool;
+
+typedef struct ubpy_buf {
+	ub_buf *buf;
+	PyObject *pool;         /* the Pool object (strong) */
+	uint32_t gen;           /* ub_buf_gen when handed over */
+	PyObject *self;         /* the Buffer object (borrowed) */
+	Py_ssize_t exports;
+	int readonly;
+} ubpy_buf;
+
+/* Every open loop: raw ub_loop * -> ubpy_loop (for pointers the core
+ * returns, e.g. ub_pool_loop).  A process has a handful of loops. */
+static ubpy_loop *ubpy__loops;
+
+static ubpy_loop *ubpy__loop_find(const ub_loop *loop)
+{
+	ubpy_loop *L;
+
+	for (L = ubpy__loops; L; L = L->next)
+		if (L->loop == loop)
+			return L;
+	return NULL;
+}
+
+/* ---- errors ---- */
+
+static int ubpy__raise(long long r)
+{
+	PyObject *args;
+	int e;
+
+	if (r == UBPY_EXC)
+		return UBPY_EXC;
+	e = (int)-r;
+	args = Py_BuildValue("(is)", e, strerror(e));
+	if (args) {
+		PyErr_SetObject(e == EINVAL ? ubpy_InvalidArgument
+					    : PyExc_OSError, args);
+		Py_DECREF(args);
+	}
+	return UBPY_EXC;
+}
+
+static int ubpy__closed(const char *what)
+{
+	PyErr_SetString(ubpy_ClosedError, what);
+	return UBPY_EXC;
+}
+
+static int ubpy__busy(void)
+{
+	PyErr_SetString(PyExc_RuntimeError,
+			"a loop is used only from the thread that created it");
+	return UBPY_EXC;
+}
+
+/* Another thread may not use the loop (the core's rule: the ring is
+ * single-issuer), nor anyone while wait() has the GIL released. */
+static int ubpy__foreign(const ubpy_loop *L)
+{
+	return L->busy || L->owner != PyThread_get_thread_ident();
+}
+
+/* ---- handle objects ---- */
+
+/* The C struct behind a handle object of SWIG type ty, or NULL with
+ * TypeError. */
+static void *ubpy__unwrap(PyObject *o, swig_type_info *ty, const char *what)
+{
+	SwigPyClientData *cd = ty ? (SwigPyClientData *)ty->clientdata : NULL;
+
+	if (o && cd && cd->pytype && PyObject_TypeCheck(o, cd->pytype) &&
+	    ((SwigPyObject *)o)->ptr)
+		return ((SwigPyObject *)o)->ptr;
+	PyErr_Format(PyExc_TypeError, "expected a uringbuf.%s, not %.100s",
+		     what, o ? Py_TYPE(o)->tp_name : "NULL");
+	return NULL;
+}
+
+static PyObject *ubpy__wrap(void *ptr, swig_type_info *ty)
+{
+	PyObject *o = SWIG_Python_NewPointerObj(NULL, ptr, ty, SWIG_POINTER_OWN);
+
+	if (o == Py_None) { /* SWIG's way of saying allocation failed */
+		Py_DECREF(o);
+		if (!PyErr_Occurred())
+			PyErr_NoMemory();
+		return NULL;
+	}
+	return o;
+}
+
+static void ubpy__loop_unref(ubpy_loop *L)
+{
+	if (--L->refs > 0)
+		return;
+	Py_XDECREF(L->pools);
+	Py_XDECREF(L->live);
+	free(L->ev);
+	free(L->deferred);
+	free(L);
+}
+
+/* The live loop of a handle, or NULL with an exception. */
+static ub_loop *ubpy__loop_get(ubpy_loop *L)
+{
+	if (!L || !L->loop) {
+		ubpy__closed("the loop is closed");
+		return NULL;
+	}
+	if (ubpy__foreign(L)) {
+		ubpy__busy();
+		return NULL;
+	}
+	return L->loop;
+}
+
+static void *ubpy__obj_get(ubpy_obj *o, const char *closed_msg)
+{
+	if (!o || !o->ptr) {
+		ubpy__closed(o && !o->L->loop ? "the loop is closed" : closed_msg);
+		return NULL;
+	}
+	if (ubpy__foreign(o->L)) {
+		ubpy__busy();
+		return NULL;
+	}
+	return o->ptr;
+}
+
+static ub_conn *ubpy__conn_get(ubpy_conn *h)
+{
+	return ubpy__obj_get(h ? &h->o : NULL, "the connection is closed");
+}
+
+static ub_listener *ubpy__listener_get(ubpy_listener *h)
+{
+	return ubpy__obj_get(h ? &h->o : NULL, "the listener is closed");
+}
+
+static ub_pool *ubpy__pool_get(ubpy_pool *p)
+{
+	if (!p || !p->pool) {
+		ubpy__closed(p && !p->L->loop ? "the loop is closed"
+					     : "the pool is freed");
+		return NULL;
+	}
+	if (ubpy__foreign(p->L)) {
+		ubpy__busy();
+		return NULL;
+	}
+	return p->pool;
+}
+
+/* The buffer of a handle if it is still the application's, else NULL with
+ * ClosedError.  mutate: also refuse while exported or while the loop is
+ * waiting in another thread. */
+static ub_buf *ubpy__buf_get(ubpy_buf *b, int mutate)
+{
+	ubpy_pool *p = b && b->pool ? ((SwigPyObject *)b->pool)->ptr : NULL;
+
+	if (!p || !p->pool) {
+		ubpy__closed(p && !p->L->loop ? "the buffer's loop is closed"
+					     : "the buffer's pool is freed");
+		return NULL;
+	}
+	if (ub_buf_state(b->buf) != UB_BUF_APP || ub_buf_gen(b->buf) != b->gen) {
+		ubpy__closed("the buffer was released or sent: this handle is "
+			    "stale");
+		return NULL;
+	}
+	if (mutate && b->exports > 0) {
+		PyErr_Format(PyExc_BufferError,
+			     "the buffer has %zd exported view(s): release "
+			     "them (memoryview.release() or a with block) first",
+			     b->exports);
+		return NULL;
+	}
+	if (mutate && ubpy__foreign(p->L)) {
+		ubpy__busy();
+		return NULL;
+	}
+	return b->buf;
+}
+
+static ubpy_loop *ubpy__buf_loop(ubpy_buf *b)
+{
+	return ((ubpy_pool *)((SwigPyObject *)b->pool)->ptr)->L;
+}
+
+/* The Pool object of p (new reference), creating it on first use. */
+static PyObject *ubpy__pool_obj(ubpy_loop *L, ub_pool *p)
+{
+	PyObject *key, *o;
+	ubpy_pool *h;
+
+	if (!p)
+		Py_RETURN_NONE;
+	if (p == L->last_pool) {
+		Py_INCREF(L->last_pool_obj);
+		return L->last_pool_obj;
+	}
+	key = PyLong_FromVoidPtr(p);
+	if (!key)
+		return NULL;
+	o = PyDict_GetItemWithError(L->pools, key);
+	if (o) {
+		Py_INCREF(o);
+	} else if (!PyErr_Occurred()) {
+		h = calloc(1, sizeof(*h));
+		if (!h) {
+			Py_DECREF(key);
+			return PyErr_NoMemory();
+		}
+		h->pool = p;
+		h->L = L;
+		L->refs++;
+		o = ubpy__wrap(h, SWIGTYPE_p_ubpy_pool);
+		if (!o) {
+			ubpy__loop_unref(L);
+			free(h);
+		} else if (PyDict_SetItem(L->pools, key, o) < 0) {
+			Py_CLEAR(o);
+		}
+	}
+	Py_DECREF(key);
+	if (o) {
+		L->last_pool = p;
+		L->last_pool_obj = o; /* borrowed: L->pools holds it */
+	}
+	return o;
+}
+
+/* The handle object of a connection or listener (new reference), created
+ * and registered on first sight.  On failure the core object is aborted:
+ * nothing could ever close it. */
+static PyObject *ubpy__obj_obj(ubpy_loop *L, void *ptr, int is_conn)
+{
+	PyObject *o = is_conn ? ub_conn_udata(ptr) : ub_listener_udata(ptr);
+	ubpy_obj *h;
+
+	if (o) {
+		Py_INCREF(o);
+		return o;
+	}
+	h = calloc(1, is_conn ? sizeof(ubpy_conn) : sizeof(ubpy_listener));
+	if (!h) {
+		PyErr_NoMemory();
+		goto fail;
+	}
+	h->ptr = ptr;
+	h->L = L;
+	h->is_conn = is_conn;
+	L->refs++;
+	o = ubpy__wrap(h, is_conn ? SWIGTYPE_p_ubpy_conn
+				 : SWIGTYPE_p_ubpy_listener);
+	if (!o) {
+		ubpy__loop_unref(L);
+		free(h);
+		goto fail;
+	}
+	if (PySet_Add(L->live, o) < 0) {
+		h->ptr = NULL;
+		Py_DECREF(o);
+		goto fail;
+	}
+	h->self = o;
+	if (is_conn)
+		ub_conn_set_udata(ptr, o);
+	else
+		ub_listener_set_udata(ptr, o);
+	return o;
+fail:
+	if (is_conn)
+		ub_conn_abort(ptr);
+	else
+		ub_listener_close(ptr);
+	return NULL;
+}
+
+/* A new owning Buffer object for an APP buffer (new reference).  On failure
+ * the buffer goes back to its pool. */
+static PyObject *ubpy__buf_obj(ubpy_loop *L, ub_buf *b)
+{
+	PyObject *pool, *o;
+	ubpy_buf *h;
+
+	pool = ubpy__pool_obj(L, ub_buf_pool(b));
+	if (!pool)
+		goto fail;
+	h = malloc(sizeof(*h));
+	if (!h) {
+		Py_DECREF(pool);
+		PyErr_NoMemory();
+		goto fail;
+	}
+	h->buf = b;
+	h->pool = pool;
+	h->gen = ub_buf_gen(b);
+	h->exports = 0;
+	h->readonly = (ub_pool_flags(ub_buf_pool(b)) & UB_POOL_RECV) != 0;
+	o = ubpy__wrap(h, SWIGTYPE_p_ubpy_buf);
+	if (!o) {
+		Py_DECREF(pool);
+		free(h);
+		goto fail;
+	}
+	h->self = o;
+	return o;
+fail:
+	ub_buf_release(b);
+	return NULL;
+}
+
+/* Buffers dropped while the loop waited in another thread. */
+static void ubpy__flush_deferred(ubpy_loop *L)
+{
+	size_t i;
+
+	for (i = 0; i < L->ndeferred; i++) {
+		ub_buf *b = L->deferred[i].buf;
+
+		if (L->loop && ub_buf_state(b) == UB_BUF_APP &&
+		    ub_buf_gen(b) == L->deferred[i].gen)
+			ub_buf_release(b);
+	}
+	L->ndeferred = 0;
+}
+
+/* Objects whose CLOSED event went out: the core frees them in the wait
+ * that is starting, so their handles let go now. */
+static void ubpy__bury(ubpy_loop *L)
+{
+	while (L->zombies) {
+		ubpy_obj *o = L->zombies;
+		PyObject *self = o->self;
+
+		L->zombies = o->zombie;
+		o->zombie = NULL;
+		o->ptr = NULL;
+		o->self = NULL;
+		Py_CLEAR(o->udata);
+		if (self && PySet_Discard(L->live, self) < 0)
+			PyErr_Clear();
+	}
+}
+
+static void ubpy__mark_closed(ubpy_obj *o)
+{
+	if (o->closed)
+		return;
+	o->closed = 1;
+	o->zombie = o->L->zombies;
+	o->L->zombies = o;
+}
+
+/*
+ * Free the core loop; every handle of it is cleared.  The caller checked
+ * busy and exports.  Returns 0 or what ub_loop_free returned.
+ */
+static int ubpy__loop_shut(ubpy_loop *L)
+{
+	PyObject *items, *key, *val;
+	ubpy_loop **pp;
+	Py_ssize_t pos = 0, i;
+	int r;
+
+	if (!L->loop)
+		return 0;
+	L->ndeferred = 0; /* ub_loop_free takes every buffer back */
+	L->busy = 1;
+	Py_BEGIN_ALLOW_THREADS
+	r = ub_loop_free(L->loop);
+	Py_END_ALLOW_THREADS
+	L->busy = 0;
+	L->loop = NULL;
+	L->zombies = NULL;
+	L->last_pool = NULL;
+	L->last_pool_obj = NULL;
+	for (pp = &ubpy__loops; *pp; pp = &(*pp)->next) {
+		if (*pp == L) {
+			*pp = L->next;
+			break;
+		}
+	}
+	while (PyDict_Next(L->pools, &pos, &key, &val))
+		((ubpy_pool *)((SwigPyObject *)val)->ptr)->pool = NULL;
+	/* Snapshot: clearing udata may run arbitrary code. */
+	items = PySequence_List(L->live);
+	if (!items)
+		PyErr_Clear();
+	for (i = 0; items && i < PyList_GET_SIZE(items); i++) {
+		ubpy_obj *o = ((SwigPyObject *)PyList_GET_ITEM(items, i))->ptr;
+
+		o->ptr = NULL;
+		o->self = NULL;
+		o->zombie = NULL;
+	}
+	for (i = 0; items && i < PyList_GET_SIZE(items); i++) {
+		ubpy_obj *o = ((SwigPyObject *)PyList_GET_ITEM(items, i))->ptr;
+
+		Py_CLEAR(o->udata);
+	}
+	Py_XDECREF(items);
+	PyDict_Clear(L->pools);
+	PySet_Clear(L->live);
+	return r;
+}
+
+/*
+ * The handle classes inherit SwigPyObject's pointer-ownership API (own,
+ * disown, acquire, append, next, this, thisown): meaningless here, and
+ * disown() would leak a buffer.  Hide it (the attribute is None on our
+ * classes).  Run by the first Loop(): %init code runs before the classes'
+ * types are ready, and every handle comes from a Loop.
+ */
+static int ubpy__hide_swig_api(void)
+{
+	static int done;
+	swig_type_info *const tys[] = {
+		SWIGTYPE_p_ubpy_loop, SWIGTYPE_p_ubpy_pool, SWIGTYPE_p_ubpy_conn,
+		SWIGTYPE_p_ubpy_listener, SWIGTYPE_p_ubpy_buf };
+	static const char *const hide[] = { "own", "disown", "acquire",
+					    "append", "next", "this",
+					    "thisown" };
+	unsigned i, j;
+
+	if (done)
+		return 0;
+	for (i = 0; i < 5; i++) {
+		SwigPyClientData *cd = tys[i]->clientdata;
+		PyTypeObject *t = cd ? cd->pytype : NULL;
+
+		if (!t || !t->tp_dict)
+			continue;
+		for (j = 0; j < 7; j++) {
+			if (PyDict_GetItemString(t->tp_dict, hide[j]))
+				continue; /* ours: Pool.acquire */
+			if (PyDict_SetItemString(t->tp_dict, hide[j],
+						 Py_None) < 0)
+				return -1;
+		}
+		PyType_Modified(t);
+	}
+	done = 1;
+	return 0;
+}
+
+/* ---- integers, addresses, options ---- */
+
+static int ubpy__ll_arg(PyObject *o, long long lo, long long hi,
+		       const char *name, long long *out)
+{
+	long long v;
+	int overflow = 0;
+
+	if (!PyLong_Check(o)) {
+		if (PyFloat_Check(o) || !PyIndex_Check(o)) {
+			PyErr_Format(PyExc_TypeError,
+				     "%s must be an integer, not %.100s", name,
+				     Py_TYPE(o)->tp_name);
+			return -1;
+		}
+		o = PyNumber_Index(o);
+		if (!o)
+			return -1;
+		v = PyLong_AsLongLongAndOverflow(o, &overflow);
+		Py_DECREF(o);
+	} else {
+		v = PyLong_AsLongLongAndOverflow(o, &overflow);
+	}
+	if (v == -1 && PyErr_Occurred())
+		return -1;
+	if (overflow || v < lo || v > hi) {
+		PyErr_Format(PyExc_ValueError, "%s out of range (%lld..%lld)",
+			     name, lo, hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int ubpy__size_arg(PyObject *o, const char *name, size_t *out)
+{
+	unsigned long long v;
+	long long s;
+
+	/* Negative first, for a ValueError rather than OverflowError. */
+	if (ubpy__ll_arg(o, 0, LLONG_MAX, name, &s) == 0) {
+		*out = (size_t)s;
+		return 0;
+	}
+	if (!PyErr_ExceptionMatches(PyExc_ValueError) || !PyLong_Check(o))
+		return -1;
+	PyErr_Clear();
+	v = PyLong_AsUnsignedLongLong(o);
+	if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+		PyErr_Clear();
+		PyErr_Format(PyExc_ValueError, "%s out of range (0..%zu)",
+			     name, (size_t)SIZE_MAX);
+		return -1;
+	}
+	*out = (size_t)v;
+	return 0;
+}
+
+/* "HOST:PORT", "[V6]:PORT", "unix:PATH", "/PATH" or (host, port), numeric
+ * hosts only (the core never resolves names; uringbuf.server does). */
+static int ubpy__addr_arg(PyObject *o, struct sockaddr_storage *ss,
+			 socklen_t *len)
+{
+	char text[300];
+	const char *s;
+
+	if (PyTuple_Check(o) && PyTuple_GET_SIZE(o) >= 2) {
+		PyObject *host = PyTuple_GET_ITEM(o, 0);
+		long long port;
+		const char *h;
+
+		if (!PyUnicode_Check(host)) {
+			PyErr_SetString(PyExc_TypeError,
+					"address host must be a str");
+			return -1;
+		}
+		h = PyUnicode_AsUTF8(host);
+		if (!h || ubpy__ll_arg(PyTuple_GET_ITEM(o, 1), 0, 65535,
+				      "port", &port) < 0)
+			return -1;
+		if (strlen(h) > 250) {
+			PyErr_SetString(PyExc_ValueError, "host too long");
+			return -1;
+		}
+		snprintf(text, sizeof(text), strchr(h, ':') ? "[%s]:%lld"
+							     : "%s:%lld",
+			 h, port);
+		s = text;
+	} else if (PyUnicode_Check(o)) {
+		s = PyUnicode_AsUTF8(o);
+		if (!s)
+			return -1;
+	} else {
+		PyErr_Format(PyExc_TypeError,
+			     "address must be a str \"HOST:PORT\" or a (host, "
+			     "port) tuple, not %.100s",
+			     Py_TYPE(o)->tp_name);
+		return -1;
+	}
+	*len = sizeof(*ss);
+	if (ub_addr_parse(s, ss, len) < 0) {
+		PyErr_Format(PyExc_ValueError,
+			     "bad address '%.200s': expected HOST:PORT with a "
+			     "numeric host, [IPV6]:PORT, unix:PATH or (host, "
+			     "port)",
+			     s);
+		return -1;
+	}
+	return 0;
+}
+
+static int ubpy__mode_arg(PyObject *o, int *mode)
+{
+	long long v;
+
+	if (PyUnicode_Check(o)) {
+		const char *s = PyUnicode_AsUTF8(o);
+
+		if (!s)
+			return -1;
+		*mode = ub_mode_from_name(s);
+		if (*mode < 0) {
+			PyErr_Format(PyExc_ValueError,
+				     "unknown mode '%.50s' (bundle, ring, "
+				     "serial or auto)",
+				     s);
+			return -1;
+		}
+		return 0;
+	}
+	if (ubpy__ll_arg(o, UB_MODE_AUTO, UB_MODE_SERIAL, "mode", &v) < 0)
+		return -1;
+	*mode = (int)v;
+	return 0;
+}
+
+/* A Pool object of loop L (any loop if L is NULL) for an option. */
+static int ubpy__opt_pool(PyObject *o, ubpy_loop *L, int recv,
+			 const char *name, ub_pool **out)
+{
+	ubpy_pool *p;
+
+	*out = NULL;
+	if (!o || o == Py_None)
+		return 0;
+	p = ubpy__unwrap(o, SWIGTYPE_p_ubpy_pool, "Pool");
+	if (!p || !(*out = ubpy__pool_get(p)))
+		return -1;
+	if (L && p->L != L) {
+		PyErr_Format(PyExc_ValueError, "%s belongs to another loop",
+			     name);
+		return -1;
+	}
+	if (!!(ub_pool_flags(*out) & UB_POOL_RECV) != recv) {
+		PyErr_Format(PyExc_ValueError, "%s must be a %s pool", name,
+			     recv ? "receive" : "send");
+		return -1;
+	}
+	return 0;
+}
+
+/* Connection options from keyword arguments (None: default). */
+static int ubpy__conn_opts(ub_conn_opts *o, ubpy_loop *L, PyObject *recv_pool,
+			  PyObject *send_pool, PyObject *mode,
+			  PyObject *high_water, PyObject *low_water,
+			  PyObject *ring_entries, PyObject *flags)
+{
+	long long v;
+
+	ub_conn_opts_init(o);
+	if (ubpy__opt_pool(recv_pool, L, 1, "recv_pool", &o->recv_pool) < 0 ||
+	    ubpy__opt_pool(send_pool, L, 0, "send_pool", &o->send_pool) < 0)
+		return -1;
+	if (mode && mode != Py_None && ubpy__mode_arg(mode, &o->mode) < 0)
+		return -1;
+	if (high_water && high_water != Py_None) {
+		if (ubpy__size_arg(high_water, "high_water", &o->high_water) < 0)
+			return -1;
+		if (o->high_water == 0) {
+			PyErr_SetString(PyExc_ValueError,
+					"high_water must be > 0");
+			return -1;
+		}
+		o->low_water = o->high_water / 4;
+	}
+	if (low_water && low_water != Py_None &&
+	    ubpy__size_arg(low_water, "low_water", &o->low_water) < 0)
+		return -1;
+	if (o->low_water > o->high_water) {
+		PyErr_SetString(PyExc_ValueError,
+				"low_water must not exceed high_water");
+		return -1;
+	}
+	if (ring_entries && ring_entries != Py_None) {
+		if (ubpy__ll_arg(ring_entries, 1, 32768, "ring_entries", &v) < 0)
+			return -1;
+		if (v & (v - 1)) {
+			PyErr_SetString(PyExc_ValueError,
+					"ring_entries must be a power of 2");
+			return -1;
+		}
+		o->ring_entries = (unsigned)v;
+	}
+	if (flags && flags != Py_None) {
+		if (ubpy__ll_arg(flags, 0, UINT_MAX, "flags", &v) < 0)
+			return -1;
+		o->flags = (unsigned)v;
+	}
+	return 0;
+}
+
+/* Connection options from a dict (flat functions). */
+static int ubpy__conn_opts_dict(PyObject *d, ub_conn_opts *o)
+{
+	static const char *const keys[] = { "recv_pool", "send_pool", "mode",
+					    "high_water", "low_water",
+					    "ring_entries", "flags" };
+	PyObject *v[7] = { NULL };
+	PyObject *key, *val;
+	Py_ssize_t pos = 0;
+	unsigned i;
+
+	if (!PyDict_Check(d)) {
+		PyErr_Format(PyExc_TypeError,
+			     "connection options must be a dict or None, not "
+			     "%.100s",
+			     Py_TYPE(d)->tp_name);
+		return -1;
+	}
+	while (PyDict_Next(d, &pos, &key, &val)) {
+		const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key)
+						     : NULL;
+
+		for (i = 0; k && i < 7; i++)
+			if (!strcmp(k, keys[i]))
+				break;
+		if (!k || i == 7) {
+			PyErr_Clear();
+			PyErr_Format(PyExc_TypeError,
+				     "unknown connection option %R (known: "
+				     "recv_pool, send_pool, mode, high_water, "
+				     "low_water, ring_entries, flags)",
+				     key);
+			return -1;
+		}
+		v[i] = val;
+	}
+	return ubpy__conn_opts(o, NULL, v[0], v[1], v[2], v[3], v[4], v[5],
+			      v[6]);
+}
+
+/* A file descriptor from an int or an object with fileno(). */
+static int ubpy__fd_arg(PyObject *o, int *fd)
+{
+	long long v;
+
+	if (PyLong_Check(o)) {
+		if (ubpy__ll_arg(o, 0, INT_MAX, "fd", &v) < 0)
+			return -1;
+		*fd = (int)v;
+		return 0;
+	}
+	*fd = PyObject_AsFileDescriptor(o);
+	return *fd < 0 ? -1 : 0;
+}
+
+/* After the core took over the fd of a socket object: detach it so that
+ * the socket object never closes it. */
+static void ubpy__detach(PyObject *o)
+{
+	PyObject *r;
+
+	if (PyLong_Check(o) || !PyObject_HasAttrString(o, "detach"))
+		return;
+	r = PyObject_CallMethod(o, "detach", NULL);
+	if (!r)
+		PyErr_Clear();
+	Py_XDECREF(r);
+}
+
+static PyObject *ubpy__sock_name(int fd, int peer)
+{
+	char name[256];
+	int r;
+
+	if (fd < 0)
+		return UBPY_NULL(ubpy__closed("the socket is closed"));
+	r = ub_sock_name(fd, peer, name, sizeof(name));
+	if (r < 0) {
+		ubpy__raise(r);
+		return NULL;
+	}
+	return PyUnicode_FromString(name);
+}
+
+/* ---- events ---- */
+
+static PyStructSequence_Field ubpy__event_fields[] = {
+	{ "type", "event type: uringbuf.EV_ACCEPT ... EV_CLOSED" },
+	{ "res", "result: bytes (DATA, SENT), fd (ACCEPT), 0 or -errno" },
+	{ "conn", "the Connection, or None (listener events)" },
+	{ "listener", "the Listener (ACCEPT, listener ERROR/CLOSED), or None" },
+	{ "buf", "the received Buffer (DATA only; yours now), or None" },
+	{ "udata", "the connection's (else the listener's) udata" },
+	{ NULL, NULL },
+};
+
+static PyStructSequence_Desc ubpy__event_desc = {
+	"uringbuf.Event",
+	"One event of a Loop.wait() batch: (type, res, conn, listener, buf, "
+	"udata), like the C struct ub_event.",
+	ubpy__event_fields,
+	6,
+};
+
+static PyObject *ubpy__event(ubpy_loop *L, ub_event *e)
+{
+	PyObject *conn = NULL, *lst = NULL, *buf = NULL, *ev, *res;
+	ubpy_obj *subject = NULL;
+	PyObject *ud;
+
+	if (e->conn) {
+		conn = ubpy__obj_obj(L, e->conn, 1);
+		if (!conn)
+			goto fail;
+		subject = ((SwigPyObject *)conn)->ptr;
+	}
+	if (e->listener) {
+		lst = ubpy__obj_obj(L, e->listener, 0);
+		if (!lst)
+			goto fail;
+		if (!subject)
+			subject = ((SwigPyObject *)lst)->ptr;
+	}
+	if (e->type == UB_EV_CLOSED && subject)
+		ubpy__mark_closed(subject);
+	if (e->buf) {
+		buf = ubpy__buf_obj(L, e->buf);
+		e->buf = NULL; /* ours now (or released) */
+		if (!buf)
+			goto fail;
+	}
+	res = PyLong_FromLong(e->res);
+	if (!res)
+		goto fail;
+	ev = PyStructSequence_New(ubpy_EventType);
+	if (!ev) {
+		Py_DECREF(res);
+		goto fail;
+	}
+	ud = subject && subject->udata ? subject->udata : Py_None;
+	Py_INCREF(ud);
+	PyStructSequence_SET_ITEM(ev, 0, PyLong_FromLong(e->type));
+	PyStructSequence_SET_ITEM(ev, 1, res);
+	PyStructSequence_SET_ITEM(ev, 2, conn ? conn : (Py_INCREF(Py_None), Py_None));
+	PyStructSequence_SET_ITEM(ev, 3, lst ? lst : (Py_INCREF(Py_None), Py_None));
+	PyStructSequence_SET_ITEM(ev, 4, buf ? buf : (Py_INCREF(Py_None), Py_None));
+	PyStructSequence_SET_ITEM(ev, 5, ud);
+	return ev;
+fail:
+	Py_XDECREF(conn);
+	Py_XDECREF(lst);
+	Py_XDECREF(buf);
+	return NULL;
+}
+
+/* Building the batch failed at event i: no buffer may leak and no CLOSED
+ * may go unnoticed. */
+static void ubpy__events_drop(ubpy_loop *L, int i, int n)
+{
+	for (; i < n; i++) {
+		ub_event *e = &L->ev[i];
+		PyObject *o = NULL;
+
+		if (e->buf)
+			ub_buf_release(e->buf);
+		e->buf = NULL;
+		if (e->type != UB_EV_CLOSED)
+			continue;
+		if (e->conn)
+			o = ub_conn_udata(e->conn);
+		else if (e->listener)
+			o = ub_listener_udata(e->listener);
+		if (o)
+			ubpy__mark_closed(((SwigPyObject *)o)->ptr);
+	}
+}
+
+static PyObject *ubpy__loop_wait(ubpy_loop *L, int max, int min, int timeout)
+{
+	PyObject *list;
+	ub_loop *loop = ubpy__loop_get(L);
+	int n, i;
+
+	if (!loop)
+		return NULL;
+	if (max < 1 || max > 65536 || min < 0 || min > max || timeout < -1) {
+		PyErr_SetString(PyExc_ValueError,
+				"wait() needs 1 <= max <= 65536, 0 <= min <= "
+				"max and timeout >= -1");
+		return NULL;
+	}
+	if (L->evcap < max) {
+		ub_event *ev = realloc(L->ev, (size_t)max * sizeof(*ev));
+
+		if (!ev)
+			return PyErr_NoMemory();
+		L->ev = ev;
+		L->evcap = max;
+	}
+	ubpy__bury(L);
+	ubpy__flush_deferred(L);
+	L->busy = 1;
+	Py_BEGIN_ALLOW_THREADS
+	n = ub_loop_wait(loop, L->ev, max, min, timeout);
+	Py_END_ALLOW_THREADS
+	L->busy = 0;
+	ubpy__flush_deferred(L);
+	if (n == -EINTR) {
+		/* Run Python signal handlers now: SIGINT raises here. */
+		if (PyErr_CheckSignals() < 0)
+			return NULL;
+		return PyList_New(0);
+	}
+	if (n < 0) {
+		ubpy__raise(n);
+		return NULL;
+	}
+	list = PyList_New(n);
+	if (!list) {
+		ubpy__events_drop(L, 0, n);
+		return NULL;
+	}
+	for (i = 0; i < n; i++) {
+		PyObject *ev = ubpy__event(L, &L->ev[i]);
+
+		if (!ev) {
+			ubpy__events_drop(L, i, n);
+			Py_DECREF(list);
+			return NULL;
+		}
+		PyList_SET_ITEM(list, i, ev);
+	}
+	return list;
+}
+
+/* ---- the buffer protocol ---- */
+
+static int ubpy__buf_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+	ubpy_buf *b = ((SwigPyObject *)self)->ptr;
+	ub_buf *buf;
+
+	view->obj = NULL;
+	if (!b) {
+		PyErr_SetString(PyExc_BufferError, "not a buffer");
+		return -1;
+	}
+	buf = ubpy__buf_get(b, 0);
+	if (!buf)
+		return -1;
+	if (PyBuffer_FillInfo(view, self, ub_buf_data(buf),
+			      (Py_ssize_t)ub_buf_len(buf), b->readonly,
+			      flags) < 0)
+		return -1;
+	b->exports++;
+	ubpy__buf_loop(b)->exports++;
+	return 0;
+}
+
+static void ubpy__buf_releasebuffer(PyObject *self, Py_buffer *view)
+{
+	ubpy_buf *b = ((SwigPyObject *)self)->ptr;
+	ubpy_loop *L = ubpy__buf_loop(b);
+
+	(void)view;
+	b->exports--;
+	L->exports--;
+	if (L->orphan && L->exports == 0 && !ubpy__foreign(L))
+		ubpy__loop_shut(L);
+}
+
+/* len(buf): the data length; ClosedError for a stale handle. */
+static Py_ssize_t ubpy__buf_len(PyObject *self)
+{
+	ubpy_buf *b = ((SwigPyObject *)self)->ptr;
+	ub_buf *buf = b ? ubpy__buf_get(b, 0) : NULL;
+
+	if (!b)
+		PyErr_SetString(PyExc_TypeError, "not a buffer");
+	return buf ? (Py_ssize_t)ub_buf_len(buf) : -1;
+}
+
+/* bool(buf): valid and not empty.  A stale handle is false rather than an
+ * error, so that `if buf:` is safe after sending it. */
+static int ubpy__buf_bool(PyObject *self)
+{
+	ubpy_buf *b = ((SwigPyObject *)self)->ptr;
+	ubpy_pool *p = b ? ((SwigPyObject *)b->pool)->ptr : NULL;
+
+	return p && p->pool && ub_buf_state(b->buf) == UB_BUF_APP &&
+	       ub_buf_gen(b->buf) == b->gen && ub_buf_len(b->buf) > 0;
+}
+
+/* ---- method helpers ---- */
+
+static PyObject *ubpy__none_or_raise(long long r)
+{
+	if (r < 0) {
+		ubpy__raise(r);
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
+static PyObject *ubpy__loop_objref(ubpy_loop *L)
+{
+	PyObject *o = L->obj && L->loop ? L->obj : Py_None;
+
+	Py_INCREF(o);
+	return o;
+}
+
+/* ub_conn_send_buf for a Buffer object, with clear errors; returns the
+ * bytes queued. */
+static long long ubpy__send_buf(ubpy_conn *h, PyObject *bufobj)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	ubpy_buf *b;
+	ub_buf *buf;
+	size_t len;
+	int r;
+
+	if (!c)
+		return UBPY_EXC;
+	b = ubpy__unwrap(bufobj, SWIGTYPE_p_ubpy_buf, "Buffer");
+	if (!b || !(buf = ubpy__buf_get(b, 1)))
+		return UBPY_EXC;
+	if (ubpy__buf_loop(b) != h->o.L) {
+		PyErr_SetString(PyExc_ValueError,
+				"the buffer belongs to another loop");
+		return UBPY_EXC;
+	}
+	len = ub_buf_len(buf);
+	if (len == 0) {
+		PyErr_SetString(PyExc_ValueError,
+				"cannot send an empty buffer (set its length "
+				"first)");
+		return UBPY_EXC;
+	}
+	r = ub_conn_send_buf(c, buf);
+	return r < 0 ? r : (long long)len;
+}
+
+static PyObject *ubpy__repr_state(const char *cls, const void *self,
+				 const char *state)
+{
+	return PyUnicode_FromFormat("<uringbuf.%s %s at %p>", cls, state, self);
+}
+%}
+
+%init %{
+	{
+		PyObject *bases;
+
+		ubpy_ClosedError = PyErr_NewExceptionWithDoc(
+			"uringbuf.ClosedError",
+			"Use of a closed loop, connection, listener or pool, "
+			"or of a stale buffer handle (released, sent, or its "
+			"loop closed).",
+			PyExc_ValueError, NULL);
+		bases = PyTuple_Pack(2, PyExc_OSError, PyExc_ValueError);
+		ubpy_InvalidArgument = bases ? PyErr_NewExceptionWithDoc(
+			"uringbuf.InvalidArgument",
+			"The core refused an argument (-EINVAL): an OSError "
+			"with errno EINVAL that is also a ValueError.",
+			bases, NULL) : NULL;
+		Py_XDECREF(bases);
+		ubpy_EventType = PyStructSequence_NewType(&ubpy__event_desc);
+		if (!ubpy_ClosedError || !ubpy_InvalidArgument || !ubpy_EventType)
+			return NULL;
+		Py_INCREF(ubpy_ClosedError);
+		Py_INCREF(ubpy_InvalidArgument);
+		Py_INCREF((PyObject *)ubpy_EventType);
+		if (PyModule_AddObject(m, "ClosedError", ubpy_ClosedError) < 0 ||
+		    PyModule_AddObject(m, "InvalidArgument",
+				       ubpy_InvalidArgument) < 0 ||
+		    PyModule_AddObject(m, "Event",
+				       (PyObject *)ubpy_EventType) < 0)
+			return NULL;
+		/* -builtin lists the public names in __all__: add ours. */
+		{
+			PyObject *all = PyObject_GetAttrString(m, "__all__");
+			static const char *const names[] = {
+				"ClosedError", "InvalidArgument", "Event" };
+			unsigned i;
+
+			for (i = 0; all && i < 3; i++) {
+				PyObject *n = PyUnicode_FromString(names[i]);
+
+				if (!n || PyList_Append(all, n) < 0) {
+					Py_XDECREF(n);
+					Py_DECREF(all);
+					return NULL;
+				}
+				Py_DECREF(n);
+			}
+			Py_XDECREF(all);
+			PyErr_Clear();
+		}
+	}
+%}
+
+/* ====================================================================
+ * Typemaps for the flat core functions
+ * ==================================================================== */
+
+/* Return values. */
+%typemap(out) ubpy_rc {
+	if ($1 < 0) {
+		ubpy__raise($1);
+		SWIG_fail;
+	}
+	$result = SWIG_Py_Void();
+}
+%typemap(out) ubpy_n {
+	if ($1 < 0) {
+		ubpy__raise($1);
+		SWIG_fail;
+	}
+	$result = PyLong_FromLongLong($1);
+}
+
+/* "0 or -errno" -> None or raise. */
+%typemap(out) int ub_buf_release, int ub_buf_set_len, int ub_conn_send_buf,
+	int ub_conn_pause_recv, int ub_conn_resume_recv, int ub_conn_pipe,
+	int ub_conn_shutdown, int ub_conn_close, int ub_conn_abort,
+	int ub_conn_set_water, int ub_listener_close {
+	if ($1 < 0) {
+		ubpy__raise($1);
+		SWIG_fail;
+	}
+	$result = SWIG_Py_Void();
+}
+/* ">= 0 or -errno" -> int or raise. */
+%typemap(out) int ub_loop_pending, int ub_loop_best_mode,
+	int ub_mode_from_name, int ub_buf_state, int ub_conn_mode,
+	int ub_sock_name {
+	if ($1 < 0) {
+		ubpy__raise($1);
+		SWIG_fail;
+	}
+	$result = PyLong_FromLong($1);
+}
+%typemap(out) ssize_t ub_conn_send {
+	if ($1 < 0) {
+		ubpy__raise($1);
+		SWIG_fail;
+	}
+	$result = PyLong_FromSsize_t($1);
+}
+%typemap(out) int ub_conn_is_closing {
+	$result = PyBool_FromLong($1 > 0);
+}
+/* Addresses, as ints. */
+%typemap(out) void * {
+	$result = PyLong_FromVoidPtr($1);
+}
+
+/* Integer arguments: TypeError for non-integers, ValueError out of range. */
+%typemap(in, noblock=1) int (long long v) {
+	if (ubpy__ll_arg($input, INT_MIN, INT_MAX, "$1_name", &v) < 0)
+		SWIG_fail;
+	$1 = (int)v;
+}
+%typemap(in, noblock=1) unsigned int (long long v) {
+	if (ubpy__ll_arg($input, 0, UINT_MAX, "$1_name", &v) < 0)
+		SWIG_fail;
+	$1 = (unsigned int)v;
+}
+%typemap(in, noblock=1) size_t {
+	if (ubpy__size_arg($input, "$1_name", &$1) < 0)
+		SWIG_fail;
+}
+
+/* Core objects from their handles. */
+%typemap(in, noblock=1) ub_loop *, const ub_loop * {
+	{
+		ubpy_loop *h_ = ubpy__unwrap($input, SWIGTYPE_p_ubpy_loop, "Loop");
+		if (!h_ || !($1 = ubpy__loop_get(h_)))
+			SWIG_fail;
+	}
+}
+%typemap(in, noblock=1) ub_pool *, const ub_pool * {
+	{
+		ubpy_pool *h_ = ubpy__unwrap($input, SWIGTYPE_p_ubpy_pool, "Pool");
+		if (!h_ || !($1 = ubpy__pool_get(h_)))
+			SWIG_fail;
+	}
+}
+%typemap(in, noblock=1) ub_conn *, const ub_conn * {
+	{
+		ubpy_conn *h_ = ubpy__unwrap($input, SWIGTYPE_p_ubpy_conn,
+					    "Connection");
+		if (!h_ || !($1 = ubpy__conn_get(h_)))
+			SWIG_fail;
+	}
+}
+/* ub_conn_pipe(src, None) stops forwarding. */
+%typemap(in, noblock=1) ub_conn *dst {
+	if ($input == Py_None) {
+		$1 = NULL;
+	} else {
+		ubpy_conn *h_ = ubpy__unwrap($input, SWIGTYPE_p_ubpy_conn,
+					    "Connection");
+		if (!h_ || !($1 = ubpy__conn_get(h_)))
+			SWIG_fail;
+	}
+}
+%typemap(in, noblock=1) ub_listener *, const ub_listener * {
+	{
+		ubpy_listener *h_ = ubpy__unwrap($input, SWIGTYPE_p_ubpy_listener,
+						"Listener");
+		if (!h_ || !($1 = ubpy__listener_get(h_)))
+			SWIG_fail;
+	}
+}
+/* Mutators (release, set_len, send_buf) refuse an exported buffer. */
+%typemap(in, noblock=1) ub_buf * {
+	{
+		ubpy_buf *h_ = ubpy__unwrap($input, SWIGTYPE_p_ubpy_buf, "Buffer");
+		if (!h_ || !($1 = ubpy__buf_get(h_, 1)))
+			SWIG_fail;
+	}
+}
+%typemap(in, noblock=1) const ub_buf * {
+	{
+		ubpy_buf *h_ = ubpy__unwrap($input, SWIGTYPE_p_ubpy_buf, "Buffer");
+		if (!h_ || !($1 = ubpy__buf_get(h_, 0)))
+			SWIG_fail;
+	}
+}
+
+/* Core objects the core returns: their (unique) handles. */
+%typemap(out, noblock=1) ub_loop * {
+	{
+		ubpy_loop *L_ = $1 ? ubpy__loop_find($1) : NULL;
+		$result = L_ ? ubpy__loop_objref(L_) : SWIG_Py_Void();
+	}
+}
+%typemap(out, noblock=1) ub_pool * {
+	if (!$1) {
+		$result = SWIG_Py_Void();
+	} else {
+		ubpy_loop *L_ = ubpy__loop_find(ub_pool_loop($1));
+		$result = L_ ? ubpy__pool_obj(L_, $1) : SWIG_Py_Void();
+		if (!$result)
+			SWIG_fail;
+	}
+}
+%typemap(out, noblock=1) ub_conn * {
+	if (!$1) {
+		$result = SWIG_Py_Void();
+	} else if (!($result = ubpy__obj_obj(ubpy__loop_find(ub_conn_loop($1)),
+					      $1, 1))) {
+		SWIG_fail;
+	}
+}
+/* ub_listen and ub_listener_adopt both take the loop as their first argument. */
+%typemap(out, noblock=1) ub_listener * {
+	if (!$1) {
+		$result = SWIG_Py_Void();
+	} else if (!($result = ubpy__obj_obj(ubpy__loop_find(arg1), $1, 0))) {
+		SWIG_fail;
+	}
+}
+%typemap(out, noblock=1) ub_buf * {
+	if (!$1) {
+		$result = SWIG_Py_Void();
+	} else {
+		ubpy_loop *L_ = ubpy__loop_find(ub_pool_loop(ub_buf_pool($1)));
+		if (!L_ || !($result = ubpy__buf_obj(L_, $1)))
+			SWIG_fail;
+	}
+}
+
+/* Constructors report through int *err. */
+%typemap(in, numinputs=0, noblock=1) int *err (int err_ = 0) {
+	$1 = &err_;
+}
+%typemap(argout, noblock=1) int *err {
+	if (*$1 < 0) {
+		Py_XDECREF($result);
+		$result = NULL;
+		ubpy__raise(*$1);
+		SWIG_fail;
+	}
+}
+
+/* Data to copy: the Py_buffer is held until the core has read it (unlike
+ * Lib/python/pybuffer.i, which releases it before the call). */
+%typemap(in, noblock=1) (const void *data, size_t len)
+	(Py_buffer view_, int have_view_ = 0) {
+	if (PyObject_GetBuffer($input, &view_, PyBUF_SIMPLE) < 0)
+		SWIG_fail;
+	have_view_ = 1;
+	$1 = view_.buf;
+	$2 = (size_t)view_.len;
+}
+/* Also runs when an earlier argument failed: only release what we got. */
+%typemap(freearg, noblock=1) (const void *data, size_t len) {
+	if (have_view_$argnum)
+		PyBuffer_Release(&view_$argnum);
+}
+
+/* Addresses: "HOST:PORT", "[V6]:PORT", "unix:PATH" or (host, port). */
+%typemap(in, noblock=1) (const struct sockaddr *addr, socklen_t addrlen)
+	(struct sockaddr_storage ss_, socklen_t sslen_) {
+	if (ubpy__addr_arg($input, &ss_, &sslen_) < 0)
+		SWIG_fail;
+	$1 = (struct sockaddr *)&ss_;
+	$2 = sslen_;
+}
+
+/* ub_addr_parse(s) -> s normalized ("localhost:80" -> "127.0.0.1:80"). */
+%typemap(in, numinputs=0, noblock=1)
+	(struct sockaddr_storage *ss, socklen_t *len)
+	(struct sockaddr_storage pss_, socklen_t plen_ = sizeof(struct sockaddr_storage)) {
+	$1 = &pss_;
+	$2 = &plen_;
+}
+%typemap(out) int ub_addr_parse {
+	if ($1 < 0) {
+		ubpy__raise($1);
+		SWIG_fail;
+	}
+	$result = SWIG_Py_Void();
+}
+%typemap(argout, noblock=1) (struct sockaddr_storage *ss, socklen_t *len) {
+	{
+		char text_[300];
+		int n_ = ub_addr_format((struct sockaddr *)$1, *$2, text_,
+					sizeof(text_));
+		Py_XDECREF($result);
+		$result = n_ < 0 ? NULL : PyUnicode_FromString(text_);
+		if (!$result) {
+			if (n_ < 0)
+				ubpy__raise(n_);
+			SWIG_fail;
+		}
+	}
+}
+
+/* Connection options: a dict (keys as in ub_conn_opts) or None. */
+%typemap(in, noblock=1) const ub_conn_opts * (ub_conn_opts opts_) {
+	if ($input == Py_None) {
+		$1 = NULL;
+	} else {
+		if (ubpy__conn_opts_dict($input, &opts_) < 0)
+			SWIG_fail;
+		$1 = &opts_;
+	}
+}
+
+/* ub_sock_name(fd, peer) -> "HOST:PORT". */
+%typemap(in, numinputs=0, noblock=1) (char *out, size_t outlen)
+	(char name_[256]) {
+	$1 = name_;
+	$2 = sizeof(name_);
+}
+%typemap(argout, noblock=1) (char *out, size_t outlen) {
+	Py_XDECREF($result);
+	$result = PyUnicode_FromString($1);
+	if (!$result)
+		SWIG_fail;
+}
+
+/* ub_loop_mode_check(loop, mode) -> None if usable, else the reason. */
+%typemap(in, numinputs=0, noblock=1) const char **reason (const char *why_ = NULL) {
+	$1 = ($1_ltype)&why_;
+}
+%typemap(out) int ub_loop_mode_check {
+	if ($1 < 0 && $1 != -EOPNOTSUPP) {
+		ubpy__raise($1);
+		SWIG_fail;
+	}
+	$result = SWIG_Py_Void();
+}
+%typemap(argout, noblock=1) const char **reason {
+	if (*$1) {
+		Py_XDECREF($result);
+		$result = PyUnicode_FromString(*$1);
+		if (!$result)
+			SWIG_fail;
+	}
+}
+
+/* Enum tags that share a name with a function: C keeps them apart, SWIG
+ * does not.  The enums' constants are kept. */
+%rename(ub_pool_flags_enum) ub_pool_flags;
+%rename(ub_pool_flags) ub_pool_flags(const ub_pool *);
+%rename(ub_buf_state_enum) ub_buf_state;
+%rename(ub_buf_state) ub_buf_state(const ub_buf *);
+
+%ignore ub_event;
+%ignore ub_loop_opts;
+%ignore ub_conn_opts;
+%ignore ub_loop_new;
+%ignore ub_loop_free;
+%ignore ub_loop_wait;
+%ignore ub_pool_free;
+%ignore ub_pool_buf;
+%ignore ub_conn_opts_init;
+%ignore ub_conn_udata;
+%ignore ub_conn_set_udata;
+%ignore ub_listener_udata;
+%ignore ub_listener_set_udata;
+%ignore ub_addr_format;
+
+%include "python/uringbuf_classes.i"
+
+/* The flat functions of core/uringbuf.h (parsed after this file): their
+ * signature as docstring; core/uringbuf.h documents them. */
+%feature("autodoc", "0");

@@ -1,0 +1,103 @@
+"""Build the uringbuf Python binding: the C core (core/*.c) and the SWIG
+wrapper of bindings/uringbuf.i in one extension module, uringbuf._core,
+with the pure-Python package from bindings/python/uringbuf.
+
+    pip install .                                   # online (PyPI)
+    pip install --no-build-isolation .              # offline: needs setuptools
+                                                    # and wheel installed
+    python3 setup.py build_ext --inplace            # into the source tree
+    python3 setup.py build --build-base build/python --build-lib build/python/lib
+                                                    # for tests: PYTHONPATH=build/python/lib
+
+Needs swig (4.x; $SWIG overrides), a C compiler and liburing (headers and
+library).  Extra compiler flags come from CFLAGS/LDFLAGS as usual (an ASan
+build: CFLAGS="-fsanitize=address -fno-omit-frame-pointer" LDFLAGS=...).
+"""
+import glob
+import os
+import shutil
+import subprocess
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PKG_DIR = os.path.join("bindings", "python", "uringbuf")
+INTERFACE = os.path.join("bindings", "uringbuf.i")
+SWIG_INPUTS = [INTERFACE, os.path.join("core", "uringbuf.h")] + sorted(
+    glob.glob(os.path.join("bindings", "python", "*.i")))
+CORE_SOURCES = sorted(glob.glob(os.path.join("core", "*.c")))
+BUILD_BASE = os.path.join("build", "python")
+try:
+    os.makedirs(BUILD_BASE, exist_ok=True)  # egg_info wants it to exist
+except OSError:
+    pass  # a read-only source tree: build with --build-base elsewhere
+
+
+class BuildExt(build_ext):
+    """build_ext that runs SWIG first: the wrapper goes to build_temp and the
+    generated shim (uringbuf/core.py) next to the extension module, so it
+    lands in the build (or, with --inplace, the source) package."""
+
+    def copy_extensions_to_source(self):
+        # --inplace: setuptools builds in build_lib and copies the extension
+        # into the source package; the shim must follow it.
+        super().copy_extensions_to_source()
+        for ext in self.extensions:
+            if ext.name == "uringbuf._core":
+                src = os.path.join(self.build_lib, "uringbuf", "core.py")
+                dst = os.path.join(PKG_DIR, "core.py")
+                self.copy_file(src, dst, level=self.verbose)
+
+    def build_extension(self, ext):
+        if ext.name == "uringbuf._core":
+            wrap = self._swig(ext)
+            ext.sources = [wrap] + CORE_SOURCES
+        super().build_extension(ext)
+
+    def _swig(self, ext):
+        swig = shutil.which(os.environ.get("SWIG", "swig"))
+        if not swig:
+            raise SystemExit(
+                "uringbuf: swig not found (install it, e.g. apt-get install "
+                "swig, or set SWIG=/path/to/swig)")
+        outdir = os.path.dirname(self.get_ext_fullpath(ext.name))
+        tmp = os.path.join(self.build_temp, "swig")
+        wrap = os.path.join(tmp, "uringbuf_wrap.c")
+        shim = os.path.join(outdir, "core.py")
+        os.makedirs(tmp, exist_ok=True)
+        os.makedirs(outdir, exist_ok=True)
+        newest = max(os.path.getmtime(os.path.join(HERE, p)) for p in SWIG_INPUTS)
+        if (self.force or not os.path.exists(wrap) or not os.path.exists(shim)
+                or os.path.getmtime(wrap) < newest):
+            cmd = [swig, "-python", "-builtin", "-Wall",
+                   "-I" + os.path.join(HERE, "core"),
+                   "-I" + os.path.join(HERE, "bindings"),
+                   "-outdir", outdir, "-o", wrap,
+                   os.path.join(HERE, INTERFACE)]
+            self.announce(" ".join(cmd), level=2)
+            subprocess.check_call(cmd)
+        return wrap
+
+
+core_ext = Extension(
+    "uringbuf._core",
+    sources=CORE_SOURCES,  # plus the SWIG wrapper, added by BuildExt
+    depends=SWIG_INPUTS + sorted(glob.glob(os.path.join("core", "*.h"))),
+    include_dirs=["core"],
+    define_macros=[("_GNU_SOURCE", None), ("UB_STATIC_BUILD", None)],
+    extra_compile_args=["-std=gnu11", "-fvisibility=hidden"],
+    libraries=["uring"],
+)
+
+setup(
+    packages=["uringbuf"],
+    package_dir={"uringbuf": PKG_DIR},
+    package_data={"uringbuf": ["py.typed", "*.pyi"]},
+    ext_modules=[core_ext],
+    cmdclass={"build_ext": BuildExt},
+    # Keep setuptools' scratch (and egg-info) out of the source tree and of
+    # the autotools build/ directories.
+    options={"build": {"build_base": BUILD_BASE},
+             "egg_info": {"egg_base": BUILD_BASE}},
+)

@@ -1,0 +1,191 @@
+"""Backpressure: pause_writing() above the high water mark, resume_writing()
+at the low one, and no byte lost or reordered whether the protocol obeys
+them or not (what the send queue refuses waits in the transport)."""
+import socket
+import threading
+import time
+import unittest
+
+import uringbuf
+
+from ubtest import DEADLINE, MODES, ModeTestCase, pattern, small_buffers
+
+HIGH, LOW = 64 * 1024, 16 * 1024
+
+
+class SlowReader(threading.Thread):
+    """Connects, waits (so that the server's queue fills), then reads
+    everything and compares it with the expected stream."""
+
+    def __init__(self, addr, expect, delay=0.3):
+        super().__init__(daemon=True)
+        self.addr, self.expect, self.delay = addr, expect, delay
+        self.got = 0
+        self.error = None
+        self.sock = None
+
+    def run(self):
+        try:
+            s = self.sock = socket.socket()
+            small_buffers(s, 8192)
+            s.settimeout(DEADLINE)
+            s.connect(self.addr)
+            time.sleep(self.delay)
+            view = memoryview(self.expect)
+            while True:
+                b = s.recv(32768)
+                if not b:
+                    break
+                if view[self.got:self.got + len(b)] != b:
+                    raise AssertionError("wrong bytes at %d" % self.got)
+                self.got += len(b)
+                if self.got < len(self.expect) // 2:
+                    time.sleep(0.0005)  # slow for the first half
+            s.close()
+        except Exception as e:
+            self.error = e
+
+
+class Producer(uringbuf.Protocol):
+    """Writes data in chunks while not paused (obey=True), or all at once
+    ignoring pauses (obey=False); logs pause/resume with the buffer size."""
+
+    def __init__(self, data, obey, log, chunk=8192, use_buffers=False):
+        self.data, self.obey, self.log = data, obey, log
+        self.chunk, self.use_buffers = chunk, use_buffers
+        self.off = 0
+        self.paused = False
+
+    def connection_made(self, transport):
+        self.t = transport
+        transport.set_write_buffer_limits(HIGH, LOW)
+        self.log.append(("limits", transport.get_write_buffer_limits()))
+        self.produce()
+
+    def produce(self):
+        pool = self.t.loop.loop.send_pool()
+        while self.off < len(self.data) and not (self.obey and self.paused):
+            piece = self.data[self.off:self.off + self.chunk]
+            if self.use_buffers and self.off % (3 * self.chunk) == 0:
+                try:
+                    buf = pool.acquire()
+                except OSError:
+                    buf = None
+                if buf is not None:
+                    piece = piece[:buf.capacity]
+                    buf.fill(piece)
+                    self.t.write(buf)
+                    self.off += len(piece)
+                    continue
+            self.t.write(piece)
+            self.off += len(piece)
+        if self.off == len(self.data) and not self.t.is_closing():
+            self.log.append(("done", self.t.get_write_buffer_size()))
+            self.t.close()  # after everything written has gone out
+
+    def pause_writing(self):
+        self.paused = True
+        self.log.append(("pause", self.t.get_write_buffer_size()))
+
+    def resume_writing(self):
+        self.paused = False
+        self.log.append(("resume", self.t.get_write_buffer_size()))
+        if self.obey:
+            self.produce()
+
+    def connection_lost(self, exc):
+        self.log.append(("lost", exc))
+
+
+class Backpressure(ModeTestCase):
+    SIZE = 3 * 1024 * 1024
+
+    def run_case(self, mode, obey, use_buffers=False):
+        self.need_mode(mode)
+        loop = uringbuf.EventLoop()
+        log = []
+        data = pattern(42, self.SIZE)
+        server = loop.create_server(
+            lambda: Producer(data, obey, log, use_buffers=use_buffers),
+            "127.0.0.1", 0, mode=mode)
+        reader = SlowReader(server.sockname, data)
+        try:
+            reader.start()
+            loop.run_until(lambda: log and log[-1][0] == "lost",
+                           timeout=DEADLINE)
+            reader.join(DEADLINE)
+            self.assertIsNone(reader.error)
+            self.assertEqual(reader.got, len(data))
+            self.assertEqual(log[0], ("limits", (LOW, HIGH)))
+            self.assertEqual(log[-1], ("lost", None))
+            calls = [e for e in log if e[0] in ("pause", "resume")]
+            (held,) = [size for what, size in log if what == "done"]
+            pauses = [size for what, size in calls if what == "pause"]
+            resumes = [size for what, size in calls if what == "resume"]
+            self.assertGreaterEqual(len(pauses), 1, log)
+            # Strictly alternating, starting with a pause.
+            self.assertEqual([w for w, _ in calls],
+                             ["pause", "resume"] * len(resumes) +
+                             (["pause"] if len(pauses) > len(resumes)
+                              else []))
+            for size in pauses:
+                self.assertGreater(size, HIGH)
+            for size in resumes:
+                self.assertLessEqual(size, LOW)
+            if obey:
+                # Obeying keeps the buffer near the mark: at most one chunk
+                # over it, and many cycles.
+                self.assertGreaterEqual(len(pauses), 5)
+                for size in pauses:
+                    self.assertLessEqual(size, HIGH + 2 * 8192 + 4096)
+            else:
+                # Everything was written at once: the transport held what
+                # the send queue refused.
+                self.assertEqual(len(pauses), 1)
+                self.assertGreater(held, self.SIZE // 2)
+        finally:
+            if reader.sock is not None:
+                reader.sock.close()
+            reader.join(DEADLINE)
+            loop.close()
+
+    def test_obeying_producer(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                self.run_case(mode, obey=True)
+
+    def test_ignoring_producer_loses_nothing(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                self.run_case(mode, obey=False)
+
+    def test_buffers_and_bytes_interleaved(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                self.run_case(mode, obey=True, use_buffers=True)
+
+    def test_limits_validation(self):
+        loop = uringbuf.EventLoop()
+        try:
+            srv = loop.create_server(uringbuf.Protocol, "127.0.0.1", 0)
+            tr, _ = loop.create_connection(uringbuf.Protocol, srv.address)
+            with self.assertRaises(ValueError):
+                tr.set_write_buffer_limits(high=10, low=20)
+            with self.assertRaises(ValueError):
+                tr.set_write_buffer_limits(high=-1)
+            with self.assertRaises(TypeError):
+                tr.set_write_buffer_limits(high="x")
+            tr.set_write_buffer_limits(low=1000)
+            self.assertEqual(tr.get_write_buffer_limits(), (1000, 4000))
+            conn = tr.connection
+            self.assertEqual((conn.low_water, conn.high_water), (1000, 4000))
+            tr.set_write_buffer_limits()
+            self.assertEqual(tr.get_write_buffer_limits(),
+                             (16 * 1024, 64 * 1024))
+            tr.abort()
+        finally:
+            loop.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,278 @@
+"""Bad input never crashes: wrong types, negative and huge sizes, None,
+closed loops, closed connections, freed pools, released buffers, buffers of
+another loop.  Each is a clear exception (TypeError, ValueError, OSError,
+ClosedError, BufferError); a fuzz loop calls every wrapped function and
+method with such arguments."""
+import gc
+import random
+import socket
+import unittest
+
+import uringbuf
+from uringbuf import core
+
+from ubtest import tcp_pair, wait_events
+
+EXPECTED = (TypeError, ValueError, OSError, BufferError, RuntimeError,
+            uringbuf.ClosedError)
+
+
+class Zoo:
+    """Live and dead objects of every kind, and plain garbage."""
+
+    def __init__(self):
+        self.loop = uringbuf.Loop()
+        self.other = uringbuf.Loop()
+        self.pool = self.loop.pool(4, 64)
+        self.rpool = self.loop.pool(4, 64, recv=True)
+        self.conn, self.peer = tcp_pair(self.loop)
+        self.lst = self.loop.listen("127.0.0.1:0")
+        self.buf = self.pool.acquire()
+        self.buf.fill(b"live")
+        self.other_buf = self.other.send_pool().acquire()
+        self.other_buf.fill(b"other")
+        # dead things
+        self.dead_loop = uringbuf.Loop()
+        self.dead_pool = self.dead_loop.pool(2, 64)
+        self.dead_loop_buf = self.dead_pool.acquire()
+        dl_conn, self.dl_peer = tcp_pair(self.dead_loop)
+        self.dead_loop_conn = dl_conn
+        self.dead_loop.close()
+        self.freed_pool = self.loop.pool(2, 32)
+        self.freed_pool.free()
+        self.released = self.pool.acquire()
+        self.released.release()
+        c2, p2 = tcp_pair(self.loop)
+        c2.abort()
+        wait_events(self.loop, lambda: c2.closed, lambda ev: None)
+        self.loop.wait(min=0, timeout=0)  # the core frees it here
+        self.closed_conn = c2
+        p2.close()
+
+    def garbage(self):
+        return [None, -1, 0, 1, 2 ** 31, -2 ** 31 - 1, 2 ** 64, 2 ** 70,
+                -2 ** 70, 1.5, float("nan"), "x", "", "127.0.0.1:0",
+                "1.2.3.4:99999", "[::1", "unix:", b"bytes", bytearray(3),
+                memoryview(b"mv"), object(), (), ("127.0.0.1",),
+                ("127.0.0.1", -1), ("127.0.0.1", 2 ** 40), (1, 2), {},
+                {"mode": "nope"}, {"bogus": 1}, {"recv_pool": 3},
+                {"high_water": -5}, {"ring_entries": 3}, [], True, socket,
+                self.dead_loop, self.dead_pool, self.dead_loop_buf,
+                self.dead_loop_conn, self.freed_pool, self.released,
+                self.closed_conn, self.other_buf]
+
+    def close(self):
+        self.peer.close()
+        self.dl_peer.close()
+        gc.collect()
+        self.loop.close()
+        self.other.close()
+
+
+class BadInput(unittest.TestCase):
+    def setUp(self):
+        self.z = Zoo()
+
+    def tearDown(self):
+        self.z.close()
+
+    def test_closed_loop(self):
+        z = self.z
+        for f in (lambda: z.dead_loop.wait(), z.dead_loop.recv_pool,
+                  lambda: z.dead_loop.pool(1, 1),
+                  lambda: z.dead_loop.listen("127.0.0.1:0"),
+                  lambda: z.dead_loop.connect("127.0.0.1:1"),
+                  lambda: z.dead_loop.features,
+                  lambda: core.ub_loop_features(z.dead_loop),
+                  lambda: z.dead_pool.acquire(),
+                  lambda: len(z.dead_loop_buf),
+                  lambda: memoryview(z.dead_loop_buf),
+                  lambda: z.dead_loop_buf.release(),
+                  lambda: z.dead_loop_conn.send(b"x"),
+                  lambda: z.dead_loop_conn.fd,
+                  lambda: core.ub_conn_close(z.dead_loop_conn)):
+            with self.assertRaises(uringbuf.ClosedError) as cm:
+                f()
+            self.assertIn("loop is closed", str(cm.exception))
+        z.dead_loop.close()  # idempotent
+        self.assertTrue(z.dead_loop.closed)
+
+    def test_closed_connection(self):
+        z = self.z
+        for f in (lambda: z.closed_conn.send(b"x"),
+                  lambda: z.closed_conn.send(z.buf),
+                  z.closed_conn.close, z.closed_conn.abort,
+                  lambda: z.closed_conn.pipe(z.conn),
+                  lambda: z.conn.pipe(z.closed_conn),
+                  lambda: z.closed_conn.queued_bytes,
+                  lambda: core.ub_conn_send(z.closed_conn, b"x")):
+            with self.assertRaises(uringbuf.ClosedError):
+                f()
+        self.assertTrue(z.closed_conn.closed)
+        self.assertTrue(z.buf.valid)
+
+    def test_closing_connection(self):
+        z = self.z
+        z.conn.close()
+        with self.assertRaises(BrokenPipeError):
+            z.conn.send(b"x")
+        with self.assertRaises(BrokenPipeError):
+            z.conn.close()
+        with self.assertRaises(BrokenPipeError):
+            z.conn.send(z.buf)
+        self.assertTrue(z.buf.valid)  # refused: still yours
+
+    def test_sizes(self):
+        z = self.z
+        for count, size in ((0, 64), (1, 0), (-1, 64), (64, -1),
+                            (2 ** 32, 64), (40000, 64), (1, 2 ** 31),
+                            (2 ** 70, 1)):
+            with self.assertRaises((ValueError, OSError)):
+                z.loop.pool(count, size)
+        for n in (-1, 65, 2 ** 64, 2 ** 70):
+            with self.assertRaises(ValueError):
+                z.buf.length = n
+        for hi, lo in ((0, 0), (10, 20), (-1, 0), (2 ** 70, 1)):
+            with self.assertRaises(ValueError):
+                z.conn.set_water(hi, lo)
+        for kw in ({"max": 0}, {"max": -1}, {"max": 2 ** 20},
+                   {"min": -1}, {"min": 300}, {"timeout": -2},
+                   {"timeout": 2 ** 40}):
+            with self.assertRaises(ValueError):
+                z.loop.wait(**kw)
+        with self.assertRaises(ValueError):
+            z.loop.connect("127.0.0.1:1", high_water=0)
+        with self.assertRaises(ValueError):
+            z.loop.connect("127.0.0.1:1", ring_entries=3)
+        with self.assertRaises(ValueError):
+            z.loop.connect("127.0.0.1:1", mode="fast")
+        with self.assertRaises(ValueError):
+            z.loop.connect("127.0.0.1:1", low_water=10, high_water=5)
+
+    def test_wrong_types(self):
+        z = self.z
+        for f in (lambda: z.conn.send("text"), lambda: z.conn.send(None),
+                  lambda: z.conn.send(12), lambda: z.conn.send_buf(b"x"),
+                  lambda: z.conn.pipe("x"), lambda: z.loop.pool("1", 2),
+                  lambda: z.loop.pool(1.0, 2), lambda: z.loop.listen(None),
+                  lambda: z.loop.listen(80), lambda: z.loop.adopt("fd"),
+                  lambda: z.loop.connect("x", recv_pool=z.pool),
+                  lambda: z.loop.connect("127.0.0.1:1", recv_pool="p"),
+                  lambda: core.ub_conn_send(z.pool, b"x"),
+                  lambda: core.ub_buf_release(z.conn),
+                  lambda: core.ub_pool_acquire(None),
+                  lambda: core.ub_loop_features(object()),
+                  lambda: core.Connection(), lambda: core.Buffer(),
+                  lambda: uringbuf.Loop(entries="x")):
+            with self.assertRaises((TypeError, ValueError)):
+                f()
+
+    def test_pools_and_buffers_of_the_wrong_kind(self):
+        z = self.z
+        with self.assertRaises(ValueError):  # a send pool as recv_pool
+            z.loop.connect("127.0.0.1:1", recv_pool=z.pool)
+        with self.assertRaises(ValueError):  # another loop's pool
+            z.loop.connect("127.0.0.1:1",
+                           recv_pool=z.other.recv_pool())
+        with self.assertRaises(ValueError):
+            z.conn.send(z.other_buf)
+        with self.assertRaises(uringbuf.ClosedError):
+            z.conn.send(z.released)
+        with self.assertRaises(uringbuf.InvalidArgument):
+            core.ub_conn_send_buf(z.conn, z.other_buf)
+        with self.assertRaises(uringbuf.InvalidArgument):
+            core.ub_mode_from_name("nope")
+        with self.assertRaises(ValueError):
+            z.pool.count_state(9)
+        with self.assertRaises(ValueError):
+            z.conn.pipe(z.conn)
+        self.assertTrue(z.other_buf.valid)
+
+    def test_fuzz_every_function_and_method(self):
+        """Call every flat function and every method with garbage (2000+
+        calls, random argument counts): only expected exceptions, never a
+        crash, and the live objects still work afterwards."""
+        z = self.z
+        rng = random.Random(1234)
+        garbage = z.garbage()
+        funcs = [getattr(core, n) for n in dir(core) if n.startswith("ub_")]
+        dead = [z.dead_loop, z.dead_pool, z.dead_loop_buf,
+                z.dead_loop_conn, z.freed_pool, z.released, z.closed_conn]
+        methods = []
+        for obj in dead + [z.loop, z.pool, z.conn, z.lst, z.buf]:
+            for name in dir(obj):
+                if name.startswith("_") and name not in ("__enter__",
+                                                         "__exit__"):
+                    continue
+                attr = getattr(type(obj), name, None)
+                if callable(attr) and obj not in dead:
+                    # Live objects: only calls that take arguments, and
+                    # never ones that would close or consume them.
+                    # (adopt: a small int could name a real descriptor
+                    # of this process, stdin included.)
+                    if name in ("close", "abort", "shutdown", "free",
+                                "release", "__exit__", "pause_recv",
+                                "adopt", "adopt_listener"):
+                        continue
+                methods.append((obj, name))
+        calls = 0
+        for _ in range(3):
+            for f in funcs:
+                for nargs in range(4):
+                    args = [rng.choice(garbage) for _ in range(nargs)]
+                    try:
+                        f(*args)
+                    except EXPECTED:
+                        pass
+                    calls += 1
+            for obj, name in methods:
+                live = obj not in dead
+                for nargs in range(1 if live else 0, 4):
+                    args = [rng.choice(garbage) for _ in range(nargs)]
+                    try:
+                        attr = getattr(obj, name)
+                        if callable(attr):
+                            attr(*args)
+                    except EXPECTED:
+                        pass
+                    calls += 1
+        # attribute reads of dead objects
+        for obj in dead:
+            for name in dir(obj):
+                if not name.startswith("_"):
+                    try:
+                        getattr(obj, name)
+                    except EXPECTED:
+                        pass
+        self.assertGreater(calls, 2000)
+        # Still alive and well.
+        z.conn.send(b"ping")
+        z.buf.fill(b"pong")
+        z.conn.send(z.buf)
+        got = b""
+        z.peer.settimeout(5)
+        while len(got) < 8:
+            z.loop.wait(min=0, timeout=10)
+            try:
+                got += z.peer.recv(100, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+        self.assertEqual(got, b"pingpong")
+
+    def test_repeated_misuse_does_not_leak(self):
+        """The same mistakes many times over: counts stay put."""
+        z = self.z
+        for _ in range(500):
+            for f in (lambda: z.conn.send(z.other_buf),
+                      lambda: z.released.release(),
+                      lambda: z.pool.count_state(-1),
+                      lambda: z.loop.pool(0, 0),
+                      lambda: z.loop.listen("nonsense")):
+                with self.assertRaises(EXPECTED):
+                    f()
+        self.assertEqual(z.pool.count_state(uringbuf.BUF_APP), 1)
+        self.assertEqual(z.loop.exports, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
