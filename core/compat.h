@@ -10,6 +10,7 @@
 #define UB_COMPAT_H
 
 #include <liburing.h>
+#include <stdint.h>
 
 /* Send/recv bundles and send buffer select: Linux 6.10. */
 #ifndef IORING_RECVSEND_BUNDLE
@@ -35,5 +36,15 @@
 /* An enum (not a macro) in 2.3's header, so it cannot be tested with
  * #ifndef: use our own name for the same value. */
 #define UB_CQE_BUFFER_SHIFT 16
+
+/* Reading a provided-buffer ring's head: Linux 6.8.  An enum value in newer
+ * headers (so a macro of the same name would break them): our own names,
+ * the kernel's values and layout (struct io_uring_buf_status). */
+#define UB_REGISTER_PBUF_STATUS 26
+struct ub_buf_status {
+	uint32_t buf_group;
+	uint32_t head;
+	uint32_t resv[8];
+};
 
 #endif /* UB_COMPAT_H */

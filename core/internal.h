@@ -225,6 +225,7 @@ struct ub_loop {
 	uint16_t *free_bgid;
 	unsigned nfree_bgid, cap_free_bgid;
 	unsigned next_bgid;
+	bool has_pbuf_status; /* ub__buf_ring_head() works here */
 	/* room for every buffer of the largest pool (one recv bundle) */
 	ub_buf **scratch;
 	unsigned scratch_cap;
@@ -232,6 +233,9 @@ struct ub_loop {
 };
 
 int ub__probe(ub_loop *loop, unsigned entries, unsigned disable);
+/* The kernel's head of a provided-buffer ring (entries consumed, mod 2^16),
+ * or -errno (-EINVAL before Linux 6.8). */
+int ub__buf_ring_head(ub_loop *loop, int bgid, unsigned *head);
 struct io_uring_sqe *ub__sqe(ub_loop *loop);
 int ub__emit(ub_loop *loop, int type, int res, ub_conn *c, ub_listener *l,
 	     ub_buf *buf);

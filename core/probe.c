@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static const char *const feat_names[UB_NFEAT] = {
@@ -179,6 +180,21 @@ out:
 	return ret;
 }
 
+int ub__buf_ring_head(ub_loop *loop, int bgid, unsigned *head)
+{
+	struct ub_buf_status st;
+	long ret;
+
+	memset(&st, 0, sizeof(st));
+	st.buf_group = (uint32_t)bgid;
+	ret = syscall(__NR_io_uring_register, loop->ring.ring_fd,
+		      UB_REGISTER_PBUF_STATUS, &st, 1);
+	if (ret < 0)
+		return -errno;
+	*head = st.head;
+	return 0;
+}
+
 static int setup_ring(ub_loop *loop, unsigned entries)
 {
 	struct io_uring_params p;
@@ -257,6 +273,16 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 		   "IOU_PBUF_RING_INC refused (needs Linux 6.12)");
 	else
 		ub__buf_ring_free(loop, br, brlen, bgid);
+
+	/* Can we read a ring's head?  sendq.c checks it after bundles. */
+	ret = ub__buf_ring_new(loop, 1, 0, &br, &brlen, &bgid);
+	if (ret == 0) {
+		unsigned head = 1;
+
+		loop->has_pbuf_status = ub__buf_ring_head(loop, bgid, &head) == 0 &&
+					head == 0;
+		ub__buf_ring_free(loop, br, brlen, bgid);
+	}
 
 	/* Disabled on request (tests, benchmarks): say so. */
 	{

@@ -20,6 +20,14 @@
  * again, the partly sent buffer from where it stopped.  The bid check on
  * every completion proves the kernel started where we expect.
  *
+ * A short bundle can also end exactly on a buffer boundary after taking
+ * more entries than it sent (seen after the peer's FIN): no sign at all,
+ * and the next send would start past bytes never sent.  So where the kernel
+ * lets us read a ring's head (Linux 6.8, IORING_REGISTER_PBUF_STATUS), the
+ * final completion of every bundle send compares it with our count; any
+ * difference resyncs.  One register call per bundle that ended, not per
+ * buffer.
+ *
  * SERIAL mode (no kernel support, or forced) keeps the same FIFO but sends
  * the head buffer with a plain send, MSG_MORE while more is queued.
  *
@@ -194,6 +202,14 @@ int ub__sendq_complete(ub_conn *c, int res, unsigned cflags)
 		return -EIO; /* more bytes than were queued */
 	if (ring_mode(c) && q->head && q->head->sent)
 		q->resync = true; /* stopped inside a buffer (see the top) */
+	else if (c->mode == UB_MODE_BUNDLE && !(cflags & IORING_CQE_F_MORE) &&
+		 c->loop->has_pbuf_status && q->br) {
+		unsigned head;
+
+		if (ub__buf_ring_head(c->loop, q->bgid, &head) == 0 &&
+		    (head & 0xffff) != (q->completed & 0xffff))
+			q->resync = true; /* took more than it sent */
+	}
 	return 0;
 }
 

@@ -176,6 +176,11 @@ void th_socketpair(int fds[2])
 
 int th_tcp_pair(int fds[2], int ipv6)
 {
+	return th_tcp_pair_bufs(fds, ipv6, 0);
+}
+
+int th_tcp_pair_bufs(int fds[2], int ipv6, int bufs)
+{
 	struct sockaddr_storage ss;
 	socklen_t len;
 	int l, c, s, fam = ipv6 ? AF_INET6 : AF_INET;
@@ -204,10 +209,14 @@ int th_tcp_pair(int fds[2], int ipv6)
 		errno = e;
 		CHECK(!"bind 127.0.0.1:0");
 	}
+	if (bufs)
+		th_set_bufs(l, bufs); /* inherited by the accepted socket */
 	CHECK(listen(l, 1) == 0);
 	CHECK(getsockname(l, (struct sockaddr *)&ss, &len) == 0);
 	c = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK(c >= 0);
+	if (bufs)
+		th_set_bufs(c, bufs);
 	CHECK(connect(c, (struct sockaddr *)&ss, len) == 0);
 	s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 	CHECK(s >= 0);

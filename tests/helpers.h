@@ -156,6 +156,9 @@ void th_socketpair(int fds[2]);
  * connecting side, fds[1] the accepted one.  Returns 0, or -errno when the
  * family is unavailable (ipv6 only; ipv4 failures fail the test). */
 int th_tcp_pair(int fds[2], int ipv6);
+/* The same with SO_SNDBUF/SO_RCVBUF set to bufs before the handshake (set
+ * later, on an established loopback connection, they can stall TCP). */
+int th_tcp_pair_bufs(int fds[2], int ipv6, int bufs);
 /* SO_SNDBUF and SO_RCVBUF to bytes (1: the kernel's minimum). */
 void th_set_bufs(int fd, int bytes);
 /*
