@@ -643,8 +643,10 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
 		break;
 	case UB_OP_CANCEL:
 		c->inflight--;
-		/* Something may have been armed after the cancel was
-		 * issued (never by design, but cheap to cover). */
+		/* While aborting, anything still armed gets another
+		 * cancel-all (an operation armed after the first, or the
+		 * first was only a receive's pause cancel): harmless when
+		 * nothing is left, as finalize() runs at inflight 0. */
 		c->cancel_sent = false;
 		ub__conn_dirty(c);
 		break;
