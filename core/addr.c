@@ -29,6 +29,14 @@ static int parse_port(const char *s, uint16_t *port)
 	return 0;
 }
 
+bool ub__addr_ok(const struct sockaddr *sa, socklen_t len)
+{
+	return sa && len >= sizeof(sa_family_t) &&
+	       len <= sizeof(struct sockaddr_storage) &&
+	       (sa->sa_family == AF_INET || sa->sa_family == AF_INET6 ||
+		sa->sa_family == AF_UNIX);
+}
+
 int ub_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char host[64];

@@ -196,10 +196,7 @@ ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 	ub_conn *c;
 	int fd, ret;
 
-	if (!loop || loop->freeing || !addr || addrlen < sizeof(sa_family_t) ||
-	    addrlen > sizeof(struct sockaddr_storage) ||
-	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 &&
-	     addr->sa_family != AF_UNIX)) {
+	if (!loop || loop->freeing || !ub__addr_ok(addr, addrlen)) {
 		ret = -EINVAL;
 		goto fail;
 	}
@@ -340,12 +337,18 @@ static int cancel_all(ub_conn *c)
 	return 0;
 }
 
+/* No more sends accepted: closing, closed, or the sending side shut. */
+static bool sends_over(const ub_conn *c)
+{
+	return c->closing || c->shut_req || c->aborting || c->closed;
+}
+
 /* Queue a buffer on c without the high water check (pipes, internal). */
 static int queue_buf(ub_conn *c, ub_buf *buf)
 {
 	int ret;
 
-	if (c->closing || c->shut_req || c->aborting || c->closed)
+	if (sends_over(c))
 		return -EPIPE;
 	ret = ub__sendq_push(c, buf);
 	if (ret < 0)
@@ -697,7 +700,7 @@ static int check_sendable(ub_conn *c)
 {
 	if (c->connect_failed)
 		return -ENOTCONN;
-	if (c->closing || c->shut_req || c->aborting || c->closed)
+	if (sends_over(c))
 		return -EPIPE;
 	if (c->sq.bytes >= c->high) {
 		c->want_writable = true;
@@ -774,7 +777,7 @@ int ub_conn_want_writable(ub_conn *c)
 {
 	if (!c)
 		return -EINVAL;
-	if (c->closing || c->shut_req || c->aborting || c->closed)
+	if (sends_over(c))
 		return -EPIPE;
 	c->want_writable = true;
 	ub__conn_dirty(c);
@@ -878,8 +881,7 @@ uint64_t ub_conn_bytes_received(const ub_conn *c) { return c ? c->bytes_recv : 0
 
 int ub_conn_is_closing(const ub_conn *c)
 {
-	return c ? (c->closing || c->aborting || c->closed || c->shut_req)
-		 : -EINVAL;
+	return c ? sends_over(c) : -EINVAL;
 }
 
 int ub_conn_set_water(ub_conn *c, size_t high, size_t low)

@@ -233,6 +233,9 @@ struct ub_loop {
 };
 
 int ub__probe(ub_loop *loop, unsigned entries, unsigned disable);
+/* An address ub_listen()/ub_conn_connect() take: INET, INET6 or UNIX, with
+ * a length that fits (addr.c). */
+bool ub__addr_ok(const struct sockaddr *sa, socklen_t len);
 /* The kernel's head of a provided-buffer ring (entries consumed, mod 2^16),
  * or -errno (-EINVAL before Linux 6.8). */
 int ub__buf_ring_head(ub_loop *loop, int bgid, unsigned *head);

@@ -212,10 +212,7 @@ ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
 	ub_listener *l;
 	int fd, one = 1, ret;
 
-	if (!loop || loop->freeing || !addr || addrlen < sizeof(sa_family_t) ||
-	    addrlen > sizeof(struct sockaddr_storage) ||
-	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 &&
-	     addr->sa_family != AF_UNIX)) {
+	if (!loop || loop->freeing || !ub__addr_ok(addr, addrlen)) {
 		ret = -EINVAL;
 		goto fail;
 	}
