@@ -17,7 +17,12 @@ UB_DEPS=(
 	swig liblua5.4-dev lua5.4 python3-wheel-whl
 	# Debian's own python3 needs these to build the extension; a python3
 	# of another origin first on PATH (pyenv) brings its own.
-	python3 python3-dev python3-setuptools
+	python3 python3-dev python3-setuptools python3-venv
+	# Sanitizer and libFuzzer runtimes for clang (the asan and fuzz suites).
+	libclang-rt-14-dev
+	# The event loops uringbuf joins (tests) and the peers it is measured
+	# against (bench/run), plus the plot.
+	lua-luv lua-cqueues python3-uvloop gnuplot-nox
 )
 
 ub_log() {
