@@ -102,6 +102,9 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 	ret = ub__conn_check_opts(loop, &o);
 	if (ret < 0)
 		goto fail;
+	ret = ub__evq_reserve(loop, 1);
+	if (ret < 0)
+		goto fail;
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		ret = -ENOMEM;
@@ -132,6 +135,7 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 	ub__list_init(&c->wait_link);
 	ub__list_init(&c->swait_link);
 	ub__list_add_tail(&loop->conns, &c->link);
+	loop->nlive++;
 	{
 		/* Latency matters more than segment count for a message
 		 * server; SERIAL coalesces with MSG_MORE where it helps. */
@@ -846,6 +850,13 @@ int ub_conn_close(ub_conn *c)
 		return -EINVAL;
 	if (c->closing || c->aborting || c->closed)
 		return -EPIPE;
+	if (c->connecting && !c->sq.head) {
+		/* Nothing to deliver: do not wait for a connect that may
+		 * take minutes (SYN retries) to end; cancel it.  CLOSED 0,
+		 * no CONNECT, as after an abort. */
+		ub__conn_fail(c, 0);
+		return 0;
+	}
 	c->closing = true;
 	c->shut_req = true;
 	c->want_writable = false;

@@ -216,6 +216,7 @@ struct ub_loop {
 	/* event queue: a growable ring of events */
 	ub_event *evq;
 	unsigned evq_head, evq_len, evq_cap;
+	unsigned nlive; /* conns + listeners whose CLOSED is still to come */
 	struct ub_list conns, listeners, pools, dirty;
 	struct ub_list later; /* dirty, but only from the next round on */
 	/* objects whose CLOSED event went out: freed on the next wait */
@@ -242,6 +243,8 @@ int ub__buf_ring_head(ub_loop *loop, int bgid, unsigned *head);
 struct io_uring_sqe *ub__sqe(ub_loop *loop);
 int ub__emit(ub_loop *loop, int type, int res, ub_conn *c, ub_listener *l,
 	     ub_buf *buf);
+/* Room for n more events beyond the CLOSED of every live object; -ENOMEM. */
+int ub__evq_reserve(ub_loop *loop, unsigned n);
 int ub__bgid_alloc(ub_loop *loop);
 void ub__bgid_free(ub_loop *loop, int bgid);
 /* mmap'ed, registered provided-buffer ring; -errno on failure. */

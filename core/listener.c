@@ -103,7 +103,11 @@ void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags)
 				close(res);
 				break;
 			}
-			c = ub__conn_new(l->loop, res, &l->opts, true, &err);
+			/* Room for its ACCEPT and its CLOSED, or no conn:
+			 * one the application never hears of would leak. */
+			err = ub__evq_reserve(l->loop, 2);
+			c = err < 0 ? NULL :
+				ub__conn_new(l->loop, res, &l->opts, true, &err);
 			if (!c) {
 				close(res);
 				ub__emit(l->loop, UB_EV_ERROR, err, NULL, l, NULL);
@@ -146,6 +150,9 @@ static ub_listener *listener_new(ub_loop *loop, int fd,
 	ub_listener *l;
 	int ret;
 
+	ret = ub__evq_reserve(loop, 1);
+	if (ret < 0)
+		goto fail;
 	l = calloc(1, sizeof(*l));
 	if (!l) {
 		ret = -ENOMEM;
@@ -168,6 +175,7 @@ static ub_listener *listener_new(ub_loop *loop, int fd,
 	if (l->opts.send_pool)
 		l->opts.send_pool->users++;
 	ub__list_add_tail(&loop->listeners, &l->link);
+	loop->nlive++;
 	if (err)
 		*err = 0;
 	return l;

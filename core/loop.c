@@ -29,24 +29,52 @@ struct io_uring_sqe *ub__sqe(ub_loop *loop)
 	return sqe;
 }
 
+/* Grow the event queue to hold at least need events. */
+static int evq_grow(ub_loop *loop, unsigned need)
+{
+	unsigned ncap = loop->evq_cap ? loop->evq_cap : 256, i;
+	ub_event *n;
+
+	if (need <= loop->evq_cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	n = malloc(ncap * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	for (i = 0; i < loop->evq_len; i++)
+		n[i] = loop->evq[(loop->evq_head + i) % loop->evq_cap];
+	free(loop->evq);
+	loop->evq = n;
+	loop->evq_cap = ncap;
+	loop->evq_head = 0;
+	return 0;
+}
+
+/*
+ * The queue always keeps a free slot for the CLOSED event of every live
+ * connection and listener (loop->nlive), so that CLOSED cannot fail for
+ * want of memory: a lost CLOSED would leak the object and leave the
+ * bindings holding a handle to it forever.  Creating an object reserves its
+ * slot first (ub__evq_reserve, then nlive++ once creation cannot fail);
+ * an accepted connection reserves its ACCEPT event's slot too.
+ */
+int ub__evq_reserve(ub_loop *loop, unsigned n)
+{
+	return evq_grow(loop, loop->evq_len + loop->nlive + n);
+}
+
 int ub__emit(ub_loop *loop, int type, int res, ub_conn *c, ub_listener *l,
 	     ub_buf *buf)
 {
 	ub_event *e;
 
-	if (loop->evq_len == loop->evq_cap) {
-		unsigned ncap = loop->evq_cap ? loop->evq_cap * 2 : 256;
-		ub_event *n = malloc(ncap * sizeof(*n));
-		unsigned i;
-
-		if (!n)
-			return -ENOMEM;
-		for (i = 0; i < loop->evq_len; i++)
-			n[i] = loop->evq[(loop->evq_head + i) % loop->evq_cap];
-		free(loop->evq);
-		loop->evq = n;
-		loop->evq_cap = ncap;
-		loop->evq_head = 0;
+	if (type == UB_EV_CLOSED && loop->nlive) {
+		loop->nlive--; /* its slot was reserved: growth needs nothing */
+		if (evq_grow(loop, loop->evq_len + 1) < 0)
+			return -ENOMEM; /* not reached: the slot is there */
+	} else if (evq_grow(loop, loop->evq_len + 1 + loop->nlive) < 0) {
+		return -ENOMEM;
 	}
 	e = &loop->evq[(loop->evq_head + loop->evq_len) % loop->evq_cap];
 	loop->evq_len++;
@@ -406,6 +434,18 @@ int ub_loop_best_mode(const ub_loop *loop)
 int ub_loop_fd(const ub_loop *loop)
 {
 	return loop ? loop->ring.ring_fd : -EINVAL;
+}
+
+int ub_loop_needs_wait(const ub_loop *loop)
+{
+	if (!loop)
+		return -EINVAL;
+	/* SQEs prepared but not submitted, connections whose update() has
+	 * not run, completions not yet reaped, events not yet returned. */
+	return io_uring_sq_ready(&loop->ring) ||
+	       !ub__list_empty(&loop->dirty) ||
+	       !ub__list_empty(&loop->later) ||
+	       io_uring_cq_ready(&loop->ring) || loop->evq_len;
 }
 
 static ub_pool *default_pool(ub_loop *loop, ub_pool **slot, unsigned flags,

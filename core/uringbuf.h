@@ -163,8 +163,25 @@ UB_EXTERN const char *ub_mode_name(int mode);
 /* "bundle", "ring", "serial", "auto" -> mode, or -EINVAL. */
 UB_EXTERN int ub_mode_from_name(const char *name);
 
-/* The ring's file descriptor (for integration with other event loops). */
+/*
+ * The ring's file descriptor, for integration with other event loops: it
+ * polls readable (POLLIN) when completions wait to be processed, also with
+ * IORING_SETUP_DEFER_TASKRUN.  Call ub_loop_wait(loop, ev, max, 0, 0) then,
+ * and whenever ub_loop_needs_wait() says so before the host loop blocks.
+ * -EINVAL if loop is NULL.
+ */
 UB_EXTERN int ub_loop_fd(const ub_loop *loop);
+
+/*
+ * Whether work waits for a ub_loop_wait() call that the ring fd does not
+ * announce: operations that API calls queued since the last wait (they are
+ * submitted only inside ub_loop_wait()), or events not yet returned.  An
+ * application driving the loop from another event loop checks this before
+ * that loop blocks (libuv: a prepare handle) and calls
+ * ub_loop_wait(loop, ev, max, 0, 0) while it returns 1.
+ * Returns 1 or 0; -EINVAL if loop is NULL.
+ */
+UB_EXTERN int ub_loop_needs_wait(const ub_loop *loop);
 
 /* Default pools, created on first use (sizes from ub_loop_opts). */
 UB_EXTERN ub_pool *ub_loop_recv_pool(ub_loop *loop, int *err);
