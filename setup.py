@@ -8,6 +8,14 @@ with the pure-Python package from bindings/python/uringbuf.
     python3 setup.py build_ext --inplace            # into the source tree
     python3 setup.py build --build-base build/python --build-lib build/python/lib
                                                     # for tests: PYTHONPATH=build/python/lib
+    python3 setup.py sdist                          # uringbuf-VERSION.tar.gz in dist/
+
+Nothing is written into the source tree unless asked for (--inplace, sdist's
+dist/): scratch goes to --build-base, egg-info to build/python (created only
+when egg_info runs), so `make distcheck` can build from a read-only tree.
+
+The version is configure.ac's (AC_INIT), the one place it is kept; setup.py
+refuses to run if core/uringbuf.h's UB_VERSION_* disagree with it.
 
 Needs swig (4.x; $SWIG overrides), a C compiler and liburing (headers and
 library).  Extra compiler flags come from CFLAGS/LDFLAGS as usual (an ASan
@@ -15,11 +23,13 @@ build: CFLAGS="-fsanitize=address -fno-omit-frame-pointer" LDFLAGS=...).
 """
 import glob
 import os
+import re
 import shutil
 import subprocess
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.egg_info import egg_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PKG_DIR = os.path.join("bindings", "python", "uringbuf")
@@ -28,10 +38,39 @@ SWIG_INPUTS = [INTERFACE, os.path.join("core", "uringbuf.h")] + sorted(
     glob.glob(os.path.join("bindings", "python", "*.i")))
 CORE_SOURCES = sorted(glob.glob(os.path.join("core", "*.c")))
 BUILD_BASE = os.path.join("build", "python")
-try:
-    os.makedirs(BUILD_BASE, exist_ok=True)  # egg_info wants it to exist
-except OSError:
-    pass  # a read-only source tree: build with --build-base elsewhere
+
+
+def read_version():
+    """The version in configure.ac's AC_INIT, checked against the header."""
+    with open(os.path.join(HERE, "configure.ac"), encoding="utf-8") as f:
+        m = re.search(r"^AC_INIT\(\[[^]]*\],\s*\[([0-9][^]]*)\]", f.read(),
+                      re.M)
+    if not m:
+        raise SystemExit("uringbuf: no version in configure.ac's AC_INIT")
+    version = m.group(1)
+    with open(os.path.join(HERE, "core", "uringbuf.h"), encoding="utf-8") as f:
+        parts = dict(re.findall(r"^#define UB_VERSION_([A-Z]+)\s+(\d+)",
+                                f.read(), re.M))
+    header = "%s.%s.%s" % (parts.get("MAJOR"), parts.get("MINOR"),
+                           parts.get("PATCH"))
+    if header != version:
+        raise SystemExit("uringbuf: core/uringbuf.h says version %s but "
+                         "configure.ac says %s" % (header, version))
+    return version
+
+
+class EggInfo(egg_info):
+    """egg-info beside the build's scratch: in the build base (build/python,
+    or wherever --build-base points; setuptools' build runs egg_info too),
+    unless --egg-base says otherwise (pip does).  The directory is made here,
+    on demand, so that `setup.py build --build-base X` writes into X only and
+    the source tree may be read-only."""
+
+    def finalize_options(self):
+        if not self.egg_base:
+            self.egg_base = self.distribution.get_command_obj("build").build_base
+        os.makedirs(self.egg_base, exist_ok=True)
+        super().finalize_options()
 
 
 class BuildExt(build_ext):
@@ -91,13 +130,13 @@ core_ext = Extension(
 )
 
 setup(
+    version=read_version(),
     packages=["uringbuf"],
     package_dir={"uringbuf": PKG_DIR},
     package_data={"uringbuf": ["py.typed", "*.pyi"]},
     ext_modules=[core_ext],
-    cmdclass={"build_ext": BuildExt},
-    # Keep setuptools' scratch (and egg-info) out of the source tree and of
-    # the autotools build/ directories.
-    options={"build": {"build_base": BUILD_BASE},
-             "egg_info": {"egg_base": BUILD_BASE}},
+    cmdclass={"build_ext": BuildExt, "egg_info": EggInfo},
+    # Keep setuptools' scratch (and egg-info, see EggInfo) out of the source
+    # tree and of the autotools build/ directories.
+    options={"build": {"build_base": BUILD_BASE}},
 )

@@ -1,6 +1,10 @@
 -- uringbuf-scm-1.rockspec - the Lua binding of uringbuf for LuaRocks.
 -- From a checkout:  luarocks --lua-version 5.4 make uringbuf-scm-1.rockspec
 -- Builds with bindings/lua/lua.mk (SWIG 4 and liburing >= 2.3 needed).
+-- "scm-1" is LuaRocks' name for the development version: it carries no
+-- release number.  The release number lives in configure.ac (AC_INIT) only;
+-- the module reports it as uringbuf._VERSION, from core/uringbuf.h's
+-- UB_VERSION_*, which `make check` keeps equal to configure.ac's.
 rockspec_format = "3.0"
 package = "uringbuf"
 version = "scm-1"

@@ -23,7 +23,9 @@
  * every byte back, followed by EOF.
  *
  * Reports echoed messages per second (fully verified within T), MB/s, p50/p99
- * for pingpong, errors.  Exit 0, 1 (setup failed), 2 (any data error).
+ * for pingpong, errors, and (--json) its own CPU seconds over the T seconds,
+ * so that a run can show loadgen was not the bottleneck.
+ * Exit 0, 1 (setup failed), 2 (any data error).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -42,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,6 +95,17 @@ static uint64_t hist[HBUCKETS];
 static uint64_t hist_n;
 static uint8_t *wbuf, *rbuf, *ebuf;
 static volatile sig_atomic_t interrupted;
+
+/* CPU seconds (user + system) this process has used. */
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
 
 static double now_s(void)
 {
@@ -610,7 +624,7 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	struct addrinfo *ai;
 	double t0, t_end, deadline, drain_deadline = 0, now, elapsed = 0;
-	double p50 = 0, p99 = 0, mps, mbps;
+	double p50 = 0, p99 = 0, mps, mbps, cpu0, cpu = 0;
 	uint64_t msgs = 0, bytes = 0, lost = 0;
 	unsigned i, live;
 	int n, k, timeout;
@@ -653,6 +667,7 @@ int main(int argc, char **argv)
 	freeaddrinfo(ai);
 
 	running = 1;
+	cpu0 = cpu_s();
 	t0 = now_s();
 	deadline = t0 + cfg.seconds;
 	for (i = 0; i < cfg.conns; i++)
@@ -663,6 +678,7 @@ int main(int argc, char **argv)
 		if (running && (now >= deadline || interrupted)) {
 			/* Take the counts, then stop sending and drain. */
 			elapsed = now - t0;
+			cpu = cpu_s() - cpu0;
 			for (i = 0; i < cfg.conns; i++) {
 				msgs += conns[i].rx_off / cfg.size;
 				bytes += conns[i].rx_off;
@@ -775,8 +791,8 @@ int main(int argc, char **argv)
 			       cfg.inflight, p50, p99);
 		else
 			printf("\"p50_us\":null,\"p99_us\":null,");
-		printf("\"lost_bytes\":%llu,\"errors\":%u}\n",
-		       (unsigned long long)lost, errors);
+		printf("\"cpu_s\":%.3f,\"lost_bytes\":%llu,\"errors\":%u}\n",
+		       cpu, (unsigned long long)lost, errors);
 	} else {
 		printf("%s\n", human);
 	}

@@ -73,7 +73,9 @@ int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *o)
 		return -EOPNOTSUPP;
 	if (e && (e > UB_MAX_ENTRIES || (e & (e - 1))))
 		return -EINVAL;
-	if (o->high_water && o->low_water > o->high_water)
+	/* high_water 0 means the default: low_water must fit under that too,
+	 * or the connection would start with low > high. */
+	if (o->low_water > (o->high_water ? o->high_water : UB_DEF_HIGH))
 		return -EINVAL;
 	if (o->flags & ~(unsigned)(UB_CONN_NO_RECV | UB_CONN_SINGLESHOT |
 				   UB_CONN_NO_RECV_BUNDLE |
@@ -183,6 +185,10 @@ ub_conn *ub_conn_adopt(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		ret = -EINVAL;
 		goto fail;
 	}
+	/* Options first: check_stream_socket() clears O_NONBLOCK, and a call
+	 * that fails must leave the caller's fd as it was. */
+	if (opts && (ret = ub__conn_check_opts(loop, opts)) < 0)
+		goto fail;
 	ret = check_stream_socket(fd);
 	if (ret < 0)
 		goto fail;
@@ -650,11 +656,18 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
 		break;
 	case UB_OP_CANCEL:
 		c->inflight--;
-		/* While aborting, anything still armed gets another
-		 * cancel-all (an operation armed after the first, or the
-		 * first was only a receive's pause cancel): harmless when
-		 * nothing is left, as finalize() runs at inflight 0. */
-		c->cancel_sent = false;
+		/* A cancel that found its operations (res >= 0) or found
+		 * nothing (-ENOENT) is done: what it cancelled completes by
+		 * itself (under DEFER_TASKRUN, only at the next GETEVENTS
+		 * wait), and nothing is armed while aborting.  Sending
+		 * another cancel-all at once would post a fresh CQE before
+		 * those completions can arrive: with a few hundred
+		 * connections reap() then always finds a full batch and
+		 * never waits (ub_loop_free() spun until its timeout).
+		 * Only a cancel the kernel could not do (-EALREADY: the
+		 * operation is running) is tried again. */
+		if (res < 0 && res != -ENOENT)
+			c->cancel_sent = false;
 		ub__conn_dirty(c);
 		break;
 	default:

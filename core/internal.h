@@ -231,6 +231,8 @@ struct ub_loop {
 	ub_buf **scratch;
 	unsigned scratch_cap;
 	bool freeing;
+	int evfd; /* ub_loop_eventfd(), or -1 */
+	unsigned long reaped; /* completions processed, ever */
 };
 
 int ub__probe(ub_loop *loop, unsigned entries, unsigned disable);

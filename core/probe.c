@@ -204,10 +204,20 @@ static int setup_ring(ub_loop *loop, unsigned entries)
 	p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP |
 		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
 		  IORING_SETUP_DEFER_TASKRUN;
+	/* Not IORING_SETUP_TASKRUN_FLAG: with it, liburing adds GETEVENTS
+	 * to every submit while task work is pending, so completions (and
+	 * recv buffer selections) happen in the middle of our reap; on
+	 * Linux 6.18 a piped recv-bundle stream then came out corrupted
+	 * (tests/lua/test_stream.lua, about 1 run in 5; never without the
+	 * flag).  ub_loop_wait() handles the eventfd without it. */
 	p.cq_entries = entries * 16;
 	ret = io_uring_queue_init_params(entries, &loop->ring, &p);
 	if (ret == 0) {
 		loop->features |= UB_FEAT_SINGLE_ISSUER;
+		/* Every io_uring_enter() then skips the fd table lookup
+		 * (fget/fput: 2-4% of the proxy's CPU, bench/RESULTS.md).
+		 * Best effort: an older kernel simply refuses. */
+		(void)io_uring_register_ring_fd(&loop->ring);
 		return 0;
 	}
 	if (ret != -EINVAL)

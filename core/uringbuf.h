@@ -20,9 +20,12 @@
  * never exits, never sets errno for the caller, and is not thread-safe: use
  * one loop per thread.
  *
- * Minimum kernel: 5.19 (multishot accept/recv, provided-buffer rings).
+ * Minimum kernel: 5.19 (provided-buffer rings).  Multishot recv needs 6.0
+ * (else one-shot receives, re-armed), SINGLE_ISSUER|DEFER_TASKRUN 6.1.
  * BUNDLE needs 6.10 (IORING_FEAT_RECVSEND_BUNDLE); RING needs send buffer
  * select (6.10).  Older kernels fall back to SERIAL with a stated reason.
+ * Every function has a man page (man 3 <name>); errors listed here and
+ * there agree (man/check-pages.py checks it).
  */
 #ifndef URINGBUF_H
 #define URINGBUF_H
@@ -64,7 +67,8 @@ enum ub_event_type {
 			   been above high, or a refused send can now go       */
 	UB_EV_EOF,      /* conn: peer closed its sending side; res: 0          */
 	UB_EV_ERROR,    /* conn or listener; res: -errno.  A connection error
-			   closes the connection: CLOSED follows             */
+			   closes the connection: CLOSED follows.  A
+			   listener's (a failed accept) does not close it   */
 	UB_EV_CLOSED,   /* conn or listener is gone; res: 0 or the -errno that
 			   ended it.  The object is freed when the next
 			   ub_loop_wait() call starts: use it until then.      */
@@ -103,10 +107,11 @@ enum ub_feature {
 };
 
 typedef struct ub_loop_opts {
-	unsigned entries;     /* SQ entries; 0 = 256                          */
+	unsigned entries;     /* SQ entries (<= 32768); 0 = 256               */
 	unsigned disable;     /* ub_feature bits to treat as unavailable       */
 	unsigned pool_count;  /* default pools: buffers each; 0 = 1024         */
 	unsigned pool_size;   /* default pools: bytes per buffer; 0 = 4096     */
+	/* pool_count <= 32768, pool_size <= 1 GiB, their product <= 64 GiB */
 } ub_loop_opts;
 
 /*
@@ -114,16 +119,17 @@ typedef struct ub_loop_opts {
  * to the thread that created it (the ring is set up single-issuer where the
  * kernel allows): call it from that thread only.
  * Errors: -EINVAL (bad opts), -ENOMEM, -ENOSYS (no io_uring, or older than
- * 5.19), -EPERM, or what io_uring_setup says.
+ * 5.19), -EPERM (io_uring disabled by sysctl), or what io_uring_setup says.
  */
 UB_EXTERN ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err);
 
 /*
  * Close every connection and listener (abort), reap every operation the
  * kernel still holds, free every pool and the loop.  Buffers the application
- * still holds become invalid.  Returns 0, -EBUSY if the loop is already being
- * freed, or -ETIMEDOUT if the kernel did not give back every operation within
- * 10 s (the memory it may still touch is then leaked, not freed).
+ * still holds become invalid; no CLOSED events are delivered.  Returns 0,
+ * -EINVAL (loop NULL), -EBUSY if the loop is already being freed, or
+ * -ETIMEDOUT if the kernel did not give back every operation within 10 s
+ * (the memory it may still touch is then leaked, not freed).
  */
 UB_EXTERN int ub_loop_free(ub_loop *loop);
 
@@ -131,46 +137,70 @@ UB_EXTERN int ub_loop_free(ub_loop *loop);
  * Submit pending work, wait for completions and return up to max events in
  * ev[].  Blocks until at least min events are ready (min 0: do not block) or
  * timeout_ms passes (-1: no timeout).  Returns the event count (0 on
- * timeout), or -EINVAL (bad arguments), -EINTR (a signal arrived and no
- * event was ready; if some were, they are returned instead).
+ * timeout), or -EINVAL (bad arguments: max <= 0, min < 0 or > max, or the
+ * loop is being freed), -EINTR (a signal arrived and no event was ready; if
+ * some were, they are returned instead), or another io_uring_enter error
+ * (likewise only when no event was ready).
  * Objects that received UB_EV_CLOSED in the previous batch are freed here.
  */
 UB_EXTERN int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min,
 			   int timeout_ms);
 
-/* Number of events queued but not yet returned. */
+/* Number of events queued but not yet returned; -EINVAL if loop is NULL. */
 UB_EXTERN int ub_loop_pending(const ub_loop *loop);
 
 /* Features the kernel offers (enum ub_feature bits, minus opts.disable). */
 UB_EXTERN unsigned ub_loop_features(const ub_loop *loop);
 
-/* Human-readable reason a feature is unavailable, or NULL if available. */
+/* Human-readable reason a feature is unavailable, or NULL if available;
+ * "unknown feature" if loop is NULL or feature is not one known bit. */
 UB_EXTERN const char *ub_loop_feature_reason(const ub_loop *loop,
 					     unsigned feature);
 
 /* Name of a single feature bit ("send_bundle", ...), NULL if unknown. */
 UB_EXTERN const char *ub_feature_name(unsigned feature);
 
-/* The mode UB_MODE_AUTO resolves to on this loop. */
+/* The mode UB_MODE_AUTO resolves to on this loop (BUNDLE or SERIAL);
+ * -EINVAL if loop is NULL. */
 UB_EXTERN int ub_loop_best_mode(const ub_loop *loop);
 
 /* Whether a mode can be used on this loop: 0, or -EOPNOTSUPP with
- * *reason (if non-NULL) set to why. */
+ * *reason (if non-NULL) set to why; -EINVAL if loop is NULL or mode is not
+ * a mode (*reason: "unknown send mode"). */
 UB_EXTERN int ub_loop_mode_check(const ub_loop *loop, int mode,
 				 const char **reason);
 
+/* "bundle", "ring", "serial" or "auto"; "unknown" if not a mode. */
 UB_EXTERN const char *ub_mode_name(int mode);
 /* "bundle", "ring", "serial", "auto" -> mode, or -EINVAL. */
 UB_EXTERN int ub_mode_from_name(const char *name);
 
 /*
- * The ring's file descriptor, for integration with other event loops: it
- * polls readable (POLLIN) when completions wait to be processed, also with
- * IORING_SETUP_DEFER_TASKRUN.  Call ub_loop_wait(loop, ev, max, 0, 0) then,
- * and whenever ub_loop_needs_wait() says so before the host loop blocks.
+ * The ring's file descriptor.  Not a readiness signal on a
+ * SINGLE_ISSUER|DEFER_TASKRUN ring: completions wait in the kernel as task
+ * work until the owning thread enters it, and a poll()/epoll sleeping on the
+ * ring fd is not woken for them (measured on Linux 6.18: 0 of 10 arrivals).
+ * To drive a loop from another event loop, use ub_loop_eventfd().
  * -EINVAL if loop is NULL.
  */
 UB_EXTERN int ub_loop_fd(const ub_loop *loop);
+
+/*
+ * An eventfd that becomes readable when the loop has completions to process,
+ * for driving the loop from another event loop (asyncio, libuv, epoll):
+ * watch it for reading there and call ub_loop_wait(loop, ev, max, 0, 0)
+ * whenever it is readable, and once after queueing work (sends, connects,
+ * closes go to the kernel only in ub_loop_wait).  ub_loop_wait() clears it
+ * before it reaps, so a completion arriving during the call sets it again,
+ * and sets it itself when it returns with work left (events beyond max,
+ * completions or kernel task work not yet processed): one call per wakeup
+ * is enough; a wakeup may find nothing.  Created and registered
+ * (io_uring_register_eventfd) on the first call; later calls return the same
+ * descriptor.  The loop owns it: ub_loop_free() closes it.
+ * Returns the fd, or -EINVAL (loop NULL or being freed), -EMFILE, -ENFILE,
+ * -ENOMEM, or what registering says.  Linux 5.19 (as the loop).
+ */
+UB_EXTERN int ub_loop_eventfd(ub_loop *loop);
 
 /*
  * Whether work waits for a ub_loop_wait() call that the ring fd does not
@@ -183,7 +213,8 @@ UB_EXTERN int ub_loop_fd(const ub_loop *loop);
  */
 UB_EXTERN int ub_loop_needs_wait(const ub_loop *loop);
 
-/* Default pools, created on first use (sizes from ub_loop_opts). */
+/* Default pools, created on first use (sizes from ub_loop_opts).
+ * Errors: -EINVAL (loop NULL), or those of ub_pool_new(). */
 UB_EXTERN ub_pool *ub_loop_recv_pool(ub_loop *loop, int *err);
 UB_EXTERN ub_pool *ub_loop_send_pool(ub_loop *loop, int *err);
 
@@ -203,24 +234,26 @@ enum ub_buf_state {
 
 /*
  * count buffers (1..32768) of size bytes (1..1 GiB, count*size <= 64 GiB) in
- * one page-aligned mapping.  Errors: -EINVAL, -ENOMEM, -ENOSPC (no buffer
- * group id left), or what registering the ring says.
+ * one page-aligned mapping.  Errors: -EINVAL (also loop NULL or an unknown
+ * flag), -ENOMEM, -ENOSPC (a receive pool: no buffer group id left), or what
+ * registering the ring says.
  */
 UB_EXTERN ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 			       unsigned flags, int *err);
 
-/* Free a pool.  -EBUSY while any buffer is APP or QUEUED or a connection
- * receives from it. */
+/* Free a pool.  -EBUSY while any buffer is APP or QUEUED or a connection or
+ * listener uses it (as its receive or send pool); -EINVAL if pool is NULL. */
 UB_EXTERN int ub_pool_free(ub_pool *pool);
 
 /* A FREE buffer of a send pool becomes APP, with length 0.
- * Errors: -ENOBUFS (none free), -EINVAL (a receive pool). */
+ * Errors: -ENOBUFS (none free), -EINVAL (pool NULL or a receive pool). */
 UB_EXTERN ub_buf *ub_pool_acquire(ub_pool *pool, int *err);
 
+/* Accessors: 0 or NULL if pool is NULL. */
 UB_EXTERN unsigned ub_pool_count(const ub_pool *pool);
 UB_EXTERN unsigned ub_pool_buf_size(const ub_pool *pool);
 UB_EXTERN unsigned ub_pool_flags(const ub_pool *pool);
-/* Buffers currently in a state (enum ub_buf_state). */
+/* Buffers currently in a state (enum ub_buf_state); 0 for a bad state. */
 UB_EXTERN unsigned ub_pool_count_state(const ub_pool *pool, int state);
 /* The mapping: base address and length in bytes. */
 UB_EXTERN void *ub_pool_base(const ub_pool *pool);
@@ -230,17 +263,18 @@ UB_EXTERN ub_loop *ub_pool_loop(const ub_pool *pool);
 UB_EXTERN ub_buf *ub_pool_buf(ub_pool *pool, unsigned index);
 
 /*
- * Give an APP buffer back to its pool.  Errors: -EINVAL if the buffer is not
- * APP (double release, a QUEUED buffer, ...).
+ * Give an APP buffer back to its pool.  Errors: -EINVAL if the buffer is
+ * NULL or not APP (double release, a QUEUED buffer, ...).
  */
 UB_EXTERN int ub_buf_release(ub_buf *buf);
 
+/* Accessors: 0 or NULL if buf is NULL. */
 UB_EXTERN void *ub_buf_data(const ub_buf *buf);
 UB_EXTERN size_t ub_buf_len(const ub_buf *buf);
 UB_EXTERN size_t ub_buf_capacity(const ub_buf *buf);
 /* Set the data length of an APP buffer: -EINVAL if not APP or len > capacity. */
 UB_EXTERN int ub_buf_set_len(ub_buf *buf, size_t len);
-UB_EXTERN int ub_buf_state(const ub_buf *buf);
+UB_EXTERN int ub_buf_state(const ub_buf *buf); /* -EINVAL if buf is NULL */
 UB_EXTERN unsigned ub_buf_index(const ub_buf *buf);
 UB_EXTERN ub_pool *ub_buf_pool(const ub_buf *buf);
 /* Changes every time the buffer leaves the application: a binding keeps the
@@ -274,14 +308,17 @@ UB_EXTERN void ub_conn_opts_init(ub_conn_opts *opts);
  * Take over a connected stream socket (TCP or Unix).  The connection owns fd
  * from then on (even on failure it is not closed: the caller keeps it then).
  * O_NONBLOCK is cleared: io_uring does the waiting.
- * Errors: -EINVAL (bad opts, or not a stream socket), -EOPNOTSUPP (forced
- * mode unavailable), -EBADF, -ENOTSOCK, -ENOMEM.
+ * Errors: -EINVAL (loop NULL or being freed, bad opts, or not a stream
+ * socket), -EOPNOTSUPP (forced mode unavailable), -EBADF, -ENOTSOCK,
+ * -ENOMEM.
  */
 UB_EXTERN ub_conn *ub_conn_adopt(ub_loop *loop, int fd,
 				 const ub_conn_opts *opts, int *err);
 
-/* Connect to addr; UB_EV_CONNECT reports the outcome.  Sends queued before
- * it go out once connected. */
+/* Connect to addr (INET, INET6 or UNIX); UB_EV_CONNECT reports the outcome.
+ * Sends queued before it go out once connected.  Errors: -EINVAL (loop NULL
+ * or being freed, bad address or opts), -EOPNOTSUPP (forced mode
+ * unavailable), -ENOMEM, -EBUSY (no SQE free), or what socket(2) says. */
 UB_EXTERN ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 				   socklen_t addrlen, const ub_conn_opts *opts,
 				   int *err);
@@ -289,8 +326,9 @@ UB_EXTERN ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 /*
  * Queue an APP buffer (ub_buf_len bytes) for sending: zero copy.  The buffer
  * may come from any pool of the same loop; it becomes QUEUED and returns to
- * its own pool once sent.  Errors: -EINVAL (not APP, empty, other loop),
- * -EAGAIN (queue above the high water mark; WRITABLE follows), -EPIPE
+ * its own pool once sent.  Errors: -EINVAL (NULL, not APP, empty, other
+ * loop), -EAGAIN (queue at or above the high water mark; WRITABLE follows),
+ * -EPIPE
  * (connection closing or closed), -ENOTCONN (connect failed), -ENOMEM or
  * -ENOSPC (the first send in RING/BUNDLE mode could not create the
  * connection's send ring; -ENOSPC: the loop's 65536 buffer groups are used).
@@ -300,18 +338,22 @@ UB_EXTERN int ub_conn_send_buf(ub_conn *conn, ub_buf *buf);
 /*
  * Copy len bytes into buffers of the send pool and queue them.  Returns the
  * bytes accepted (maybe fewer than len, like write(2)), or -EAGAIN (nothing
- * accepted: queue above high water or no free buffer; WRITABLE follows),
- * -EPIPE, -ENOTCONN, -EINVAL, or the send ring errors of ub_conn_send_buf().
+ * accepted: queue at or above high water or no free buffer; WRITABLE
+ * follows), -EPIPE, -ENOTCONN, -EINVAL (conn NULL, data NULL with len > 0),
+ * -ENOMEM or -ENOSPC (the default send pool or the send ring could not be
+ * made; see ub_conn_send_buf()).  len 0 returns 0 if the conn can send.
  */
 UB_EXTERN ssize_t ub_conn_send(ub_conn *conn, const void *data, size_t len);
 
 /* Ask for one UB_EV_WRITABLE once the queue is at or below the low water
  * mark (in the next wait if it already is), without a refused send: for a
  * layer that keeps its own backlog above the core's queue.  -EPIPE if the
- * connection no longer sends. */
+ * connection no longer sends, -EINVAL if conn is NULL. */
 UB_EXTERN int ub_conn_want_writable(ub_conn *conn);
 
-/* Stop / restart receiving (data waits in the socket meanwhile). */
+/* Stop / restart receiving (data waits in the socket meanwhile); resume
+ * also starts a UB_CONN_NO_RECV connection.  -EINVAL (NULL), -EPIPE (being
+ * aborted or closed). */
 UB_EXTERN int ub_conn_pause_recv(ub_conn *conn);
 UB_EXTERN int ub_conn_resume_recv(ub_conn *conn);
 
@@ -319,24 +361,30 @@ UB_EXTERN int ub_conn_resume_recv(ub_conn *conn);
  * Forward everything received on src into dst's send queue, zero copy,
  * without DATA events; src pauses while dst is above its high water mark.
  * An EOF on src shuts dst's sending side once its queue drains.
- * dst NULL stops forwarding.  Errors: -EINVAL (same conn, other loop),
- * -EPIPE (closed).
+ * dst NULL stops forwarding.  Errors: -EINVAL (src NULL, same conn, other
+ * loop), -EPIPE (src being aborted or closed, dst closing or closed).
  */
 UB_EXTERN int ub_conn_pipe(ub_conn *src, ub_conn *dst);
 
-/* Half-close: shut the sending side once the queue has drained. */
+/* Half-close: shut the sending side once the queue has drained.  -EINVAL
+ * (NULL), -EPIPE (closing, closed, or its sending side already shut). */
 UB_EXTERN int ub_conn_shutdown(ub_conn *conn);
 
 /* Graceful close: stop delivering data (what arrives is discarded), let the
  * queue drain, shut the sending side, and close once nothing unread is left
  * in the socket (so the close sends FIN, not a reset that could destroy our
- * own bytes in flight).  CLOSED follows.  -EPIPE if already closing. */
+ * own bytes in flight).  CLOSED follows.  Still connecting with nothing
+ * queued: cancelled as by ub_conn_abort() (CLOSED 0, no CONNECT).
+ * -EPIPE if already closing, -EINVAL if conn is NULL. */
 UB_EXTERN int ub_conn_close(ub_conn *conn);
 
 /* Abort: cancel everything now; queued buffers return to their pools once
- * the kernel has let go of them.  CLOSED follows.  -EPIPE if already gone. */
+ * the kernel has let go of them; the socket closes with a reset.  CLOSED
+ * follows.  -EPIPE if already aborting or closed, -EINVAL if conn is NULL. */
 UB_EXTERN int ub_conn_abort(ub_conn *conn);
 
+/* Accessors: 0 or NULL if conn is NULL, but fd, mode and is_closing
+ * return -EINVAL then.  fd is -1 once closed; mode is never AUTO. */
 UB_EXTERN int ub_conn_fd(const ub_conn *conn);
 UB_EXTERN int ub_conn_mode(const ub_conn *conn);
 UB_EXTERN ub_loop *ub_conn_loop(const ub_conn *conn);
@@ -346,6 +394,7 @@ UB_EXTERN size_t ub_conn_high_water(const ub_conn *conn);
 UB_EXTERN size_t ub_conn_low_water(const ub_conn *conn);
 /* Set both marks (low <= high, high > 0): -EINVAL otherwise. */
 UB_EXTERN int ub_conn_set_water(ub_conn *conn, size_t high, size_t low);
+/* User data, carried by every event about the connection. */
 UB_EXTERN void *ub_conn_udata(const ub_conn *conn);
 UB_EXTERN void ub_conn_set_udata(ub_conn *conn, void *udata);
 /* 1 once no more sends are accepted: closing, closed, or its sending side
@@ -361,21 +410,29 @@ UB_EXTERN uint64_t ub_conn_bytes_received(const ub_conn *conn);
 /*
  * Bind and listen on addr (SO_REUSEADDR; SO_REUSEPORT with reuseport) and
  * accept with multishot accept.  Accepted connections use conn_opts (may be
- * NULL) and arrive as UB_EV_ACCEPT.
+ * NULL) and arrive as UB_EV_ACCEPT.  backlog <= 0 means SOMAXCONN.
+ * Errors: -EINVAL (loop NULL or being freed, bad address or conn_opts),
+ * -EOPNOTSUPP (forced mode unavailable), -ENOMEM, -EBUSY (no SQE free), or
+ * what socket, setsockopt(SO_REUSEPORT), bind or listen say.
  */
 UB_EXTERN ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
 				 socklen_t addrlen, int backlog, int reuseport,
 				 const ub_conn_opts *conn_opts, int *err);
 
-/* Accept on an existing listening socket, which the listener then owns. */
+/* Accept on an existing listening socket, which the listener then owns
+ * (on failure the caller keeps it).  Errors: -EINVAL (loop NULL or being
+ * freed, fd < 0 or not listening, bad conn_opts), -EOPNOTSUPP, -EBADF,
+ * -ENOTSOCK, -ENOMEM, -EBUSY (no SQE free). */
 UB_EXTERN ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
 					 const ub_conn_opts *conn_opts,
 					 int *err);
 
 /* Stop accepting and close the socket (a Unix socket path that ub_listen()
- * bound is unlinked); CLOSED follows.  -EPIPE if already closing. */
+ * bound is unlinked); CLOSED follows.  -EPIPE if already closing, -EINVAL
+ * if l is NULL. */
 UB_EXTERN int ub_listener_close(ub_listener *l);
-UB_EXTERN int ub_listener_fd(const ub_listener *l);
+/* Accessors; udata is carried by the listener's ERROR and CLOSED events. */
+UB_EXTERN int ub_listener_fd(const ub_listener *l); /* -EINVAL if NULL */
 UB_EXTERN void *ub_listener_udata(const ub_listener *l);
 UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
 
@@ -388,10 +445,12 @@ UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
  */
 UB_EXTERN int ub_addr_parse(const char *s, struct sockaddr_storage *ss,
 			    socklen_t *len);
-/* Format as ub_addr_parse reads it.  Returns the length, or -ENOSPC/-EINVAL. */
+/* Format as ub_addr_parse reads it.  Returns the length, or -ENOSPC (out
+ * too small: truncated) or -EINVAL (NULL, short, or an unknown family). */
 UB_EXTERN int ub_addr_format(const struct sockaddr *sa, socklen_t len,
 			     char *out, size_t outlen);
-/* Local / peer address of a socket, formatted. */
+/* Local (peer 0) or peer address of a socket, formatted as ub_addr_format()
+ * does; its errors, or what getsockname/getpeername say. */
 UB_EXTERN int ub_sock_name(int fd, int peer, char *out, size_t outlen);
 
 #ifdef __cplusplus

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 volatile sig_atomic_t ex_stop;
 
@@ -30,12 +31,17 @@ static void usage(FILE *f, const char *prog, unsigned need)
 {
 	fprintf(f,
 		"usage: %s --listen HOST:PORT%s [--mode bundle|ring|serial|auto]\n"
-		"       [--buf-size BYTES] [--buf-count N]\n"
+		"       [--buf-size BYTES] [--buf-count N] [--no-recv-bundle]\n"
+		"       [--singleshot]\n"
 		"  --listen HOST:PORT   address to accept on (port 0: any free port)\n"
 		"%s"
 		"  --mode M             send mode (default auto: the best available)\n"
 		"  --buf-size BYTES     receive pool buffer size (default 4096)\n"
 		"  --buf-count N        receive pool buffers (default 1024)\n"
+		"  --no-recv-bundle     never use receive bundles (benchmarks)\n"
+		"  --singleshot         one-shot receive, re-armed after each\n"
+		"                       completion, instead of multishot (no\n"
+		"                       receive bundles either; benchmarks)\n"
 		"Prints \"listening on HOST:PORT\"; exits 0 on SIGINT/SIGTERM.\n",
 		prog, (need & EX_NEED_TO) ? " --to HOST:PORT" : "",
 		(need & EX_NEED_TO)
@@ -63,13 +69,16 @@ static unsigned parse_uint(const char *prog, const char *name, const char *s,
 void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 		   struct ex_opts *o)
 {
-	enum { O_LISTEN = 1, O_TO, O_MODE, O_BUF_SIZE, O_BUF_COUNT, O_HELP };
+	enum { O_LISTEN = 1, O_TO, O_MODE, O_BUF_SIZE, O_BUF_COUNT,
+	       O_NO_RECV_BUNDLE, O_SINGLESHOT, O_HELP };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "to", required_argument, NULL, O_TO },
 		{ "mode", required_argument, NULL, O_MODE },
 		{ "buf-size", required_argument, NULL, O_BUF_SIZE },
 		{ "buf-count", required_argument, NULL, O_BUF_COUNT },
+		{ "no-recv-bundle", no_argument, NULL, O_NO_RECV_BUNDLE },
+		{ "singleshot", no_argument, NULL, O_SINGLESHOT },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -109,6 +118,12 @@ void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 		case O_BUF_COUNT:
 			o->buf_count = parse_uint(prog, "--buf-count", optarg, 1,
 						  32768);
+			break;
+		case O_NO_RECV_BUNDLE:
+			o->conn_flags |= UB_CONN_NO_RECV_BUNDLE;
+			break;
+		case O_SINGLESHOT:
+			o->conn_flags |= UB_CONN_SINGLESHOT;
 			break;
 		case O_HELP:
 			usage(stdout, prog, need);
@@ -171,8 +186,15 @@ ub_loop *ex_loop_new(const struct ex_opts *o, ub_pool **recv_pool)
 	ub_loop *loop;
 	ub_pool *pool;
 	char what[128];
+	struct rlimit rl;
 	int err = 0;
 
+	/* An echo server or proxy holding thousands of connections needs a
+	 * descriptor each (two per client for the proxy). */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	memset(&lo, 0, sizeof(lo));
 	lo.pool_count = o->buf_count;
 	lo.pool_size = o->buf_size;

@@ -31,6 +31,8 @@ struct ex_opts {
 	int mode;              /* --mode: enum ub_send_mode, AUTO default  */
 	unsigned buf_size;     /* --buf-size: receive pool buffer bytes    */
 	unsigned buf_count;    /* --buf-count: receive pool buffers        */
+	unsigned conn_flags;   /* UB_CONN_NO_RECV_BUNDLE (--no-recv-bundle),
+				  UB_CONN_SINGLESHOT (--singleshot)        */
 };
 
 /* Set by SIGINT/SIGTERM. */
@@ -45,7 +47,8 @@ void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 void ex_signals_install(const struct ex_opts *o);
 
 /* A loop with the receive pool of --buf-size/--buf-count, after checking
- * that --mode is available here (else: the kernel's reason, exit 1). */
+ * that --mode is available here (else: the kernel's reason, exit 1).  Also
+ * raises the soft RLIMIT_NOFILE to the hard limit (many connections). */
 ub_loop *ex_loop_new(const struct ex_opts *o, ub_pool **recv_pool);
 
 /* Listen on --listen with conn_opts for accepted connections and print

@@ -4,6 +4,7 @@
  *
  *   echo --listen HOST:PORT [--mode bundle|ring|serial|auto]
  *        [--buf-size BYTES] [--buf-count N]
+ *        [--no-recv-bundle] [--singleshot]
  *
  * Backpressure: when the send queue is above its high water mark,
  * ub_conn_send_buf() refuses with -EAGAIN.  The refused buffer, and any that
@@ -248,6 +249,7 @@ int main(int argc, char **argv)
 	ub_conn_opts_init(&copts);
 	copts.recv_pool = pool;
 	copts.mode = o.mode;
+	copts.flags |= o.conn_flags;
 	l = ex_listen(loop, &o, &copts);
 	(void)l;
 

@@ -4,6 +4,7 @@
  *
  *   proxy --listen HOST:PORT --to HOST:PORT [--mode bundle|ring|serial|auto]
  *         [--buf-size BYTES] [--buf-count N]
+ *         [--no-recv-bundle] [--singleshot]
  *
  * A client is accepted with UB_CONN_NO_RECV: nothing may be received from
  * it before there is somewhere to forward it.  The upstream connection is
@@ -22,6 +23,11 @@
  * An ERROR or CLOSED on one side stops forwarding into it and closes the
  * other side gracefully (what it already queued still goes out).  A failed
  * connect aborts the client.  The pair is freed when both sides are CLOSED.
+ *
+ * SIGUSR1 prints one line on stderr (for bench/soak, which watches for
+ * leaks): the live pairs and each receive pool's buffers by state,
+ *   proxy: stats pairs=N client.kernel=N client.app=N client.queued=N
+ *          up.kernel=N up.app=N up.queued=N        (one line)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -52,6 +58,7 @@ static struct sockaddr_storage target;
 static socklen_t target_len;
 static ub_conn_opts up_opts;
 static int listener_closed;
+static volatile sig_atomic_t stats_wanted;
 
 static int side_index(const struct side *s)
 {
@@ -230,6 +237,30 @@ static void on_event(const ub_event *ev)
 	}
 }
 
+static void on_stats_signal(int sig)
+{
+	(void)sig;
+	stats_wanted = 1;
+}
+
+static void print_stats(ub_pool *pool, ub_pool *up_pool)
+{
+	const struct pair *p;
+	unsigned npairs = 0;
+
+	for (p = pairs.next; p != &pairs; p = p->next)
+		npairs++;
+	fprintf(stderr,
+		"proxy: stats pairs=%u client.kernel=%u client.app=%u "
+		"client.queued=%u up.kernel=%u up.app=%u up.queued=%u\n",
+		npairs, ub_pool_count_state(pool, UB_BUF_KERNEL),
+		ub_pool_count_state(pool, UB_BUF_APP),
+		ub_pool_count_state(pool, UB_BUF_QUEUED),
+		ub_pool_count_state(up_pool, UB_BUF_KERNEL),
+		ub_pool_count_state(up_pool, UB_BUF_APP),
+		ub_pool_count_state(up_pool, UB_BUF_QUEUED));
+}
+
 int main(int argc, char **argv)
 {
 	static ub_event ev[EX_BATCH];
@@ -239,6 +270,7 @@ int main(int argc, char **argv)
 	ub_pool *pool, *up_pool;
 	ub_loop *loop;
 	char what[160];
+	struct sigaction sa;
 	int n, i, err = 0, status = 0;
 
 	ex_parse_args(argc, argv, "proxy", EX_NEED_TO, &o);
@@ -250,6 +282,12 @@ int main(int argc, char **argv)
 		ex_die(&o, NULL, what, n);
 	}
 	ex_signals_install(&o);
+	/* Like SIGTERM, without SA_RESTART: a blocked wait returns -EINTR. */
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_stats_signal;
+	if (sigaction(SIGUSR1, &sa, NULL))
+		ex_die(&o, NULL, "sigaction", -errno);
 	loop = ex_loop_new(&o, &pool);
 	up_pool = ub_pool_new(loop, ub_pool_count(pool), ub_pool_buf_size(pool),
 			      UB_POOL_RECV, &err);
@@ -259,6 +297,7 @@ int main(int argc, char **argv)
 	ub_conn_opts_init(&copts);
 	copts.recv_pool = pool;
 	copts.mode = o.mode;
+	copts.flags |= o.conn_flags;
 	copts.flags |= UB_CONN_NO_RECV;
 	up_opts = copts;
 	up_opts.recv_pool = up_pool;
@@ -266,6 +305,10 @@ int main(int argc, char **argv)
 	(void)l;
 
 	while (!ex_stop && !listener_closed) {
+		if (stats_wanted) {
+			stats_wanted = 0;
+			print_stats(pool, up_pool);
+		}
 		n = ub_loop_wait(loop, ev, EX_BATCH, 1, EX_WAIT_MS);
 		if (n == -EINTR)
 			continue;

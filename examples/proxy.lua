@@ -6,10 +6,20 @@ target, and everything is forwarded both ways without copies.
   lua5.4 examples/proxy.lua --listen HOST:PORT --to HOST:PORT
                             [--mode bundle|ring|serial|auto] [--pipe]
                             [--buf-size BYTES] [--buf-count N]
+                            [--luv | --cqueues]
 
 The same command line as examples/proxy.c, plus --pipe: prints
 "listening on HOST:PORT" (the real port after port 0) and exits 0 on
 SIGINT/SIGTERM.
+
+Which event loop runs it:
+  default    uringbuf's own: srv:run() blocks in the ring.
+  --luv      a luv (libuv) loop: require "uringbuf.luv"; the ring fd is a
+             uv_poll_t in uv.run(), signals come from uv.new_signal.
+  --cqueues  a cqueues controller: require "uringbuf.cqueues"; cq:loop(),
+             signals from cqueues.signal.
+The proxy code is the same in all three; comparing them measures what the
+integration costs (see bench/).
 
 Two ways to forward:
   default  per-buffer: each received buffer reaches on_data(conn, buf) and is
@@ -34,13 +44,15 @@ local PROG = "proxy"
 
 local function usage(f)
 	f:write("usage: ", PROG, " --listen HOST:PORT --to HOST:PORT [--mode bundle|ring|serial|auto]\n",
-		"       [--pipe] [--buf-size BYTES] [--buf-count N]\n",
+		"       [--pipe] [--buf-size BYTES] [--buf-count N] [--luv | --cqueues]\n",
 		"  --listen HOST:PORT   address to accept on (port 0: any free port)\n",
 		"  --to HOST:PORT       where to forward each connection\n",
 		"  --mode M             send mode (default auto: the best available)\n",
 		"  --pipe               forward in the core (conn:pipe) instead of per buffer in Lua\n",
 		"  --buf-size BYTES     receive pool buffer size (default 4096)\n",
 		"  --buf-count N        receive pool buffers (default 1024)\n",
+		"  --luv                run in a luv (libuv) loop via uringbuf.luv\n",
+		"  --cqueues            run in a cqueues controller via uringbuf.cqueues\n",
 		"Prints \"listening on HOST:PORT\"; exits 0 on SIGINT/SIGTERM.\n")
 end
 
@@ -94,6 +106,11 @@ local function parse_args(argv)
 			end
 		elseif name == "--pipe" and not val then
 			o.pipe = true
+		elseif (name == "--luv" or name == "--cqueues") and not val then
+			if o.host and o.host ~= name:sub(3) then
+				die("--luv and --cqueues exclude each other")
+			end
+			o.host = name:sub(3)
 		elseif name == "--buf-size" then
 			o.buf_size = parse_uint("--buf-size", value(), 1, 1 << 30)
 		elseif name == "--buf-count" then
@@ -237,13 +254,25 @@ local function on_accept(client)
 	pair_of[up] = p
 end
 
+-- The host event loop, if any: load it before anything is created, so a
+-- missing library is reported before the proxy listens.
+local host
+if o.host then
+	local okh, mod = pcall(require, "uringbuf." .. o.host)
+	if not okh then
+		loop:close()
+		die("--", o.host, ": ", tostring(mod):match("^[^\n]*"))
+	end
+	host = mod
+end
+
 local msg
 srv, msg = uringbuf.server{
 	loop = loop,
 	listen = o.listen,
 	mode = o.mode,
 	no_recv = true,
-	signals = true,
+	signals = not host,
 	on_connect = on_accept,
 	on_data = on_data,
 	on_eof = on_eof,
@@ -258,10 +287,58 @@ io.stdout:write("listening on ", srv.address, "\n")
 io.stdout:flush()
 
 local status = 0
-local done, why = srv:run()
-if not done then
-	warn(why)
-	status = 1
+
+-- Run until SIGINT/SIGTERM under the host loop.  The connections still
+-- open then are aborted by loop:close(), as in srv:run() mode.
+local function run_luv()
+	local uv = require "luv"
+	local att, aerr = host.attach(srv, { on_error = function(m)
+		warn(m)
+		status = 1
+		uv.stop()
+	end })
+	if not att then die("uv.new_poll: ", aerr) end
+	local sigs = {}
+	local function stop()
+		att:close()
+		for _, s in ipairs(sigs) do s:close() end
+	end
+	for _, name in ipairs({ "sigint", "sigterm" }) do
+		local s = uv.new_signal()
+		s:start(name, stop)
+		sigs[#sigs + 1] = s
+	end
+	uv.run()
+end
+
+local function run_cqueues()
+	local cqueues = require "cqueues"
+	local signal = require "cqueues.signal"
+	local cq = cqueues.new()
+	local att = host.attach(cq, srv)
+	signal.block(signal.SIGINT, signal.SIGTERM)
+	local sl = signal.listen(signal.SIGINT, signal.SIGTERM)
+	cq:wrap(function()
+		sl:wait()
+		att:close()
+	end)
+	local okl, lerr = cq:loop()
+	if not okl then
+		warn(tostring(lerr))
+		status = 1
+	end
+end
+
+if host then
+	-- SIGPIPE ignored; SIGINT/SIGTERM are the host loop's from here on.
+	uringbuf.catch_signals()
+	if o.host == "luv" then run_luv() else run_cqueues() end
+else
+	local done, why = srv:run()
+	if not done then
+		warn(why)
+		status = 1
+	end
 end
 local closed, cerr = loop:close()
 if not closed then

@@ -132,6 +132,23 @@ void th_init(const char *name);
 extern uint64_t th_seed;
 extern int th_start_fds;
 
+/* Watchdog: if the process still runs after seconds (30 times that under
+ * valgrind), print a FAIL line and _exit(1).  alarm() is not inherited
+ * across fork(): a child of th_for_each_mode() calls it again.  seconds 0
+ * disarms it. */
+void th_watchdog(unsigned seconds);
+/* 1 when running under valgrind (its preload is mapped), else 0. */
+int th_under_valgrind(void);
+
+/* Entries in the io_uring's CQ overflow list (CQEs the kernel holds because
+ * the CQ ring was full), read from /proc/self/fdinfo/<ring_fd>; -1 if the
+ * kernel does not show it. */
+int th_cq_overflow(int ring_fd);
+
+/* A numeric "Key:\tvalue" line of /proc/self/fdinfo/<fd> (e.g. "CqMask"
+ * of an io_uring), or -1 if absent. */
+long th_fdinfo_field(int fd, const char *key);
+
 /* xorshift64*; deterministic for a given seed. */
 uint64_t th_rand(void);
 /* Uniform in [lo, hi]. */

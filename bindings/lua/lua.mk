@@ -5,7 +5,10 @@
 #                                         relative to the top of the tree)
 #   make -f bindings/lua/lua.mk check           run tests/lua/run.lua against O
 #   make -f bindings/lua/lua.mk install         uringbuf_core.so -> INSTALL_CMOD,
-#                                         uringbuf.lua     -> INSTALL_LMOD
+#                                         uringbuf.lua, uringbuf/luv.lua,
+#                                         uringbuf/cqueues.lua -> INSTALL_LMOD
+#   make -f bindings/lua/lua.mk doc             the API reference, docs/lua-api/
+#                                         (LDoc: Debian lua-ldoc)
 #   make -f bindings/lua/lua.mk SANITIZE=1 O=build/lua-asan check-asan
 #
 # uringbuf_core.so is the SWIG wrapper (../uringbuf.i with uringbuf_lua.i),
@@ -64,7 +67,12 @@ CORE_OBJS := $(patsubst $(TOP)/core/%.c,$(O)/core/%.o,$(CORE_SRCS))
 HEADERS := $(wildcard $(TOP)/core/*.h) $(HERE)/uringbuf_lua.h
 OBJS := $(CORE_OBJS) $(O)/uringbuf_lua.o $(O)/uringbuf_wrap.o
 
-all: $(O)/uringbuf_core.so $(O)/uringbuf.lua
+# Pure-Lua modules: uringbuf, and the event-loop integrations
+# uringbuf.luv and uringbuf.cqueues (each loads its loop library only when
+# required, so neither library is a dependency of uringbuf itself).
+LMODS = uringbuf.lua uringbuf/luv.lua uringbuf/cqueues.lua
+
+all: $(O)/uringbuf_core.so $(addprefix $(O)/,$(LMODS))
 
 $(O)/uringbuf_wrap.c: $(TOP)/bindings/uringbuf.i $(HERE)/uringbuf_lua.i \
 		$(TOP)/core/uringbuf.h
@@ -86,8 +94,8 @@ $(O)/core/%.o: $(TOP)/core/%.c $(HEADERS)
 $(O)/uringbuf_core.so: $(OBJS)
 	$(CC) $(LIBFLAG) $(LDFLAGS) -o $@ $(OBJS) $(URING_LIBS)
 
-$(O)/uringbuf.lua: $(HERE)/uringbuf.lua
-	@mkdir -p $(O)
+$(O)/%.lua: $(HERE)/%.lua
+	@mkdir -p $(dir $@)
 	cp $< $@
 
 # The tests, against the module in O (nothing installed needed).
@@ -105,17 +113,29 @@ check-asan: all
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(LUA) tests/lua/run.lua $(TESTS)
 
+# The API reference (docs/lua-api/) from the LDoc comments in the modules
+# (Debian: lua-ldoc, and lua-markdown for the markdown in them).  Generated
+# files are committed; run this after changing a documented function.
+LDOC ?= ldoc
+doc:
+	cd $(HERE) && $(LDOC) -c config.ld -d $(TOP)/docs/lua-api .
+
 install: all
 	install -d '$(DESTDIR)$(INSTALL_CMOD)' '$(DESTDIR)$(INSTALL_LMOD)'
 	install -m 755 $(O)/uringbuf_core.so '$(DESTDIR)$(INSTALL_CMOD)/uringbuf_core.so'
-	install -m 644 $(HERE)/uringbuf.lua '$(DESTDIR)$(INSTALL_LMOD)/uringbuf.lua'
+	install -d '$(DESTDIR)$(INSTALL_LMOD)/uringbuf'
+	for f in $(LMODS); do \
+		install -m 644 $(HERE)/$$f '$(DESTDIR)$(INSTALL_LMOD)/'$$f || exit 1; \
+	done
 
 uninstall:
-	rm -f '$(DESTDIR)$(INSTALL_CMOD)/uringbuf_core.so' \
-		'$(DESTDIR)$(INSTALL_LMOD)/uringbuf.lua'
+	rm -f '$(DESTDIR)$(INSTALL_CMOD)/uringbuf_core.so'
+	for f in $(LMODS); do rm -f '$(DESTDIR)$(INSTALL_LMOD)/'$$f; done
+	-rmdir '$(DESTDIR)$(INSTALL_LMOD)/uringbuf' 2>/dev/null; true
 
 clean:
-	rm -f $(OBJS) $(O)/uringbuf_wrap.c $(O)/uringbuf_core.so $(O)/uringbuf.lua
-	-rmdir $(O)/core 2>/dev/null; true
+	rm -f $(OBJS) $(O)/uringbuf_wrap.c $(O)/uringbuf_core.so \
+		$(addprefix $(O)/,$(LMODS))
+	-rmdir $(O)/core $(O)/uringbuf 2>/dev/null; true
 
-.PHONY: all check check-asan install uninstall clean
+.PHONY: all check check-asan doc install uninstall clean

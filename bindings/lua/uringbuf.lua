@@ -183,17 +183,47 @@ M.loop = core.ub_loop_new
 -- @return n, events or nil, message, errno (EINTR after a caught signal)
 Loop.wait = core.loop_wait
 
+local loop_closes = 0 -- counts Loop:close calls (see process())
+
 --- Free the loop: abort every connection and listener, free every pool.
 -- Every handle of the loop refuses use afterwards.  Idempotent; also the
 -- loop's `__gc` and `__close`.
 -- @function Loop:close
 function Loop:close()
+	loop_closes = loop_closes + 1
 	local ok, msg, en = core.loop_close(self)
 	forget_dead()
 	return ok, msg, en
 end
 Loop.pending = core.ub_loop_pending
+--- The ring's file descriptor.  Not a readiness signal on a
+-- `SINGLE_ISSUER|DEFER_TASKRUN` ring (the default where the kernel has it):
+-- a poll sleeping on it is not woken for completions.  Use `eventfd()`.
+-- @function Loop:fd
 Loop.fd = core.ub_loop_fd
+--- An eventfd that polls readable when the loop has completions to
+-- process, for driving the loop from another event loop (what
+-- `uringbuf.luv` and `uringbuf.cqueues` do): poll it for reading, and call
+-- `loop:wait(0, 0)` when it is readable and after queueing work.  `wait`
+-- clears it (and sets it again if it leaves work behind), so a wake-up may
+-- find nothing.  The same fd on every call; the loop closes it.
+-- @function Loop:eventfd
+-- @return fd, or nil, message, errno
+Loop.eventfd = core.ub_loop_eventfd
+
+--- The fd another event loop should poll (readable) to drive this loop:
+-- `eventfd()` where the core has it; else the ring fd, which is reliable
+-- only on a ring without `DEFER_TASKRUN`.
+-- @return fd, or nil, message, errno
+function Loop:poll_fd()
+	if core.ub_loop_eventfd then return core.ub_loop_eventfd(self) end
+	if self:features().single_issuer == true then
+		return nil, "this core has no ub_loop_eventfd, and the ring's own " ..
+			"fd does not wake pollers on a DEFER_TASKRUN ring",
+			errno.EOPNOTSUPP
+	end
+	return core.ub_loop_fd(self)
+end
 Loop.valid = valid
 
 --- Features of this loop: name -> true, or the reason it is unavailable.
@@ -423,7 +453,7 @@ Conn.is_closing = core.ub_conn_is_closing
 Conn.bytes_sent = core.ub_conn_bytes_sent
 Conn.bytes_received = core.ub_conn_bytes_received
 Conn.valid = valid
---- Set SO_SNDBUF / SO_RCVBUF (0 leaves one as it is).
+--- Set `SO_SNDBUF` / `SO_RCVBUF` (0 leaves one as it is).
 -- @function Conn:set_buffers
 Conn.set_buffers = core.set_buffers
 
@@ -1072,22 +1102,21 @@ end
 
 local collect_at = 0
 
---- Wait once (at most timeout_ms, default 500) and dispatch the batch.
--- @return the number of events, or nil, message, errno
-function Server:step(timeout_ms)
-	local n, ev, en = self.loop:wait(1, timeout_ms or 500)
-	if not n then
-		if en == errno.EINTR then return 0 end
-		return nil, ev, en
-	end
+-- Dispatch a batch of n events; then, when the receive pool is dry, give
+-- back the buffers callbacks dropped (they return on __gc) now rather than
+-- when allocation gets round to it.
+local function process(srv, n, ev)
+	local closes = loop_closes
 	for i = 1, n do
+		-- A callback may close the loop (srv:close()): the rest of the
+		-- batch is gone with it.
+		if closes ~= loop_closes and not valid(srv.loop) then return end
 		local e = ev[i]
 		local f = dispatch[e.type]
-		if f then f(self, e) end
+		if f then f(srv, e) end
 	end
-	-- Buffers that callbacks dropped come back on __gc; when the receive
-	-- pool is dry, collect now rather than wait for allocation to do it.
-	local p = self.rpool
+	if closes ~= loop_closes and not valid(srv.loop) then return end
+	local p = srv.rpool
 	if p and core.ub_pool_count_state(p, core.UB_BUF_KERNEL) == 0 then
 		local now = core.now()
 		if now >= collect_at then
@@ -1095,7 +1124,59 @@ function Server:step(timeout_ms)
 			collect_at = now + 0.05
 		end
 	end
+end
+
+--- Wait once (at most timeout_ms, default 500) and dispatch the batch.
+-- @tparam[opt=500] integer timeout_ms
+-- @return the number of events, or nil, message, errno
+function Server:step(timeout_ms)
+	local n, ev, en = self.loop:wait(1, timeout_ms or 500)
+	if not n then
+		if en == errno.EINTR then return 0 end
+		return nil, ev, en
+	end
+	process(self, n, ev)
 	return n
+end
+
+-- core.ub_loop_needs_wait(loop), where the core has it: whether queued
+-- work or undelivered events wait for a loop:wait() call.  Without it,
+-- assume they do (one more non-blocking wait: correct, a little slower).
+local needs_wait = core.ub_loop_needs_wait
+
+--- Do everything that is ready without blocking: submit what API calls
+-- queued, dispatch the events that are ready, submit what the handlers
+-- queued, and so on until nothing is left or `max_rounds` batches ran.
+-- This is how another event loop drives a server (`uringbuf.luv`,
+-- `uringbuf.cqueues`): call it with `woken` true when the loop's
+-- `poll_fd()` polls readable, and with `woken` false before the host loop
+-- blocks (it then waits only if API calls queued work or events are
+-- undelivered, where the core can tell: `ub_loop_needs_wait`).
+-- @tparam[opt=16] integer max_rounds batches at most (keeps the host loop
+--   responsive under load)
+-- @tparam[opt] boolean woken the poll fd was readable: wait at least once
+-- @return events dispatched and whether more are ready (call again soon
+--   without blocking); or nil, message, errno
+function Server:pump(max_rounds, woken)
+	local loop = self.loop
+	local total = 0
+	for _ = 1, max_rounds or 16 do
+		if not woken and needs_wait and not needs_wait(loop) then
+			return total, false
+		end
+		woken = false
+		local n, ev, en = loop:wait(0, 0)
+		if not n then
+			if en == errno.EINTR then return total, true end
+			return nil, ev, en
+		end
+		if n == 0 then return total, false end
+		process(self, n, ev)
+		total = total + n
+		if not valid(loop) then return total, false end
+	end
+	if needs_wait then return total, needs_wait(loop) end
+	return total, true
 end
 
 --- Run until `stop()`, a caught signal (`signals = true`), or timeout

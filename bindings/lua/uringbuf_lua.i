@@ -62,6 +62,8 @@ UBL_STATUS(ub_listener_close)
 
 %typemap(out) int ub_conn_is_closing
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
+%typemap(out) int ub_loop_needs_wait
+%{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
 
 /* ---- strings ------------------------------------------------------------ */
 

@@ -205,10 +205,12 @@ send pool to acquire() buffers from.";
 		       PyObject *recv = NULL)
 	{
 		ub_loop *loop = ubpy__loop_get($self);
-		int r = recv ? PyObject_IsTrue(recv) : 0, err = 0;
+		int r = 0, err = 0;
 		ub_pool *p;
 
-		if (!loop || r < 0)
+		/* Truth only once no exception is set: PyObject_IsTrue can
+		 * run Python code or warn (NotImplemented). */
+		if (!loop || (recv && (r = PyObject_IsTrue(recv)) < 0))
 			return NULL;
 		p = ub_pool_new(loop, count, size, r ? UB_POOL_RECV : 0, &err);
 		if (!p)
@@ -237,9 +239,10 @@ use the connection options given here (see connect()).";
 		socklen_t len;
 		ub_conn_opts o;
 		ub_listener *l;
-		int rp = reuseport ? PyObject_IsTrue(reuseport) : 0, err = 0;
+		int rp = 0, err = 0;
 
-		if (!loop || rp < 0 || ubpy__addr_arg(addr, &ss, &len) < 0 ||
+		if (!loop || (reuseport && (rp = PyObject_IsTrue(reuseport)) < 0) ||
+		    ubpy__addr_arg(addr, &ss, &len) < 0 ||
 		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
 				    high_water, low_water, ring_entries,
 				    flags) < 0)
@@ -347,6 +350,29 @@ success, or an int fd), which the listener then owns.";
 		return ubpy__obj_obj($self, l, 0);
 	}
 
+	%feature("docstring") eventfd
+	"eventfd() -> int: an eventfd that becomes readable when this loop has
+completions to process, for driving it from another event loop (what
+uringbuf.asyncio does): watch it for reading, and call wait(min=0,
+timeout=0) whenever it is readable and after queueing work (sends and
+closes reach the kernel only in wait()).  wait() clears it and sets it
+again when it leaves work behind, so a wakeup may find nothing.  Created on
+the first call (the same fd afterwards); the loop owns and closes it.  The
+ring's own fd (Loop.fd) is not woken by completions on a DEFER_TASKRUN ring,
+hence this.";
+	PyObject *eventfd()
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		int fd;
+
+		if (!loop)
+			return NULL;
+		fd = ub_loop_eventfd(loop);
+		if (fd < 0)
+			return UBPY_NULL(ubpy__raise(fd));
+		return PyLong_FromLong(fd);
+	}
+
 	%feature("docstring") feature_reason
 	"feature_reason(feature) -> str | None: why a FEAT_* bit is unavailable
 on this loop, or None if it is available.";
@@ -418,7 +444,7 @@ name) can be used on this loop, else the reason it cannot.";
 	%immutable;
 	%feature("docstring") closed "True once close() ran.";
 	PyObject *closed;
-	%feature("docstring") fd "The ring's file descriptor.";
+	%feature("docstring") fd "The ring's file descriptor (not a readiness signal on a DEFER_TASKRUN ring: see eventfd()).";
 	PyObject *fd;
 	%feature("docstring") features "FEAT_* bits this loop can use.";
 	PyObject *features;

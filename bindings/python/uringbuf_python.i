@@ -54,6 +54,26 @@
  * needs the owner's ring).
  */
 
+/* The shim's (uringbuf/core.py) module docstring: a string literal at its
+ * top.  help(uringbuf.core) starts here. */
+%pythonbegin %{
+"""uringbuf.core: the SWIG-built wrapper of the uringbuf C core
+(core/uringbuf.h; extension module uringbuf._core).
+
+Classes: Loop (one io_uring: wait() returns Event batches), Pool, Connection,
+Listener, Buffer (a zero-copy view of pool memory: memoryview(buf)), Event,
+and the exceptions ClosedError and InvalidArgument.  The flat ub_* functions
+are the C API with the C names and meanings (ub_conn_send(conn, data),
+ub_pool_count_state(pool, state), ...), taking and returning those objects;
+UB_* are the C constants.  The package uringbuf re-exports the classes with
+short constant names (EV_DATA, MODE_BUNDLE, ...) and adds the server API.
+
+Errors: the core's -errno raises OSError(errno, strerror) (EINVAL:
+InvalidArgument, also a ValueError); use after close raises ClosedError;
+bad arguments raise TypeError or ValueError.  See docs/python.md.
+"""
+%}
+
 %include <stdint.i>
 
 %{
@@ -1211,7 +1231,7 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 	$result = SWIG_Py_Void();
 }
 /* ">= 0 or -errno" -> int or raise. */
-%typemap(out) int ub_loop_pending, int ub_loop_best_mode,
+%typemap(out) int ub_loop_pending, int ub_loop_best_mode, int ub_loop_eventfd,
 	int ub_mode_from_name, int ub_buf_state, int ub_conn_mode,
 	int ub_sock_name {
 	if ($1 < 0) {
@@ -1486,6 +1506,19 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 %ignore ub_addr_format;
 
 %include "python/uringbuf_classes.i"
+
+/* The package calls this once at import, so that help() on the classes does
+ * not list SWIG's internal slots (this, thisown, ...) before the first Loop
+ * hides them. */
+%feature("docstring") _hide_swig_api "Internal: hide SWIG's own slots from the classes.";
+%inline %{
+static PyObject *_hide_swig_api(void)
+{
+	if (ubpy__hide_swig_api() < 0)
+		return NULL;
+	Py_RETURN_NONE;
+}
+%}
 
 /* The flat functions of core/uringbuf.h (parsed after this file): their
  * signature as docstring; core/uringbuf.h documents them. */

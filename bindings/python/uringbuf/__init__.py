@@ -14,6 +14,10 @@ Two layers:
 * A server API in asyncio's idiom (``uringbuf.server``): ``Protocol``,
   ``Transport``, ``EventLoop``, ``Server``, ``serve()`` and ``connect()``.
 
+* The same protocols inside a running asyncio loop (``uringbuf.asyncio``,
+  imported on first use): ``start_server()``, ``create_connection()``,
+  ``open_connection()`` (asyncio streams), ``run()``.
+
 Errors: the core's ``-errno`` raises ``OSError(errno, strerror)`` (so EAGAIN
 is ``BlockingIOError``, ECONNRESET ``ConnectionResetError``; EINVAL is
 ``InvalidArgument``, also a ``ValueError``); use after close raises
@@ -24,6 +28,8 @@ import enum as _enum
 from typing import Dict, Optional
 
 from . import core
+
+core._hide_swig_api()  # keep SWIG's internal slots out of help()
 from .core import (  # noqa: F401  (re-exported)
     Buffer,
     ClosedError,
@@ -166,6 +172,15 @@ from .server import (  # noqa: E402,F401  (re-exported)
     connect,
     serve,
 )
+
+
+
+def __getattr__(name: str):  # PEP 562: uringbuf.asyncio on first use
+    if name == "asyncio":
+        import importlib
+        return importlib.import_module(".asyncio", __name__)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
 
 __all__ = [
     # event API

@@ -239,7 +239,9 @@ class Transport:
                 self._backlog.append(data)
                 self._backlog_bytes += len(data)
         else:
-            rest = bytes(data) if type(data) is not bytes else data
+            # bytes(memoryview(x)): a copy of anything bytes-like, and a
+            # TypeError for the rest (bytes(5) would be five zero bytes).
+            rest = bytes(memoryview(data)) if type(data) is not bytes else data
             if rest:
                 self._backlog.append(rest)
                 self._backlog_bytes += len(rest)
@@ -255,8 +257,8 @@ class Transport:
         """Shut the sending side once everything written has gone out."""
         if self._closing or self._eof_written or self._eof_pending:
             return
-        if self._backlog:
-            self._eof_pending = True
+        if self._backlog or self._paused:
+            self._eof_pending = True  # after the backlog / resume_writing()
         else:
             self._shutdown()
 
@@ -434,14 +436,18 @@ class Transport:
             self._close_pending = False
             self._conn_close()
             return
-        if self._eof_pending:
-            self._eof_pending = False
-            self._shutdown()
         if self._paused:
             if self.get_write_buffer_size() <= self._low:
                 self._resume()
             else:
+                # A pending write_eof() waits too: once shut down, the core
+                # gives no more WRITABLE, and resume_writing() (which
+                # drain() waits for) would never come.
                 self._arm_writable()
+                return
+        if self._eof_pending:
+            self._eof_pending = False
+            self._shutdown()
 
     def _on_connect(self, res: int) -> None:
         if res < 0:
@@ -519,7 +525,10 @@ class Transport:
     def _arm_writable(self) -> None:
         """Have the core send EV_WRITABLE when its queue drains to the low
         mark, while nothing is refused (ub_conn_want_writable)."""
-        self._conn.want_writable()
+        try:
+            self._conn.want_writable()
+        except (BrokenPipeError, ClosedError):
+            pass  # no longer sending: CLOSED follows
 
     def _drop_backlog(self) -> None:
         self._backlog.clear()  # Buffers among them go back to their pools
@@ -639,7 +648,7 @@ class Server:
         except Exception:
             conn.abort()
             raise
-        transport = Transport(self._loop, conn, protocol, server=self)
+        transport = self._loop._new_transport(conn, protocol, server=self)
         protocol.connection_made(transport)
 
     def _on_error(self, res: int) -> None:
@@ -704,7 +713,7 @@ class EventLoop:
             listener = self._loop.listen(_address(host, port, True),
                                          backlog=backlog,
                                          reuseport=reuse_port, **conn_opts)
-        return Server(self, listener, protocol_factory)
+        return self._server_class(self, listener, protocol_factory)
 
     def create_connection(self, protocol_factory: Callable[[], Protocol],
                           host: Optional[str], port: Optional[int] = None,
@@ -716,7 +725,8 @@ class EventLoop:
         self._check_open()
         conn = self._loop.connect(_address(host, port, False), **conn_opts)
         protocol = protocol_factory()
-        return Transport(self, conn, protocol, connected=False), protocol
+        transport = self._new_transport(conn, protocol, connected=False)
+        return transport, protocol
 
     def connect_accepted_socket(self, protocol_factory: Callable[[], Protocol],
                                 sock: socket.socket, **conn_opts: Any
@@ -726,7 +736,7 @@ class EventLoop:
         self._check_open()
         conn = self._loop.adopt(sock, **conn_opts)
         protocol = protocol_factory()
-        transport = Transport(self, conn, protocol)
+        transport = self._new_transport(conn, protocol)
         protocol.connection_made(transport)
         return transport, protocol
 
@@ -890,6 +900,15 @@ class EventLoop:
         self.close()
 
     # ---- internals ----
+
+    # What create_server() makes (uringbuf.asyncio uses its own).
+    _server_class = Server
+
+    def _new_transport(self, conn: Connection, protocol: Protocol,
+                       server: Optional[Server] = None,
+                       connected: bool = True) -> Transport:
+        """The transport of a new connection (a hook for subclasses)."""
+        return Transport(self, conn, protocol, server, connected)
 
     def _check_open(self) -> None:
         if self._closed:
