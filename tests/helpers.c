@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/resource.h>
@@ -266,6 +267,20 @@ int th_tcp_pair(int fds[2], int ipv6)
 	return th_tcp_pair_bufs(fds, ipv6, 0);
 }
 
+/*
+ * Loopback's MSS (about 64 KiB) is larger than the window a socket with
+ * th_small_bufs() advertises (about 31 KiB): the sender then holds a full
+ * segment back and sends only on its probe timer, with backoff - a stream
+ * that crawls for seconds (seen: tests/stream, ring mode, 1 seed in 25).
+ * Tests shrink buffers after connecting, so cap the MSS before.
+ */
+static void th_cap_mss(int fd)
+{
+	int mss = 8192;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss));
+}
+
 int th_tcp_pair_bufs(int fds[2], int ipv6, int bufs)
 {
 	struct sockaddr_storage ss;
@@ -298,12 +313,14 @@ int th_tcp_pair_bufs(int fds[2], int ipv6, int bufs)
 	}
 	if (bufs)
 		th_set_bufs(l, bufs); /* inherited by the accepted socket */
+	th_cap_mss(l);
 	CHECK(listen(l, 1) == 0);
 	CHECK(getsockname(l, (struct sockaddr *)&ss, &len) == 0);
 	c = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK(c >= 0);
 	if (bufs)
 		th_set_bufs(c, bufs);
+	th_cap_mss(c);
 	CHECK(connect(c, (struct sockaddr *)&ss, len) == 0);
 	s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 	CHECK(s >= 0);
