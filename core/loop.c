@@ -279,6 +279,17 @@ static int pump(ub_loop *loop, unsigned wait_nr, int timeout_ms)
 	return ret < 0 ? ret : 0;
 }
 
+/* Work only another ub_loop_wait() call does: SQEs prepared but not
+ * submitted, connections whose update() has not run (or must wait for the
+ * next round), completions not yet reaped, events not yet returned. */
+static bool work_left(const ub_loop *loop)
+{
+	return io_uring_sq_ready(&loop->ring) ||
+	       !ub__list_empty(&loop->dirty) ||
+	       !ub__list_empty(&loop->later) ||
+	       io_uring_cq_ready(&loop->ring) || loop->evq_len;
+}
+
 int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 {
 	int64_t deadline = 0;
@@ -345,10 +356,7 @@ int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 	 * it recv-bundle streams came out corrupted here, see probe.c), so a
 	 * call that reaped anything asks for one more look: a wakeup that
 	 * finds nothing reaps nothing and stops there. */
-	if (loop->evfd >= 0 &&
-	    (loop->evq_len || io_uring_cq_ready(&loop->ring) ||
-	     io_uring_sq_ready(&loop->ring) || !ub__list_empty(&loop->later) ||
-	     !ub__list_empty(&loop->dirty) || loop->reaped != reaped0))
+	if (loop->evfd >= 0 && (work_left(loop) || loop->reaped != reaped0))
 		(void)eventfd_write(loop->evfd, 1);
 	return n;
 }
@@ -496,12 +504,7 @@ int ub_loop_needs_wait(const ub_loop *loop)
 {
 	if (!loop)
 		return -EINVAL;
-	/* SQEs prepared but not submitted, connections whose update() has
-	 * not run, completions not yet reaped, events not yet returned. */
-	return io_uring_sq_ready(&loop->ring) ||
-	       !ub__list_empty(&loop->dirty) ||
-	       !ub__list_empty(&loop->later) ||
-	       io_uring_cq_ready(&loop->ring) || loop->evq_len;
+	return work_left(loop);
 }
 
 static ub_pool *default_pool(ub_loop *loop, ub_pool **slot, unsigned flags,
