@@ -28,6 +28,10 @@
  * difference resyncs.  One register call per bundle that ended, not per
  * buffer.
  *
+ * A third sign: a bundle send the kernel cancels by itself (-ECANCELED
+ * while we are not aborting, see ub__sendq_complete) has committed the
+ * entries it selected without sending them.  That resyncs too.
+ *
  * SERIAL mode (no kernel support, or forced) keeps the same FIFO but sends
  * the head buffer with a plain send, MSG_MORE while more is queued.
  *
@@ -160,8 +164,20 @@ int ub__sendq_complete(ub_conn *c, int res, unsigned cflags)
 	unsigned left;
 
 	if (res < 0) {
-		if (res == -ECANCELED) /* abort: the caller tidies up */
+		if (res == -ECANCELED) {
+			/* Ours when aborting (the caller tidies up).  But the
+			 * kernel also cancels a bundle send by itself: one
+			 * retried more than 128 times (APOLL_MAX_RETRY: short
+			 * sends to a slow reader) goes to io-wq, which cancels
+			 * a multishot-style request if its socket is already
+			 * writable (seen on Linux 6.18).  It sent nothing (a
+			 * partial send reports its bytes), yet its ring
+			 * entries were committed when it selected them: the
+			 * ring's head is past bytes never sent.  Resync. */
+			if (ring_mode(c) && q->published != q->completed)
+				q->resync = true;
 			return 0;
+		}
 		if (res == -ENOBUFS && ring_mode(c)) {
 			/* The kernel found the ring empty: if we think it is
 			 * not, its head ran ahead of us (see the top). */

@@ -429,6 +429,20 @@ static void op_send_buf(struct fz *f, int i, size_t n, int from_held)
 		b = f->held[h];
 		ASSERT(ub_buf_gen(b) == f->held_gen[h]);
 		ASSERT(ub_buf_state(b) == UB_BUF_APP);
+		/* A received buffer sent towards a connection that receives
+		 * into the same pool: were all of that pool queued here, the
+		 * receiver would starve with our bytes waiting for it - a
+		 * cycle of the application's making, which no library can
+		 * break.  Keep half of the pool out of send queues. */
+		{
+			int peer = i ^ 1;
+			ub_pool *pp = peer == 3 ? f->rpool3 : f->rpool;
+
+			if (ub_buf_pool(b) == pp &&
+			    2 * (ub_pool_count_state(pp, UB_BUF_QUEUED) + 1) >
+				    ub_pool_count(pp))
+				return;
+		}
 		n = ub_buf_len(b);
 		if (n == 0) { /* an acquired buffer never filled */
 			n = ub_buf_capacity(b) < 7 ? ub_buf_capacity(b) : 7;
