@@ -222,17 +222,17 @@ ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 		close(fd);
 		goto fail;
 	}
-	memcpy(&c->addr, addr, addrlen);
-	c->addrlen = addrlen;
-	sqe = ub__sqe(loop);
+	c->caddr = malloc(sizeof(*c->caddr));
+	sqe = c->caddr ? ub__sqe(loop) : NULL;
 	if (!sqe) {
+		ret = c->caddr ? -EBUSY : -ENOMEM;
 		ub__list_del(&c->link);
-		ub__conn_free(c); /* pool references, the socket */
+		ub__conn_free(c); /* pool references, the socket, caddr */
 		free(c);
-		ret = -EBUSY;
 		goto fail;
 	}
-	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->addr, addrlen);
+	memcpy(c->caddr, addr, addrlen);
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)c->caddr, addrlen);
 	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_CONNECT));
 	c->connecting = true;
 	c->inflight++;
@@ -641,6 +641,8 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
 	case UB_OP_CONNECT:
 		c->inflight--;
 		c->connecting = false;
+		free(c->caddr); /* the kernel is done with it */
+		c->caddr = NULL;
 		if (c->aborting) {
 			/* aborted while connecting: CLOSED will tell */
 		} else if (res == 0) {
@@ -679,6 +681,8 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
  * armed in the kernel. */
 void ub__conn_free(ub_conn *c)
 {
+	free(c->caddr);
+	c->caddr = NULL;
 	ub__sendq_destroy(c);
 	if (c->handoff)
 		give_back(c);

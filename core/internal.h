@@ -155,8 +155,10 @@ struct ub_conn {
 	unsigned inflight;      /* operations armed in the kernel */
 	uint32_t arm_tail;      /* rpool->br_tail when the receive was armed */
 	int close_res;          /* res of the CLOSED event */
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
+	/* where an outbound connect goes: the kernel reads it until the
+	 * CONNECT completes; allocated only for connects (idle accepted
+	 * connections are the many) */
+	struct sockaddr_storage *caddr;
 	/* receive */
 	bool recv_armed, recv_cancelling, recv_started, user_paused,
 		pipe_paused, starved, direct, eof;

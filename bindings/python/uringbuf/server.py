@@ -145,7 +145,9 @@ class Transport:
         self._protocol = protocol
         self._server = server
         self._send = conn.send
-        self._backlog: Deque[Union[Buffer, bytes, memoryview]] = deque()
+        # made on first use: an idle connection's transport stays small
+        # (an empty deque is ~600 bytes)
+        self._backlog: Optional[Deque[Union[Buffer, bytes, memoryview]]] = None
         self._backlog_bytes = 0
         self._stash: Optional[Deque[Buffer]] = None
         self._reading = True
@@ -215,7 +217,7 @@ class Transport:
                     if not self._paused:
                         self._check_pause()
                     return
-                self._backlog.append(data)
+                self._queue(data)
                 self._backlog_bytes += len(data)
             else:
                 if type(data) is bytes or type(data) is bytearray:
@@ -232,18 +234,18 @@ class Transport:
                             self._check_pause()
                         return
                     rest = bytes(view[n:])
-                self._backlog.append(rest)
+                self._queue(rest)
                 self._backlog_bytes += len(rest)
         elif type(data) is Buffer:
             if len(data):
-                self._backlog.append(data)
+                self._queue(data)
                 self._backlog_bytes += len(data)
         else:
             # bytes(memoryview(x)): a copy of anything bytes-like, and a
             # TypeError for the rest (bytes(5) would be five zero bytes).
             rest = bytes(memoryview(data)) if type(data) is not bytes else data
             if rest:
-                self._backlog.append(rest)
+                self._queue(rest)
                 self._backlog_bytes += len(rest)
         if not self._paused:
             self._check_pause()
@@ -530,8 +532,15 @@ class Transport:
         except (BrokenPipeError, ClosedError):
             pass  # no longer sending: CLOSED follows
 
+    def _queue(self, item: Union[Buffer, bytes, memoryview]) -> None:
+        backlog = self._backlog
+        if backlog is None:
+            backlog = self._backlog = deque()
+        backlog.append(item)
+
     def _drop_backlog(self) -> None:
-        self._backlog.clear()  # Buffers among them go back to their pools
+        if self._backlog:
+            self._backlog.clear()  # Buffers among them go back to their pools
         self._backlog_bytes = 0
         self._eof_pending = False
 
