@@ -92,7 +92,7 @@ static void reader(int fd)
 		if (n <= 0)
 			break;
 		if (th_pat_diff(SEED, off, buf, (size_t)n) >= 0) {
-			printf("reader: wrong byte at stream offset %llu\n",
+			fprintf(stderr, "reader: wrong byte at stream offset %llu\n",
 			       (unsigned long long)(off +
 				 (uint64_t)th_pat_diff(SEED, off, buf,
 						       (size_t)n)));
@@ -101,7 +101,7 @@ static void reader(int fd)
 		off += (uint64_t)n;
 	}
 	if (n < 0 || off != TOTAL) {
-		printf("reader: %s after %llu of %llu bytes\n",
+		fprintf(stderr, "reader: %s after %llu of %llu bytes\n",
 		       n < 0 ? strerror(errno) : "EOF",
 		       (unsigned long long)off, (unsigned long long)TOTAL);
 		_exit(1);
@@ -139,7 +139,7 @@ static void tcp_pair(int fds[2], int bufs)
 static void run(int mode, void *arg)
 {
 	struct sr s;
-	ub_loop *loop = th_loop_new(NULL);
+	ub_loop *loop;
 	ub_conn_opts o;
 	ub_pool *spool;
 	int fds[2], err = 0;
@@ -147,8 +147,7 @@ static void run(int mode, void *arg)
 
 	(void)arg;
 	memset(&s, 0, sizeof(s));
-	spool = ub_pool_new(loop, NBUF, BUFSZ, 0, &err);
-	CHECK_PTR(spool, err);
+	/* The reader first, so that it holds no copy of the loop. */
 	tcp_pair(fds, SOCKBUF);
 	fflush(stdout);
 	s.reader = fork();
@@ -158,6 +157,9 @@ static void run(int mode, void *arg)
 		reader(fds[1]);
 	}
 	close(fds[1]);
+	loop = th_loop_new(NULL);
+	spool = ub_pool_new(loop, NBUF, BUFSZ, 0, &err);
+	CHECK_PTR(spool, err);
 	ub_conn_opts_init(&o);
 	o.mode = mode;
 	o.send_pool = spool;
