@@ -106,7 +106,12 @@ check: all
 
 # ASan must be the first library loaded: preload it into the interpreter.
 # Lua's own allocations are not ours to leak-check.
-ASAN_LIB = $(shell $(CC) -print-file-name=libasan.so)
+# The runtime of the compiler that built the module: gcc's libasan, or
+# clang's own (clang -print-file-name=libasan.so finds gcc's, which does not
+# match a clang-built module).
+ASAN_LIB = $(shell if $(CC) --version 2>/dev/null | grep -q clang; then \
+	$(CC) -print-file-name=libclang_rt.asan-`uname -m`.so; \
+	else $(CC) -print-file-name=libasan.so; fi)
 check-asan: all
 	cd $(TOP) && $(TEST_ENV) LD_PRELOAD='$(ASAN_LIB)' \
 		ASAN_OPTIONS=detect_leaks=0 \
