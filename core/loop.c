@@ -281,10 +281,16 @@ static int pump(ub_loop *loop, unsigned wait_nr, int timeout_ms)
 
 /* Work only another ub_loop_wait() call does: SQEs prepared but not
  * submitted, connections whose update() has not run (or must wait for the
- * next round), completions not yet reaped, events not yet returned. */
+ * next round), completions not yet reaped or held in the kernel's overflow
+ * list, deferred task work the kernel has not run yet (an enter runs at
+ * most 20 items: IORING_SQ_TASKRUN, with IORING_SETUP_TASKRUN_FLAG), events
+ * not yet returned. */
 static bool work_left(const ub_loop *loop)
 {
-	return io_uring_sq_ready(&loop->ring) ||
+	unsigned sqf = IO_URING_READ_ONCE(*loop->ring.sq.kflags);
+
+	return (sqf & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
+	       io_uring_sq_ready(&loop->ring) ||
 	       !ub__list_empty(&loop->dirty) ||
 	       !ub__list_empty(&loop->later) ||
 	       io_uring_cq_ready(&loop->ring) || loop->evq_len;
@@ -347,15 +353,12 @@ int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 					  &e->listener->link);
 		}
 	}
-	/* With an eventfd, come back for what is left: events beyond max,
-	 * completions not reaped, connections retried on the next round (SQ
-	 * was full), and kernel task work not run: an enter runs it in
-	 * batches (since 6.13), and the kernel signals the eventfd only when
-	 * its list of pending work goes from empty to not empty.  We cannot
-	 * see that list (IORING_SETUP_TASKRUN_FLAG would show it, but with
-	 * it recv-bundle streams came out corrupted here, see probe.c), so a
-	 * call that reaped anything asks for one more look: a wakeup that
-	 * finds nothing reaps nothing and stops there. */
+	/* With an eventfd, come back for what is left (work_left()): the
+	 * kernel signals the eventfd only when its list of pending task work
+	 * goes from empty to not empty, and an enter runs that list in
+	 * batches (since 6.13).  A call that reaped anything also asks for
+	 * one more look (where the kernel lacks IORING_SQ_TASKRUN): a wakeup
+	 * that finds nothing reaps nothing and stops there. */
 	if (loop->evfd >= 0 && (work_left(loop) || loop->reaped != reaped0))
 		(void)eventfd_write(loop->evfd, 1);
 	return n;

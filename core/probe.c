@@ -203,13 +203,13 @@ static int setup_ring(ub_loop *loop, unsigned entries)
 	memset(&p, 0, sizeof(p));
 	p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP |
 		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-		  IORING_SETUP_DEFER_TASKRUN;
-	/* Not IORING_SETUP_TASKRUN_FLAG: with it, liburing adds GETEVENTS
-	 * to every submit while task work is pending, so completions (and
-	 * recv buffer selections) happen in the middle of our reap; on
-	 * Linux 6.18 a piped recv-bundle stream then came out corrupted
-	 * (tests/lua/test_stream.lua, about 1 run in 5; never without the
-	 * flag).  ub_loop_wait() handles the eventfd without it. */
+		  IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+	/* TASKRUN_FLAG: the kernel runs deferred task work at most 20 items
+	 * per enter and sets IORING_SQ_TASKRUN while some is left; without
+	 * the flag nothing shows it, and a loop driven by the eventfd (which
+	 * the kernel signals only when that list goes from empty to not
+	 * empty) could sleep on work that is never run (seen: the asyncio
+	 * --pipe proxy test stalled under load).  ub_loop_wait() reads it. */
 	p.cq_entries = entries * 16;
 	ret = io_uring_queue_init_params(entries, &loop->ring, &p);
 	if (ret == 0) {
