@@ -205,7 +205,9 @@ UB_EXTERN int ub_loop_eventfd(ub_loop *loop);
 /*
  * Whether work waits for a ub_loop_wait() call that the ring fd does not
  * announce: operations that API calls queued since the last wait (they are
- * submitted only inside ub_loop_wait()), or events not yet returned.  An
+ * submitted only inside ub_loop_wait()), events not yet returned, or
+ * kernel task work an earlier call left (the kernel runs at most 20 items
+ * per enter; IORING_SQ_TASKRUN says some is left).  An
  * application driving the loop from another event loop checks this before
  * that loop blocks (libuv: a prepare handle) and calls
  * ub_loop_wait(loop, ev, max, 0, 0) while it returns 1.
