@@ -36,6 +36,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -348,6 +349,30 @@ static void small_bufs(int fd, int tcp)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }
 
+/* connect() that a signal may interrupt (libFuzzer's timer): the
+ * handshake goes on in the kernel; wait for it and take its result. */
+static int connect_eintr(int fd, const struct sockaddr *a, socklen_t len)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	int err = 0;
+	socklen_t elen = sizeof(err);
+
+	if (connect(fd, a, len) == 0)
+		return 0;
+	if (errno != EINTR)
+		return -1;
+	while (poll(&p, 1, 5000) < 0)
+		if (errno != EINTR)
+			return -1;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+		return -1;
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
 static int make_pair(int fds[2], int tcp)
 {
 	struct sockaddr_in a;
@@ -373,7 +398,7 @@ static int make_pair(int fds[2], int tcp)
 	}
 	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	small_bufs(fds[0], 1);
-	if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, len)) {
+	if (fds[0] < 0 || connect_eintr(fds[0], (struct sockaddr *)&a, len)) {
 		int e = errno;
 
 		if (fds[0] >= 0)
@@ -382,7 +407,9 @@ static int make_pair(int fds[2], int tcp)
 		errno = e;
 		return -1;
 	}
-	fds[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	do /* libFuzzer's timer signal may interrupt us */
+		fds[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	while (fds[1] < 0 && errno == EINTR);
 	close(l);
 	if (fds[1] < 0) {
 		close(fds[0]);
