@@ -2,7 +2,7 @@
  * addr.c - socket addresses to and from text.
  *
  * Owns nothing; pure functions.  Forms: "1.2.3.4:80", "[::1]:80",
- * "unix:/path" and "/path".  No name resolution: a library call that may
+ * "unix:/path", "/path" and "unix:@name" (abstract).  No name resolution: a library call that may
  * block for seconds on DNS does not belong on an event loop thread.
  */
 #include "internal.h"
@@ -55,6 +55,16 @@ int ub_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 		if (pl == 0 || pl >= sizeof(un->sun_path))
 			return -EINVAL;
 		un->sun_family = AF_UNIX;
+		if (path[0] == '@') {
+			/* Linux's abstract namespace: a NUL, then the name;
+			 * the length says where the name ends (no NUL). */
+			if (pl == 1)
+				return -EINVAL;
+			memcpy(un->sun_path + 1, path + 1, pl - 1);
+			*len = (socklen_t)(offsetof(struct sockaddr_un,
+						    sun_path) + pl);
+			return 0;
+		}
 		memcpy(un->sun_path, path, pl + 1);
 		*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + pl + 1);
 		return 0;
@@ -133,8 +143,18 @@ int ub_addr_format(const struct sockaddr *sa, socklen_t len, char *out,
 	case AF_UNIX: {
 		const struct sockaddr_un *un = (const void *)sa;
 		size_t off = offsetof(struct sockaddr_un, sun_path);
-		size_t pl = len > off ? strnlen(un->sun_path, len - off) : 0;
+		size_t pl;
 
+		if (len > off + 1 && un->sun_path[0] == '\0') {
+			/* abstract: "unix:@name", as ub_addr_parse() reads
+			 * it (a name with a NUL in it ends there) */
+			pl = strnlen(un->sun_path + 1, len - off - 1);
+			n = snprintf(out, outlen, "unix:@%.*s", (int)pl,
+				     un->sun_path + 1);
+			break;
+		}
+		/* a path, or "unix:" for an unnamed socket (a socketpair) */
+		pl = len > off ? strnlen(un->sun_path, len - off) : 0;
 		n = snprintf(out, outlen, "unix:%.*s", (int)pl, un->sun_path);
 		break;
 	}

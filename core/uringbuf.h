@@ -442,13 +442,16 @@ UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
 
 /*
  * Parse "A.B.C.D:PORT", "[IPV6]:PORT", "localhost:PORT" (127.0.0.1),
- * "unix:PATH" or "/PATH" into *ss.  No name resolution: a DNS lookup may
- * block an event loop for seconds.  -EINVAL if malformed.
+ * "unix:PATH", "/PATH" or "unix:@NAME" (Linux's abstract namespace) into
+ * *ss.  No name resolution: a DNS lookup may block an event loop for
+ * seconds.  -EINVAL if malformed.
  */
 UB_EXTERN int ub_addr_parse(const char *s, struct sockaddr_storage *ss,
 			    socklen_t *len);
-/* Format as ub_addr_parse reads it.  Returns the length, or -ENOSPC (out
- * too small: truncated) or -EINVAL (NULL, short, or an unknown family). */
+/* Format as ub_addr_parse reads it (an unnamed Unix socket, such as either
+ * end of a socketpair, gives "unix:", which does not parse).  Returns the
+ * length, or -ENOSPC (out too small: truncated) or -EINVAL (NULL, short, or
+ * an unknown family). */
 UB_EXTERN int ub_addr_format(const struct sockaddr *sa, socklen_t len,
 			     char *out, size_t outlen);
 /* Local (peer 0) or peer address of a socket, formatted as ub_addr_format()

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -119,6 +120,50 @@ static void check_unix(const char *s, const char *path)
 	      strcmp(out, path) == 0);
 }
 
+/* Linux's abstract namespace, "unix:@name": parsed, formatted back the
+ * same, and usable: a socket bound to it reports that name, and a connect
+ * to the parsed address reaches it. */
+static void check_abstract(void)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+	socklen_t len;
+	char s[160], name[64], out[160];
+	int l, c, a;
+
+	snprintf(name, sizeof(name), "uringbuf-addr-test-%d", (int)getpid());
+	snprintf(s, sizeof(s), "unix:@%s", name);
+	printf("unix %s\n", s);
+	parse_ok(s, &ss, &len);
+	CHECK_EQ(un->sun_family, AF_UNIX);
+	CHECK_EQ(un->sun_path[0], 0);
+	CHECK(memcmp(un->sun_path + 1, name, strlen(name)) == 0);
+	CHECK_EQ(len, offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+	round_trip(s, &ss, len, out, sizeof(out));
+	CHECK(strcmp(out, s) == 0);
+	bad("unix:@"); /* no name */
+
+	l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(l >= 0);
+	CHECK(bind(l, (struct sockaddr *)&ss, len) == 0);
+	CHECK(listen(l, 1) == 0);
+	CHECK_OK(ub_sock_name(l, 0, out, sizeof(out)));
+	CHECK(strcmp(out, s) == 0);
+	c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(c >= 0);
+	CHECK(connect(c, (struct sockaddr *)&ss, len) == 0);
+	a = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	CHECK(a >= 0);
+	CHECK_OK(ub_sock_name(c, 1, out, sizeof(out)));
+	CHECK(strcmp(out, s) == 0);
+	/* the connecting side is unnamed: "unix:", which does not parse */
+	CHECK_OK(ub_sock_name(c, 0, out, sizeof(out)));
+	CHECK(strcmp(out, "unix:") == 0);
+	close(a);
+	close(c);
+	close(l);
+}
+
 static void check_malformed(void)
 {
 	char longpath[300];
@@ -208,6 +253,7 @@ int main(void)
 	check_inet();
 	check_unix("unix:/tmp/x", "/tmp/x");
 	check_unix("/tmp/y", "/tmp/y");
+	check_abstract();
 	check_malformed();
 	check_format_errors();
 	check_sock_name();

@@ -60,8 +60,11 @@ def _oserror(res: int) -> OSError:
 
 
 def _parse_addr(s: str) -> Any:
-    """The core's "HOST:PORT" / "[V6]:PORT" / "unix:PATH" as socket module
-    addresses: (host, port), (host, port, 0, 0) or a path."""
+    """The core's "HOST:PORT" / "[V6]:PORT" / "unix:PATH" / "unix:@NAME" as
+    socket module addresses: (host, port), (host, port, 0, 0), a path, or
+    an abstract name with its leading NUL."""
+    if s.startswith("unix:@"):
+        return "\0" + s[6:]
     if s.startswith("unix:"):
         return s[5:]
     if s.startswith("["):
