@@ -117,11 +117,15 @@ for _, m in ipairs(modes) do
 		T.test(string.format("proxy.lua --mode %s%s: forwards, exits 0 on SIGINT",
 			m.name, pipe and " --pipe" or ""), function()
 			if not m.ok then T.skip(m.name .. " unavailable: " .. m.reason) end
-			local echo, eline = start("echo.lua", "--listen 127.0.0.1:0")
+			-- Big pools: with the default ones (1024 x 4 KiB) and
+			-- 1 MiB high water marks, the two servers' buffers queued
+			-- towards each other can take both pools under load, and
+			-- neither can then receive (README: Guarantees).
+			local echo, eline = start("echo.lua", "--listen 127.0.0.1:0 --buf-count 16384")
 			local eport = port_of(eline)
 			T.ok(eport, "echo listening", eline)
 			local proxy, pline = start("proxy.lua", string.format(
-				"--listen 127.0.0.1:0 --to 127.0.0.1:%d --mode %s%s",
+				"--listen 127.0.0.1:0 --to 127.0.0.1:%d --buf-count 16384 --mode %s%s",
 				eport, m.name, pipe and " --pipe" or ""))
 			local pport = port_of(pline)
 			T.ok(pport, "proxy listening", pline)

@@ -7,7 +7,7 @@ import unittest
 
 import uringbuf
 
-from test_examples import ECHO, PROXY, Program, roundtrip
+from test_examples import ECHO, POOLS, PROXY, Program, roundtrip
 from ubtest import DEADLINE, MODES, ModeTestCase, StreamClient, pattern
 
 NO_ASYNCIO = (None if hasattr(uringbuf.Loop, "eventfd") else
@@ -27,10 +27,10 @@ class AsyncioProxy(ModeTestCase):
             for pipe in ([], ["--pipe"]):
                 with self.subTest(mode=mode, pipe=bool(pipe)):
                     self.need_mode(mode)
-                    echo = Program(ECHO, "--listen", "127.0.0.1:0")
+                    echo = Program(ECHO, "--listen", "127.0.0.1:0", *POOLS)
                     proxy = Program(PROXY, "--asyncio", "--listen",
                                     "127.0.0.1:0", "--to", echo.text,
-                                    "--mode", mode, *pipe)
+                                    "--mode", mode, *POOLS, *pipe)
                     try:
                         self.check(*roundtrip(proxy.address, 3_000_000, 6))
                         clients = [StreamClient(proxy.address,
