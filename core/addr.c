@@ -2,8 +2,9 @@
  * addr.c - socket addresses to and from text.
  *
  * Owns nothing; pure functions.  Forms: "1.2.3.4:80", "[::1]:80",
- * "unix:/path", "/path" and "unix:@name" (abstract).  No name resolution: a library call that may
- * block for seconds on DNS does not belong on an event loop thread.
+ * "unix:/path", "/path" and "unix:@name" (abstract).  No name resolution:
+ * a library call that may block for seconds on DNS does not belong on an
+ * event loop thread.
  */
 #include "internal.h"
 
