@@ -164,24 +164,20 @@ int ub__sendq_complete(ub_conn *c, int res, unsigned cflags)
 	unsigned left;
 
 	if (res < 0) {
-		if (res == -ECANCELED) {
-			/* Ours when aborting (the caller tidies up).  But the
-			 * kernel also cancels a bundle send by itself: one
-			 * retried more than 128 times (APOLL_MAX_RETRY: short
-			 * sends to a slow reader) goes to io-wq, which cancels
-			 * a multishot-style request if its socket is already
-			 * writable (seen on Linux 6.18).  It sent nothing (a
-			 * partial send reports its bytes), yet its ring
-			 * entries were committed when it selected them: the
-			 * ring's head is past bytes never sent.  Resync. */
+		if (res == -ECANCELED || (res == -ENOBUFS && ring_mode(c))) {
+			/* Either means the kernel's ring head may be ahead of
+			 * us while we still count entries in the ring:
+			 * -ENOBUFS, it found the ring empty (see the top);
+			 * -ECANCELED, ours when aborting (the caller tidies
+			 * up), but the kernel also cancels a bundle send by
+			 * itself: one retried more than 128 times
+			 * (APOLL_MAX_RETRY: short sends to a slow reader)
+			 * goes to io-wq, which cancels a multishot-style
+			 * request if its socket is already writable (seen on
+			 * Linux 6.18).  It sent nothing (a partial send
+			 * reports its bytes), yet its ring entries were
+			 * committed when it selected them.  Resync. */
 			if (ring_mode(c) && q->published != q->completed)
-				q->resync = true;
-			return 0;
-		}
-		if (res == -ENOBUFS && ring_mode(c)) {
-			/* The kernel found the ring empty: if we think it is
-			 * not, its head ran ahead of us (see the top). */
-			if (q->published != q->completed)
 				q->resync = true;
 			return 0;
 		}
