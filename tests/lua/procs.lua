@@ -86,6 +86,29 @@ local function start_peer(port, rounds)
 	end
 end
 
+-- examples/proxy.lua with flag ("--luv", "--cqueues") and pipe ("" or
+-- " --pipe") in front of examples/echo.lua: send(port, payload) runs a
+-- client of the host loop through the proxy and returns what came back and
+-- an error; the echo must be exact and the proxy must exit 0 on SIGTERM.
+local function proxy_roundtrip(flag, pipe, send)
+	local echo, eline = start_example("echo.lua", "--listen 127.0.0.1:0")
+	local eport = port_of(eline)
+	T.ok(eport, "echo.lua: " .. tostring(eline))
+	local proxy, pline = start_example("proxy.lua", flag ..
+		" --listen 127.0.0.1:0 --to 127.0.0.1:" .. eport .. pipe)
+	local pport = port_of(pline)
+	T.ok(pport, "proxy.lua " .. flag .. ": " .. tostring(pline))
+	local payload = T.pattern("px", 512 * 1024)
+	local got, gerr = send(pport, payload)
+	T.eq(gerr, nil, "client error")
+	T.ok(got == payload, "exact echo through proxy.lua " .. flag,
+		tostring(got and #got))
+	local how, code, rest = stop_example(proxy)
+	T.eq(how .. " " .. code, "exit 0", "proxy exit: " .. rest)
+	stop_example(echo)
+end
+
 M.start_example, M.stop_example = start_example, stop_example
 M.port_of, M.start_peer = port_of, start_peer
+M.proxy_roundtrip = proxy_roundtrip
 return M

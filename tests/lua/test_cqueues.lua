@@ -19,8 +19,7 @@ local TIMEOUT = 30 -- seconds
 local modes = T.modes()
 
 local P = require "procs"
-local start_example, stop_example = P.start_example, P.stop_example
-local port_of, start_peer = P.port_of, P.start_peer
+local start_peer = P.start_peer
 
 local function need_cqueues()
 	if not have then
@@ -237,24 +236,13 @@ for _, pipe in ipairs({ "", " --pipe" }) do
 	T.test("examples/proxy.lua --cqueues" .. pipe .. ": exact bytes, " ..
 		"exit 0 on SIGTERM", function()
 		need_cqueues()
-		local echo, eline = start_example("echo.lua", "--listen 127.0.0.1:0")
-		local eport = port_of(eline)
-		T.ok(eport, "echo.lua: " .. tostring(eline))
-		local proxy, pline = start_example("proxy.lua",
-			"--cqueues --listen 127.0.0.1:0 --to 127.0.0.1:" .. eport .. pipe)
-		local pport = port_of(pline)
-		T.ok(pport, "proxy.lua --cqueues: " .. tostring(pline))
-		local payload = T.pattern("px", 512 * 1024)
-		local got, gerr
-		local cq = cqueues.new()
-		cq_client(cq, pport, payload, function(g, e) got, gerr = g, e end)
-		run_bounded(cq, "client through the proxy", function() end)
-		T.eq(gerr, nil, "client error")
-		T.ok(got == payload, "exact echo through proxy.lua --cqueues",
-			tostring(got and #got))
-		local how, code, rest = stop_example(proxy)
-		T.eq(how .. " " .. code, "exit 0", "proxy exit: " .. rest)
-		stop_example(echo)
+		P.proxy_roundtrip("--cqueues", pipe, function(pport, payload)
+			local got, gerr
+			local cq = cqueues.new()
+			cq_client(cq, pport, payload, function(g, e) got, gerr = g, e end)
+			run_bounded(cq, "client through the proxy", function() end)
+			return got, gerr
+		end)
 	end)
 end
 

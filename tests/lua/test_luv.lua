@@ -16,8 +16,7 @@ local TIMEOUT_MS = 30000
 local modes = T.modes()
 
 local P = require "procs"
-local start_example, stop_example = P.start_example, P.stop_example
-local port_of, start_peer = P.port_of, P.start_peer
+local start_peer = P.start_peer
 
 local function need_luv()
 	if not have then
@@ -280,23 +279,12 @@ for _, pipe in ipairs({ "", " --pipe" }) do
 	T.test("examples/proxy.lua --luv" .. pipe .. ": exact bytes, exit 0 " ..
 		"on SIGTERM", function()
 		need_luv()
-		local echo, eline = start_example("echo.lua", "--listen 127.0.0.1:0")
-		local eport = port_of(eline)
-		T.ok(eport, "echo.lua: " .. tostring(eline))
-		local proxy, pline = start_example("proxy.lua",
-			"--luv --listen 127.0.0.1:0 --to 127.0.0.1:" .. eport .. pipe)
-		local pport = port_of(pline)
-		T.ok(pport, "proxy.lua --luv: " .. tostring(pline))
-		local payload = T.pattern("px", 512 * 1024)
-		local got, gerr
-		uv_client(pport, payload, function(g, e) got, gerr = g, e end)
-		run_bounded("client through the proxy", function() end)
-		T.eq(gerr, nil, "client error")
-		T.ok(got == payload, "exact echo through proxy.lua --luv",
-			tostring(got and #got))
-		local how, code, rest = stop_example(proxy)
-		T.eq(how .. " " .. code, "exit 0", "proxy exit: " .. rest)
-		stop_example(echo)
+		P.proxy_roundtrip("--luv", pipe, function(pport, payload)
+			local got, gerr
+			uv_client(pport, payload, function(g, e) got, gerr = g, e end)
+			run_bounded("client through the proxy", function() end)
+			return got, gerr
+		end)
 	end)
 end
 

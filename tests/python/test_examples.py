@@ -70,38 +70,29 @@ def roundtrip(addr, size, seed):
     return c, data
 
 
-class Examples(ModeTestCase):
+class ProxyChecks:
+    """The proxy checks that tests/python/test_examples_asyncio.py runs
+    again with --asyncio (extra: the proxy's extra arguments)."""
+
     def check(self, client, data):
         self.assertIsNone(client.error)
         self.assertIsNone(client.mismatch)
         self.assertEqual(client.received, len(data))
 
-    def test_echo_every_mode(self):
-        for mode in MODES:
-            with self.subTest(mode=mode):
-                self.need_mode(mode)
-                echo = Program(ECHO, "--listen", "127.0.0.1:0", "--mode",
-                               mode)
-                self.assertNotEqual(echo.address[1], 0)
-                try:
-                    for i in range(2):
-                        self.check(*roundtrip(echo.address, 2_000_000, i))
-                finally:
-                    status, err = echo.stop(signal.SIGINT)
-                self.assertEqual(status, 0, err)
-                self.assertEqual(err, "")
-
-    def test_proxy_every_mode_both_ways(self):
+    def proxy_every_mode(self, extra, seed):
+        """A big roundtrip, then 8 clients at once, through the proxy in
+        every mode, per-buffer and --pipe; exit 0 on SIGTERM."""
         for mode in MODES:
             for pipe in ([], ["--pipe"]):
                 with self.subTest(mode=mode, pipe=bool(pipe)):
                     self.need_mode(mode)
                     echo = Program(ECHO, "--listen", "127.0.0.1:0", *POOLS)
-                    proxy = Program(PROXY, "--listen", "127.0.0.1:0",
+                    proxy = Program(PROXY, *extra, "--listen", "127.0.0.1:0",
                                     "--to", echo.text, "--mode", mode,
                                     *POOLS, *pipe)
                     try:
-                        self.check(*roundtrip(proxy.address, 3_000_000, 5))
+                        self.check(*roundtrip(proxy.address, 3_000_000,
+                                              seed))
                         # several clients at once
                         clients = [StreamClient(proxy.address,
                                                 pattern(i, 200_000), seed=i)
@@ -118,12 +109,14 @@ class Examples(ModeTestCase):
                     self.assertEqual(estatus, 0, eerr)
                     self.assertEqual(perr, "")
 
-    def test_proxy_upstream_refused(self):
+    def proxy_upstream_refused(self, extra, sig):
+        """The upstream refuses: the client is closed (or reset), the proxy
+        says so on stderr and exits 0 on sig."""
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        proxy = Program(PROXY, "--listen", "127.0.0.1:0", "--to",
+        proxy = Program(PROXY, *extra, "--listen", "127.0.0.1:0", "--to",
                         "127.0.0.1:%d" % port)
         try:
             c = socket.create_connection(proxy.address)
@@ -134,9 +127,32 @@ class Examples(ModeTestCase):
                 pass  # aborted: also fine
             c.close()
         finally:
-            status, err = proxy.stop()
-        self.assertEqual(status, 0)
+            status, err = proxy.stop(sig)
+        self.assertEqual(status, 0, err)
         self.assertIn("refused", err.lower())
+
+
+class Examples(ProxyChecks, ModeTestCase):
+    def test_echo_every_mode(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                self.need_mode(mode)
+                echo = Program(ECHO, "--listen", "127.0.0.1:0", "--mode",
+                               mode)
+                self.assertNotEqual(echo.address[1], 0)
+                try:
+                    for i in range(2):
+                        self.check(*roundtrip(echo.address, 2_000_000, i))
+                finally:
+                    status, err = echo.stop(signal.SIGINT)
+                self.assertEqual(status, 0, err)
+                self.assertEqual(err, "")
+
+    def test_proxy_every_mode_both_ways(self):
+        self.proxy_every_mode([], 5)
+
+    def test_proxy_upstream_refused(self):
+        self.proxy_upstream_refused([], signal.SIGTERM)
 
     def test_command_line_errors(self):
         for path, args, what in (
