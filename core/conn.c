@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <linux/sockios.h>
@@ -33,6 +34,10 @@
 #define UB_DEF_HIGH (1u << 20)
 #define UB_DEF_ENTRIES 256u
 #define UB_MAX_ENTRIES 32768u
+/* Buffers a connection's receive asks for at first; doubled each time an
+ * arm ends at its limit with full buffers, up to the budget (arm_recv). */
+#define UB_INIT_RWND 2u
+#define UB_MAX_ARM_BYTES (1u << 30)
 
 void ub_conn_opts_init(ub_conn_opts *o)
 {
@@ -43,6 +48,7 @@ void ub_conn_opts_init(ub_conn_opts *o)
 	o->ring_entries = UB_DEF_ENTRIES;
 	o->high_water = UB_DEF_HIGH;
 	o->low_water = UB_DEF_HIGH / 4;
+	o->recv_budget = UB_DEF_RECV_BUDGET;
 }
 
 void ub__conn_dirty(ub_conn *c)
@@ -125,6 +131,8 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		c->spool->users++;
 	c->high = o.high_water ? o.high_water : UB_DEF_HIGH;
 	c->low = o.low_water ? o.low_water : c->high / 4;
+	c->rbudget = o.recv_budget ? o.recv_budget : UB_DEF_RECV_BUDGET;
+	c->rwnd = UB_INIT_RWND;
 	c->sq.entries = o.ring_entries ? o.ring_entries : UB_DEF_ENTRIES;
 	c->sq.bgid = -1;
 	c->use_recv_bundle = (loop->features & UB_FEAT_RECV_BUNDLE) &&
@@ -136,6 +144,7 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 	ub__list_init(&c->dirty_link);
 	ub__list_init(&c->wait_link);
 	ub__list_init(&c->swait_link);
+	ub__list_init(&c->thr_link);
 	ub__list_add_tail(&loop->conns, &c->link);
 	loop->nlive++;
 	{
@@ -265,11 +274,91 @@ static void starve(ub_conn *c, ub_pool *p)
 		ub__list_add_tail(&p->recv_waiters, &c->wait_link);
 }
 
+/* The budget in whole buffers of p: at least one, at most the pool. */
+static unsigned budget_bufs(const ub_conn *c, const ub_pool *p)
+{
+	size_t n = c->rbudget / p->size;
+
+	if (n < 1)
+		n = 1;
+	if (n > p->count)
+		n = p->count;
+	return (unsigned)n;
+}
+
+/*
+ * How many more buffers c may take from p now.  Its budget; and, while
+ * others use the pool, at most half of what is free above the reserve: as
+ * the pool fills, those holding much stop first (with K holders the free
+ * part settles near 2/(K+2) of it instead of running out), and one holding
+ * nothing may always take one, from the reserve if need be, so a new or
+ * quiet connection finds a buffer.  A pool with one user keeps no reserve:
+ * nobody else needs it.  A closing connection discards what it receives
+ * at once: it always may take one.  *need: the free buffers at which the
+ * share would let it take one more (UINT_MAX: only its own buffers coming
+ * back can).
+ */
+static unsigned recv_allowance(const ub_conn *c, const ub_pool *p,
+			       unsigned *need)
+{
+	unsigned cap = budget_bufs(c, p), allow;
+
+	*need = UINT_MAX;
+	if (p->users > 1) {
+		unsigned in = ub__pool_in_ring(p);
+		unsigned half = in > p->reserve ? (in - p->reserve) / 2 : 0;
+
+		if (half < 1)
+			half = 1;
+		if (half < cap) {
+			cap = half;
+			*need = p->reserve + 2 * (c->rheld + 1);
+		}
+	}
+	allow = c->rheld < cap ? cap - c->rheld : 0;
+	if (!allow && c->closing)
+		allow = 1;
+	return allow;
+}
+
+static void set_throttled(ub_conn *c, bool on, unsigned need)
+{
+	ub_pool *p = c->rpool;
+
+	if (on && need < p->wake_level)
+		p->wake_level = need; /* pool.c wakes us there */
+	if (on == c->throttled)
+		return;
+	c->throttled = on;
+	if (on)
+		ub__list_add_tail(&p->throttled, &c->thr_link);
+	else
+		ub__list_del(&c->thr_link);
+}
+
+/* Buffers the armed receive could still fill: the promise it holds. */
+static void set_promise(ub_conn *c, unsigned n)
+{
+	c->rpool->promised = c->rpool->promised - c->promise + n;
+	c->promise = n;
+}
+
+/*
+ * Arm a receive that takes at most n buffers, n = the allowance, the
+ * window (rwnd) and what the pool has left above its reserve once every
+ * armed receive's promise is counted (at least one: a quiet connection
+ * always gets to receive).  Multishot with the kernel's byte limit where it
+ * has one (UB_FEAT_RECV_LIMIT); else one-shot with a length cap, which a
+ * bundle honours exactly, and re-armed after each completion.
+ */
 static int arm_recv(ub_conn *c)
 {
 	struct io_uring_sqe *sqe;
 	int err;
 	ub_pool *p = recv_pool(c, &err);
+	unsigned allow, need, n, avail, f = c->loop->features;
+	uint64_t bytes;
+	bool ms;
 
 	if (!p)
 		return err < 0 ? err : -ENOMEM;
@@ -279,23 +368,75 @@ static int arm_recv(ub_conn *c)
 		starve(c, p);
 		return 0;
 	}
+	allow = recv_allowance(c, p, &need);
+	if (!allow) {
+		set_throttled(c, true, need);
+		return 0;
+	}
 	sqe = ub__sqe(c->loop);
 	if (!sqe)
 		return -EBUSY;
-	if ((c->loop->features & UB_FEAT_RECV_MULTISHOT) &&
-	    !(c->flags & UB_CONN_SINGLESHOT))
+	n = allow < c->rwnd ? allow : c->rwnd;
+	avail = ub__pool_in_ring(p) > p->reserve + p->promised
+			? ub__pool_in_ring(p) - p->reserve - p->promised
+			: 0;
+	if (n > avail)
+		n = avail ? avail : 1;
+	bytes = (uint64_t)n * p->size;
+	if (bytes > UB_MAX_ARM_BYTES)
+		bytes = UB_MAX_ARM_BYTES;
+	ms = (f & UB_FEAT_RECV_MULTISHOT) && (f & UB_FEAT_RECV_LIMIT) &&
+	     !(c->flags & UB_CONN_SINGLESHOT);
+	if (ms) {
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	else
+		sqe->file_index = (uint32_t)bytes; /* sqe->optlen: the limit */
+	} else if (c->use_recv_bundle) {
+		io_uring_prep_recv(sqe, c->fd, NULL, (size_t)bytes, 0);
+	} else {
+		/* One buffer at most. */
 		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+		n = 1;
+		bytes = p->size;
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)p->bgid;
 	if (c->use_recv_bundle)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_RECV));
+	c->arm_left = (uint32_t)bytes;
+	c->arm_bytes = c->arm_bufs = 0;
+	set_promise(c, n);
 	c->arm_tail = p->br_tail;
 	c->recv_armed = true;
 	c->inflight++;
 	return 0;
+}
+
+/* A completion of the armed receive (not a handoff's): res bytes in nbufs
+ * buffers; more: it stays armed. */
+static void arm_progress(ub_conn *c, int res, unsigned nbufs, bool more)
+{
+	unsigned size = c->rpool->size;
+
+	if (res > 0) {
+		c->arm_left -= (unsigned)res < c->arm_left ? (unsigned)res
+							   : c->arm_left;
+		c->arm_bytes += (unsigned)res;
+		c->arm_bufs += nbufs;
+	}
+	if (more) {
+		set_promise(c, (unsigned)((c->arm_left + (uint64_t)size - 1) /
+					  size));
+		return;
+	}
+	/* Ended at its limit with buffers at least half full on average: a
+	 * bulk sender, whose next arm may take a larger window.  A small
+	 * message sender's window stays small, so its promise does. */
+	if (c->arm_left == 0 && (uint64_t)c->arm_bytes * 2 >=
+				(uint64_t)c->arm_bufs * size &&
+	    c->rwnd < budget_bufs(c, c->rpool))
+		c->rwnd *= 2;
+	set_promise(c, 0);
 }
 
 /* A plain receive into the buffer the pool handed us (see pool.c). */
@@ -409,6 +550,8 @@ static bool peer_reset(const ub_conn *c)
 
 static void on_recv(ub_conn *c, int res, unsigned cflags)
 {
+	bool direct = c->direct;
+
 	if (c->direct) {
 		/* One-shot: CQE_F_MORE never set, never a ring buffer. */
 		c->direct = false;
@@ -426,6 +569,7 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 			c->handoff = NULL;
 			b->pool->handoff--;
 			ub__buf_set_state(b, UB_BUF_APP);
+			ub__buf_charge(b, c);
 			b->len = (uint32_t)res;
 			b->sent = 0;
 			c->bytes_recv += (unsigned)res;
@@ -448,17 +592,21 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		/* Take every buffer of the bundle before delivering any:
 		 * delivering may recycle buffers into ring slots. */
 		n = ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
-				       (unsigned)res, bufs,
+				       (unsigned)res, c, bufs,
 				       c->loop->scratch_cap);
 		for (i = 0; i < n; i++)
 			got += bufs[i]->len;
+		arm_progress(c, res, n, cflags & IORING_CQE_F_MORE);
 		for (i = 0; i < n; i++)
 			deliver(c, bufs[i]);
 		if (got != (unsigned)res) {
 			ub__conn_fail(c, -EIO); /* ring out of sync */
 			return;
 		}
-	} else if (res == 0 && peer_reset(c)) {
+	} else if (!direct && c->rpool) {
+		arm_progress(c, res, 0, cflags & IORING_CQE_F_MORE);
+	}
+	if (res == 0 && peer_reset(c)) {
 		ub__conn_fail(c, -ECONNRESET);
 	} else if (res == 0) {
 		c->eof = true;
@@ -476,7 +624,7 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		if (c->rpool->br_tail == c->arm_tail ||
 		    ub__pool_in_ring(c->rpool) == 0)
 			starve(c, c->rpool);
-	} else if (res != -ECANCELED) {
+	} else if (res < 0 && res != -ECANCELED) {
 		ub__conn_fail(c, res);
 	}
 	ub__conn_dirty(c);
@@ -566,6 +714,17 @@ void ub__conn_update(ub_conn *c)
 	want_recv = c->connected && c->recv_started && !c->eof &&
 		    !c->rx_done &&
 		    (c->closing || (!c->user_paused && !c->pipe_paused));
+	/* The budget and the fair share (recv_allowance): at the cap, stop
+	 * (the bytes wait in the socket) until a buffer of ours comes back. */
+	if (want_recv && c->rpool) {
+		unsigned need;
+		bool stop = recv_allowance(c, c->rpool, &need) == 0;
+
+		set_throttled(c, stop, need);
+		want_recv = !stop;
+	} else if (c->throttled) {
+		set_throttled(c, false, 0);
+	}
 	if (c->handoff && !c->recv_armed) {
 		if (want_recv) {
 			if (arm_direct(c) < 0)
@@ -612,6 +771,8 @@ void ub__conn_fail(ub_conn *c, int err)
 		c->starved = false;
 		ub__list_del(&c->wait_link);
 	}
+	if (c->throttled)
+		set_throttled(c, false, 0);
 	ub__list_del(&c->swait_link);
 	c->want_spool = false;
 	ub__conn_dirty(c);
@@ -686,7 +847,12 @@ void ub__conn_free(ub_conn *c)
 	ub__sendq_destroy(c);
 	if (c->handoff)
 		give_back(c);
+	if (c->throttled)
+		set_throttled(c, false, 0);
 	if (c->rpool) {
+		set_promise(c, 0); /* nothing is armed any more */
+		if (c->rheld)
+			ub__pool_disown(c->rpool, c);
 		c->rpool->users--;
 		c->rpool = NULL;
 	}
@@ -906,6 +1072,18 @@ void *ub_conn_udata(const ub_conn *c) { return c ? c->udata : NULL; }
 void ub_conn_set_udata(ub_conn *c, void *udata) { if (c) c->udata = udata; }
 uint64_t ub_conn_bytes_sent(const ub_conn *c) { return c ? c->bytes_sent : 0; }
 uint64_t ub_conn_bytes_received(const ub_conn *c) { return c ? c->bytes_recv : 0; }
+size_t ub_conn_recv_budget(const ub_conn *c) { return c ? c->rbudget : 0; }
+unsigned ub_conn_recv_held(const ub_conn *c) { return c ? c->rheld : 0; }
+int ub_conn_recv_throttled(const ub_conn *c) { return c ? c->throttled : -EINVAL; }
+
+int ub_conn_set_recv_budget(ub_conn *c, size_t bytes)
+{
+	if (!c || bytes == 0)
+		return -EINVAL;
+	c->rbudget = bytes;
+	ub__conn_dirty(c); /* a larger budget may let it receive again */
+	return 0;
+}
 
 int ub_conn_is_closing(const ub_conn *c)
 {

@@ -73,6 +73,10 @@ static inline uint64_t ub__tag(const void *obj, enum ub_op op)
 struct ub_buf {
 	ub_pool *pool;
 	struct ub_buf *next; /* free list or send queue */
+	/* receive pool: the connection that received it and is charged for
+	 * it until it comes back (NULL: in the ring, or its receiver is
+	 * gone) */
+	ub_conn *owner;
 	uint32_t len;        /* bytes of data */
 	uint32_t sent;       /* bytes of it already sent (while QUEUED) */
 	uint32_t gen;
@@ -99,6 +103,10 @@ struct ub_pool {
 	unsigned users;     /* connections and listeners using it */
 	struct ub_list recv_waiters; /* conns starved of buffers */
 	unsigned handoff;            /* KERNEL buffers handed to a waiter */
+	unsigned reserve;            /* free buffers kept for the fair share */
+	unsigned promised;           /* buffers armed receives may still take */
+	struct ub_list throttled;    /* conns stopped by budget or share */
+	unsigned wake_level;         /* wake them at this many free buffers */
 	struct ub_list send_waiters; /* conns refused for want of buffers */
 	struct ub_list link;         /* loop->pools */
 };
@@ -106,9 +114,16 @@ struct ub_pool {
 void ub__buf_set_state(ub_buf *buf, int state);
 /* Return a buffer (any state but FREE/KERNEL) to its pool. */
 void ub__buf_recycle(ub_buf *buf);
-/* Turn a receive CQE into APP buffers; returns how many were filled in out[]. */
+/* Turn a receive CQE into APP buffers charged to owner; returns how many
+ * were filled in out[]. */
 unsigned ub__pool_take_recv(ub_pool *pool, unsigned bid, unsigned bytes,
-			    ub_buf **out, unsigned max);
+			    ub_conn *owner, ub_buf **out, unsigned max);
+/* Charge a buffer the connection received to it. */
+void ub__buf_charge(ub_buf *buf, ub_conn *owner);
+/* A connection is going: its buffers still out are charged to nobody. */
+void ub__pool_disown(ub_pool *pool, ub_conn *owner);
+/* Dirty every throttled connection of the pool (it has room again). */
+void ub__pool_wake_throttled(ub_pool *pool);
 void ub__pool_destroy(ub_pool *pool);
 /* KERNEL buffers that are in the ring (not handed to a waiter). */
 static inline unsigned ub__pool_in_ring(const ub_pool *p)
@@ -159,6 +174,17 @@ struct ub_conn {
 	 * CONNECT completes; allocated only for connects (idle accepted
 	 * connections are the many) */
 	struct sockaddr_storage *caddr;
+	/* receive budget: buffers of rpool charged to us (ub_buf.owner) and
+	 * the budget in bytes.  An armed receive carries a byte limit
+	 * (arm_left, what it may still take); the buffers that limit could
+	 * still fill are promised (promise, summed in rpool->promised), so
+	 * that many receives armed at once cannot promise more than the pool
+	 * has above its reserve.  rwnd: buffers the next arm asks for; it
+	 * grows while arms end at their limit with full buffers (bulk). */
+	unsigned rheld, rwnd, promise;
+	size_t rbudget;
+	uint32_t arm_left, arm_bytes, arm_bufs;
+	bool throttled;         /* on rpool->throttled, no receive armed */
 	/* receive */
 	bool recv_armed, recv_cancelling, recv_started, user_paused,
 		pipe_paused, starved, direct, eof;
@@ -178,6 +204,7 @@ struct ub_conn {
 	struct ub_list dirty_link; /* loop->dirty */
 	struct ub_list wait_link;  /* pool recv_waiters */
 	struct ub_list swait_link; /* pool send_waiters */
+	struct ub_list thr_link;   /* pool throttled */
 };
 
 int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *opts);
@@ -206,7 +233,7 @@ void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags);
 void ub__listener_free(ub_listener *l);
 
 /* ---- loop (loop.c) and probe (probe.c) ---- */
-#define UB_NFEAT 7
+#define UB_NFEAT 8
 
 struct ub_loop {
 	struct io_uring ring;

@@ -6,11 +6,15 @@
  * Invariants: nstate[] always sums to count; a KERNEL buffer is in the ring
  * exactly once; only an APP buffer can be released or queued; a buffer's
  * memory is never handed out while the kernel may write it (KERNEL) or read
- * it (QUEUED).
+ * it (QUEUED); a receive-pool buffer out of the ring (APP, QUEUED, or
+ * handed to a waiter and filled) is charged to the connection that received
+ * it (ub_buf.owner, counted in its rheld) until it comes back, so that a
+ * connection's budget counts it wherever it went.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -55,6 +59,38 @@ static void wake_senders(ub_pool *p)
 	}
 }
 
+void ub__buf_charge(ub_buf *b, ub_conn *owner)
+{
+	b->owner = owner;
+	owner->rheld++;
+}
+
+void ub__pool_wake_throttled(ub_pool *p)
+{
+	p->wake_level = UINT_MAX; /* those still stopped set it again */
+	while (!ub__list_empty(&p->throttled)) {
+		ub_conn *c = ub__container_of(p->throttled.next, ub_conn,
+					      thr_link);
+
+		ub__list_del(&c->thr_link);
+		c->throttled = false;
+		ub__conn_dirty(c);
+	}
+}
+
+void ub__pool_disown(ub_pool *p, ub_conn *owner)
+{
+	unsigned i;
+
+	/* Rare (the application or another connection still holds what
+	 * this one received when it goes) and bounded by the pool. */
+	for (i = 0; i < p->count && owner->rheld; i++)
+		if (p->bufs[i].owner == owner) {
+			p->bufs[i].owner = NULL;
+			owner->rheld--;
+		}
+}
+
 void ub__buf_recycle(ub_buf *b)
 {
 	ub_pool *p = b->pool;
@@ -64,6 +100,15 @@ void ub__buf_recycle(ub_buf *b)
 	b->sent = 0;
 	b->next = NULL;
 	if (p->flags & UB_POOL_RECV) {
+		ub_conn *o = b->owner;
+
+		if (o) {
+			/* Its receiver may take one more: let it look. */
+			b->owner = NULL;
+			o->rheld--;
+			if (o->throttled)
+				ub__conn_dirty(o);
+		}
 		ub__buf_set_state(b, UB_BUF_KERNEL);
 		if (!ub__list_empty(&p->recv_waiters)) {
 			/*
@@ -86,6 +131,10 @@ void ub__buf_recycle(ub_buf *b)
 			ub__conn_dirty(c);
 		} else {
 			ring_add(p, b);
+			/* Enough free again for a connection stopped at its
+			 * share (conn.c, recv_allowance) to take one more. */
+			if (ub__pool_in_ring(p) >= p->wake_level)
+				ub__pool_wake_throttled(p);
 		}
 	} else {
 		ub__buf_set_state(b, UB_BUF_FREE);
@@ -97,7 +146,7 @@ void ub__buf_recycle(ub_buf *b)
 }
 
 unsigned ub__pool_take_recv(ub_pool *p, unsigned bid, unsigned bytes,
-			    ub_buf **out, unsigned max)
+			    ub_conn *owner, ub_buf **out, unsigned max)
 {
 	unsigned mask = p->br_entries - 1;
 	unsigned n = 0;
@@ -114,6 +163,7 @@ unsigned ub__pool_take_recv(ub_pool *p, unsigned bid, unsigned bytes,
 		if (b->state != UB_BUF_KERNEL)
 			break;
 		ub__buf_set_state(b, UB_BUF_APP);
+		ub__buf_charge(b, owner);
 		b->len = len;
 		b->sent = 0;
 		out[n++] = b;
@@ -211,6 +261,12 @@ ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 	p->bgid = -1;
 	ub__list_init(&p->recv_waiters);
 	ub__list_init(&p->send_waiters);
+	ub__list_init(&p->throttled);
+	p->wake_level = UINT_MAX;
+	/* A quarter of a receive pool is kept for connections that hold
+	 * nothing (conn.c, recv_allowance()). */
+	if (flags & UB_POOL_RECV)
+		p->reserve = count / 4;
 	p->memlen = ((size_t)count * size + (size_t)pg - 1) & ~((size_t)pg - 1);
 	p->mem = mmap(NULL, p->memlen, PROT_READ | PROT_WRITE,
 		      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -329,6 +385,8 @@ unsigned ub_pool_flags(const ub_pool *p) { return p ? p->flags : 0; }
 void *ub_pool_base(const ub_pool *p) { return p ? p->mem : NULL; }
 size_t ub_pool_bytes(const ub_pool *p) { return p ? (size_t)p->count * p->size : 0; }
 ub_loop *ub_pool_loop(const ub_pool *p) { return p ? p->loop : NULL; }
+
+unsigned ub_pool_reserve(const ub_pool *p) { return p ? p->reserve : 0; }
 
 unsigned ub_pool_count_state(const ub_pool *p, int state)
 {

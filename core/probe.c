@@ -16,7 +16,7 @@
 
 static const char *const feat_names[UB_NFEAT] = {
 	"single_issuer", "recv_multishot", "accept_multishot", "send_ring",
-	"send_bundle",   "recv_bundle",    "pbuf_inc",
+	"send_bundle",   "recv_bundle",    "pbuf_inc",    "recv_limit",
 };
 
 const char *ub_feature_name(unsigned feature)
@@ -129,8 +129,13 @@ out:
 	return ret;
 }
 
-/* Multishot recv into a provided-buffer ring: one byte, CQE_F_MORE set. */
-static int probe_recv_multishot(ub_loop *loop)
+/*
+ * Multishot recv into a provided-buffer ring: one byte, CQE_F_MORE set.
+ * With limit, a byte limit of 1 (sqe->optlen, Linux 6.17): the one byte
+ * must end the multishot (no CQE_F_MORE).  Older kernels refuse the field
+ * with -EINVAL; one that ignored it would go on, which also counts as no.
+ */
+static int probe_recv_multishot(ub_loop *loop, bool limit)
 {
 	static char slot[16];
 	struct io_uring_buf_ring *br;
@@ -150,6 +155,8 @@ static int probe_recv_multishot(ub_loop *loop)
 	io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)bgid;
+	if (limit)
+		sqe->file_index = 1; /* optlen in newer headers */
 	sqe->user_data = PROBE_RECV;
 	fl = IORING_CQE_F_MORE; /* armed until a CQE says otherwise */
 	if (write(sv[1], "x", 1) != 1) {
@@ -157,7 +164,8 @@ static int probe_recv_multishot(ub_loop *loop)
 	} else {
 		ret = probe_wait(loop, PROBE_RECV, &fl);
 		if (ret == 1)
-			ret = (fl & IORING_CQE_F_MORE) ? 0 : -EOPNOTSUPP;
+			ret = !(fl & IORING_CQE_F_MORE) == limit ? 0
+								 : -EOPNOTSUPP;
 		else if (ret >= 0)
 			ret = -EIO;
 	}
@@ -248,7 +256,7 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 		return -ENOSYS; /* older than 5.11: not supported at all */
 	}
 
-	ret = probe_recv_multishot(loop);
+	ret = probe_recv_multishot(loop, false);
 	if (ret == -EINVAL || ret == -EOPNOTSUPP || ret == -ENOENT) {
 		no(loop, UB_FEAT_RECV_MULTISHOT,
 		   "multishot recv with provided buffers refused (needs Linux 6.0)");
@@ -259,6 +267,10 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 		/* Provided-buffer rings themselves are missing (< 5.19). */
 		io_uring_queue_exit(&loop->ring);
 		return -ENOSYS;
+	} else if (probe_recv_multishot(loop, true) < 0) {
+		no(loop, UB_FEAT_RECV_LIMIT,
+		   "multishot recv byte limit (sqe->optlen) refused "
+		   "(needs Linux 6.17): receives near a budget are one-shot");
 	}
 
 	if (!(loop->ring.features & IORING_FEAT_RECVSEND_BUNDLE)) {
@@ -304,9 +316,12 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 				   "disabled by ub_loop_opts.disable");
 	}
 	/* Dependencies last, so that what was disabled counts too. */
-	if (!(loop->features & UB_FEAT_RECV_MULTISHOT))
+	if (!(loop->features & UB_FEAT_RECV_MULTISHOT)) {
 		no(loop, UB_FEAT_RECV_BUNDLE,
 		   "recv bundles are only used with multishot recv");
+		no(loop, UB_FEAT_RECV_LIMIT,
+		   "the byte limit is one of multishot recv");
+	}
 	if (!(loop->features & UB_FEAT_SEND_RING))
 		no(loop, UB_FEAT_SEND_BUNDLE, "send ring unavailable");
 	loop->best_mode = (loop->features & UB_FEAT_SEND_BUNDLE)

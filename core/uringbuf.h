@@ -103,7 +103,8 @@ enum ub_feature {
 	UB_FEAT_SEND_BUNDLE = 1u << 4,   /* IORING_RECVSEND_BUNDLE on send     */
 	UB_FEAT_RECV_BUNDLE = 1u << 5,   /* IORING_RECVSEND_BUNDLE on recv     */
 	UB_FEAT_PBUF_INC = 1u << 6,      /* IOU_PBUF_RING_INC buffer rings     */
-	UB_FEAT_ALL = (1u << 7) - 1,
+	UB_FEAT_RECV_LIMIT = 1u << 7,    /* byte limit on a multishot recv     */
+	UB_FEAT_ALL = (1u << 8) - 1,
 };
 
 typedef struct ub_loop_opts {
@@ -255,6 +256,9 @@ UB_EXTERN ub_buf *ub_pool_acquire(ub_pool *pool, int *err);
 UB_EXTERN unsigned ub_pool_count(const ub_pool *pool);
 UB_EXTERN unsigned ub_pool_buf_size(const ub_pool *pool);
 UB_EXTERN unsigned ub_pool_flags(const ub_pool *pool);
+/* Receive pool: free buffers below which only connections under their fair
+ * share receive (count / 4); 0 for a send pool or NULL. */
+UB_EXTERN unsigned ub_pool_reserve(const ub_pool *pool);
 /* Buffers currently in a state (enum ub_buf_state); 0 for a bad state. */
 UB_EXTERN unsigned ub_pool_count_state(const ub_pool *pool, int state);
 /* The mapping: base address and length in bytes. */
@@ -301,7 +305,20 @@ typedef struct ub_conn_opts {
 	size_t low_water;    /* WRITABLE once at or below; default high/4      */
 	unsigned flags;      /* enum ub_conn_flags                             */
 	void *udata;
+	/* Isolation (see "Receive budgets" below and uringbuf(7)). */
+	size_t recv_budget;  /* bytes of its receive pool the connection may
+				hold; 0 = 256 KiB (UB_DEF_RECV_BUDGET)      */
+	unsigned idle_timeout_ms;    /* nothing received for this long: ERROR
+					-ETIMEDOUT, then CLOSED; 0 = none      */
+	unsigned connect_timeout_ms; /* ub_conn_connect() not done in time:
+					CONNECT -ETIMEDOUT, CLOSED; 0 = none   */
+	unsigned close_timeout_ms;   /* a graceful close not finished in time
+					becomes an abort (ERROR -ETIMEDOUT,
+					CLOSED); 0 = 30000, UINT_MAX = never   */
 } ub_conn_opts;
+
+#define UB_DEF_RECV_BUDGET (256u << 10)
+#define UB_DEF_CLOSE_TIMEOUT_MS 30000u
 
 /* Fill opts with the defaults. */
 UB_EXTERN void ub_conn_opts_init(ub_conn_opts *opts);
@@ -407,6 +424,35 @@ UB_EXTERN int ub_conn_is_closing(const ub_conn *conn);
 UB_EXTERN uint64_t ub_conn_bytes_sent(const ub_conn *conn);
 UB_EXTERN uint64_t ub_conn_bytes_received(const ub_conn *conn);
 
+/*
+ * Receive budgets.  Every connection counts the buffers of its receive pool
+ * that it received and that have not gone back to the pool: held by the
+ * application, queued on any connection's send queue (echo, forwarding,
+ * ub_conn_pipe()) or being sent.  At its budget its receive stops and the
+ * bytes wait in its socket, so TCP pushes back on that peer alone; it
+ * resumes when a buffer comes back.  When the pool's free buffers fall to
+ * its reserve (ub_pool_reserve()), connections holding their fair share
+ * ((count - reserve) / connections using the pool, at least 1) or more stop
+ * too, so a new or quiet connection always finds buffers.
+ * Overshoot: where the kernel has UB_FEAT_RECV_LIMIT (Linux 6.17) a
+ * multishot receive carries a byte limit of the buffers it may still take,
+ * so buffers the kernel fills completely never pass the budget; a receive
+ * whose data arrives in pieces can end a buffer early, and each such
+ * completion lets the next start a new one: at most one buffer more per
+ * completion the kernel posts before the loop sees the budget reached
+ * (it then cancels the receive).  Near the reserve, and where the kernel
+ * lacks the limit, receives are one-shot with a length cap: never over.
+ */
+/* Budget in bytes (0 if conn is NULL). */
+UB_EXTERN size_t ub_conn_recv_budget(const ub_conn *conn);
+/* Set it (bytes > 0; counted in whole buffers, at least one): -EINVAL. */
+UB_EXTERN int ub_conn_set_recv_budget(ub_conn *conn, size_t bytes);
+/* Buffers of its receive pool the connection holds now (0 if NULL). */
+UB_EXTERN unsigned ub_conn_recv_held(const ub_conn *conn);
+/* 1 while its receive is stopped by its budget or its fair share, else 0;
+ * -EINVAL if conn is NULL. */
+UB_EXTERN int ub_conn_recv_throttled(const ub_conn *conn);
+
 /* ---- listeners --------------------------------------------------------- */
 
 /*
@@ -433,6 +479,13 @@ UB_EXTERN ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
  * bound is unlinked); CLOSED follows.  -EPIPE if already closing, -EINVAL
  * if l is NULL. */
 UB_EXTERN int ub_listener_close(ub_listener *l);
+/* Accept at most max connections of this listener at once (0: no limit,
+ * the default): at the limit accepting pauses and new connections wait in
+ * the kernel's backlog; it resumes when one of them is CLOSED.  -EINVAL if
+ * l is NULL, -EPIPE if it is closing. */
+UB_EXTERN int ub_listener_set_max_conns(ub_listener *l, unsigned max);
+/* Connections of this listener not yet CLOSED (0 if NULL). */
+UB_EXTERN unsigned ub_listener_conns(const ub_listener *l);
 /* Accessors; udata is carried by the listener's ERROR and CLOSED events. */
 UB_EXTERN int ub_listener_fd(const ub_listener *l); /* -EINVAL if NULL */
 UB_EXTERN void *ub_listener_udata(const ub_listener *l);

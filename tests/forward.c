@@ -148,6 +148,9 @@ static void run(int mode, void *arg)
 	ub_conn_opts_init(&o);
 	o.mode = mode;
 	o.recv_pool = t->apool;
+	/* A may hold the whole transfer queued on B (the default budget,
+	 * 256 KiB, would stop it halfway: tests/isolation.c covers that). */
+	o.recv_budget = 2 * TOTAL;
 	t->a = ub_conn_adopt(t->loop, pa[0], &o, &err);
 	CHECK_PTR(t->a, err);
 	o.recv_pool = t->brpool;

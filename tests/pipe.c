@@ -154,6 +154,9 @@ static void run(int mode, void *arg)
 	ub_conn_opts_init(&o);
 	o.mode = mode;
 	o.recv_pool = t->apool;
+	/* A's budget (256 KiB by default) would pause it before B's high
+	 * water: this test is about the pipe's own backpressure. */
+	o.recv_budget = 4 * HIGH;
 	t->a = ub_conn_adopt(loop, pa[0], &o, &err);
 	CHECK_PTR(t->a, err);
 	o.recv_pool = brpool;
