@@ -49,6 +49,7 @@ void ub_conn_opts_init(ub_conn_opts *o)
 	o->high_water = UB_DEF_HIGH;
 	o->low_water = UB_DEF_HIGH / 4;
 	o->recv_budget = UB_DEF_RECV_BUDGET;
+	o->close_timeout_ms = UB_DEF_CLOSE_TIMEOUT_MS;
 }
 
 void ub__conn_dirty(ub_conn *c)
@@ -133,6 +134,12 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 	c->low = o.low_water ? o.low_water : c->high / 4;
 	c->rbudget = o.recv_budget ? o.recv_budget : UB_DEF_RECV_BUDGET;
 	c->rwnd = UB_INIT_RWND;
+	c->idle_ms = o.idle_timeout_ms;
+	c->connect_ms = o.connect_timeout_ms;
+	c->close_ms = o.close_timeout_ms == UINT_MAX ? 0
+		      : o.close_timeout_ms ? o.close_timeout_ms
+					   : UB_DEF_CLOSE_TIMEOUT_MS;
+	c->last_active = c->t_start = ub__now_ms();
 	c->sq.entries = o.ring_entries ? o.ring_entries : UB_DEF_ENTRIES;
 	c->sq.bgid = -1;
 	c->use_recv_bundle = (loop->features & UB_FEAT_RECV_BUNDLE) &&
@@ -154,8 +161,10 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
-	if (connected)
+	if (connected) {
 		ub__conn_dirty(c);
+		ub__timer_update(c);
+	}
 	if (err)
 		*err = 0;
 	return c;
@@ -245,6 +254,7 @@ ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_CONNECT));
 	c->connecting = true;
 	c->inflight++;
+	ub__timer_update(c);
 	if (err)
 		*err = 0;
 	return c;
@@ -573,6 +583,7 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 			b->len = (uint32_t)res;
 			b->sent = 0;
 			c->bytes_recv += (unsigned)res;
+			c->last_active = c->loop->now;
 			deliver(c, b);
 			ub__conn_dirty(c);
 			return;
@@ -589,6 +600,7 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 			return;
 		}
 		c->bytes_recv += (unsigned)res;
+		c->last_active = c->loop->now;
 		/* Take every buffer of the bundle before delivering any:
 		 * delivering may recycle buffers into ring slots. */
 		n = ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
@@ -653,6 +665,10 @@ static void finalize(ub_conn *c)
 	unpipe(c);
 	if (c->pipe_from)
 		unpipe(c->pipe_from);
+	if (c->lsn) {
+		ub__listener_conn_gone(c->lsn);
+		c->lsn = NULL;
+	}
 	ub__conn_free(c);
 	c->closed = true;
 	ub__emit(c->loop, UB_EV_CLOSED, c->close_res, c, NULL, NULL);
@@ -791,6 +807,8 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
 			c->send_armed = false;
 			c->inflight--;
 		}
+		if (res > 0)
+			c->last_active = c->loop->now;
 		ret = ub__sendq_complete(c, res, cflags);
 		if (ret < 0)
 			ub__conn_fail(c, ret);
@@ -808,6 +826,8 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
 			/* aborted while connecting: CLOSED will tell */
 		} else if (res == 0) {
 			c->connected = true;
+			c->last_active = c->loop->now;
+			ub__timer_update(c); /* idle from now on */
 			ub__emit(c->loop, UB_EV_CONNECT, 0, c, NULL, NULL);
 		} else {
 			ub__emit(c->loop, UB_EV_CONNECT, res, c, NULL, NULL);
@@ -842,6 +862,7 @@ void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags)
  * armed in the kernel. */
 void ub__conn_free(ub_conn *c)
 {
+	ub__timer_remove(c);
 	free(c->caddr);
 	c->caddr = NULL;
 	ub__sendq_destroy(c);
@@ -879,6 +900,45 @@ void ub__conn_free(ub_conn *c)
 		close(c->fd);
 		c->fd = -1;
 	}
+}
+
+/* ---- deadlines (the loop keeps the heap and the timeout, loop.c) ---- */
+
+int64_t ub__conn_deadline(const ub_conn *c)
+{
+	int64_t d = INT64_MAX;
+
+	if (c->closed || c->aborting)
+		return d; /* ends by itself, soon */
+	if (c->connecting && c->connect_ms)
+		d = c->t_start + c->connect_ms;
+	if (c->closing) {
+		if (c->close_ms && c->t_close + c->close_ms < d)
+			d = c->t_close + c->close_ms;
+	} else if (c->connected && c->idle_ms &&
+		   c->last_active + c->idle_ms < d) {
+		d = c->last_active + c->idle_ms;
+	}
+	return d;
+}
+
+void ub__conn_expire(ub_conn *c)
+{
+	if (c->connecting && c->connect_ms &&
+	    c->loop->now >= c->t_start + c->connect_ms) {
+		/* As a failed connect: CONNECT says why, no ERROR. */
+		ub__emit(c->loop, UB_EV_CONNECT, -ETIMEDOUT, c, NULL, NULL);
+		c->connect_failed = true;
+		c->closing = true;
+		c->linger_rst = true;
+	} else if (c->closing) {
+		/* The close could not drain in time: abort it. */
+		ub__emit(c->loop, UB_EV_ERROR, -ETIMEDOUT, c, NULL, NULL);
+		c->linger_rst = true;
+	}
+	/* Idle: nothing received or sent for idle_ms.  ERROR -ETIMEDOUT
+	 * (from ub__conn_fail, the connection not being closing). */
+	ub__conn_fail(c, -ETIMEDOUT);
 }
 
 /* ---- public API ---- */
@@ -1047,6 +1107,8 @@ int ub_conn_close(ub_conn *c)
 	c->want_spool = false;
 	unpipe(c);
 	ub__conn_dirty(c);
+	c->t_close = ub__now_ms();
+	ub__timer_update(c); /* the close deadline replaces the idle one */
 	return 0;
 }
 
@@ -1075,6 +1137,20 @@ uint64_t ub_conn_bytes_received(const ub_conn *c) { return c ? c->bytes_recv : 0
 size_t ub_conn_recv_budget(const ub_conn *c) { return c ? c->rbudget : 0; }
 unsigned ub_conn_recv_held(const ub_conn *c) { return c ? c->rheld : 0; }
 int ub_conn_recv_throttled(const ub_conn *c) { return c ? c->throttled : -EINVAL; }
+
+unsigned ub_conn_idle_timeout(const ub_conn *c) { return c ? c->idle_ms : 0; }
+
+int ub_conn_set_idle_timeout(ub_conn *c, unsigned ms)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->closed || c->aborting)
+		return -EPIPE;
+	c->idle_ms = ms;
+	c->last_active = ub__now_ms(); /* counts from now */
+	ub__timer_update(c);
+	return 0;
+}
 
 int ub_conn_set_recv_budget(ub_conn *c, size_t bytes)
 {

@@ -59,7 +59,8 @@ enum ub_op {
 	UB_OP_CONNECT,
 	UB_OP_CANCEL,   /* conn: cancel its operations */
 	UB_OP_ACCEPT,
-	UB_OP_LTIMER,   /* listener: back-off before re-arming accept */
+	UB_OP_TIMER,    /* a timeout: the loop's deadlines (object: the loop)
+			   or a listener's back-off before re-arming accept */
 	UB_OP_LCANCEL,  /* listener: cancel accept/timer */
 };
 #define UB_OP_MASK 7u
@@ -205,6 +206,13 @@ struct ub_conn {
 	struct ub_list wait_link;  /* pool recv_waiters */
 	struct ub_list swait_link; /* pool send_waiters */
 	struct ub_list thr_link;   /* pool throttled */
+	/* deadlines (0 ms: none); the loop's timer heap holds us at tkey
+	 * (<= our real deadline: activity only moves that later, and the
+	 * heap looks again when tkey comes) */
+	unsigned idle_ms, connect_ms, close_ms;
+	int64_t last_active, t_start, t_close, tkey;
+	unsigned tidx;             /* index in loop->theap + 1; 0: not in it */
+	ub_listener *lsn;          /* accepted by it (counted there) */
 };
 
 int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *opts);
@@ -215,6 +223,10 @@ void ub__conn_fail(ub_conn *c, int err);
 ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		      bool connected, int *err);
 void ub__conn_free(ub_conn *c);
+/* When the earliest of c's deadlines is due (ms, CLOCK_MONOTONIC), or
+ * INT64_MAX; and what to do when it is. */
+int64_t ub__conn_deadline(const ub_conn *c);
+void ub__conn_expire(ub_conn *c);
 
 /* ---- listeners (listener.c) ---- */
 struct ub_listener {
@@ -223,14 +235,22 @@ struct ub_listener {
 	void *udata;
 	ub_conn_opts opts;
 	unsigned inflight;
+	unsigned max_conns, nconns; /* ub_listener_set_max_conns() */
 	bool accept_armed, timer_armed, closing, cancel_sent, closed;
 	struct __kernel_timespec backoff;
 	char *unix_path; /* bound by ub_listen(): unlinked on close */
 	struct ub_list link;
+	/* on loop->lstart until its first accept is armed, at the next wait,
+	 * so that options set right after creation (max_conns) apply to it */
+	struct ub_list start_link;
 };
 
 void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags);
 void ub__listener_free(ub_listener *l);
+/* One of l's connections is gone (CLOSED). */
+void ub__listener_conn_gone(ub_listener *l);
+/* Arm the first accept of listeners created since the last round. */
+void ub__listeners_start(ub_loop *loop);
 
 /* ---- loop (loop.c) and probe (probe.c) ---- */
 #define UB_NFEAT 8
@@ -247,6 +267,7 @@ struct ub_loop {
 	unsigned evq_head, evq_len, evq_cap;
 	unsigned nlive; /* conns + listeners whose CLOSED is still to come */
 	struct ub_list conns, listeners, pools, dirty;
+	struct ub_list lstart; /* listeners whose accept is still to arm */
 	struct ub_list later; /* dirty, but only from the next round on */
 	/* objects whose CLOSED event went out: freed on the next wait */
 	struct ub_list zombies;
@@ -262,9 +283,22 @@ struct ub_loop {
 	bool freeing;
 	int evfd; /* ub_loop_eventfd(), or -1 */
 	unsigned long reaped; /* completions processed, ever */
+	/* deadlines: a min-heap of connections by tkey, and one timeout
+	 * armed in the kernel for the earliest (timer_at) */
+	ub_conn **theap;
+	unsigned theap_len, theap_cap;
+	bool timer_armed;
+	int64_t timer_at;
+	struct __kernel_timespec tts;
+	int64_t now; /* ms, read once per batch of completions */
 };
 
 int ub__probe(ub_loop *loop, unsigned entries, unsigned disable);
+int64_t ub__now_ms(void);
+/* c's deadline may have moved earlier (or gone): put it right in the
+ * heap.  A later deadline needs nothing (the heap looks again at tkey). */
+void ub__timer_update(ub_conn *c);
+void ub__timer_remove(ub_conn *c);
 /* An address ub_listen()/ub_conn_connect() take: INET, INET6 or UNIX, with
  * a length that fits (addr.c). */
 bool ub__addr_ok(const struct sockaddr *sa, socklen_t len);

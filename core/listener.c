@@ -21,7 +21,9 @@ static int arm_accept(ub_listener *l)
 
 	if (!sqe)
 		return -EBUSY;
-	if (l->loop->features & UB_FEAT_ACCEPT_MULTISHOT)
+	/* With a connection limit, one accept at a time: a multishot accept
+	 * would take connections past it before a cancel could land. */
+	if ((l->loop->features & UB_FEAT_ACCEPT_MULTISHOT) && !l->max_conns)
 		io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL,
 					       SOCK_CLOEXEC);
 	else
@@ -41,7 +43,7 @@ static int arm_backoff(ub_listener *l)
 	l->backoff.tv_sec = 0;
 	l->backoff.tv_nsec = 100 * 1000 * 1000;
 	io_uring_prep_timeout(sqe, &l->backoff, 0, 0);
-	io_uring_sqe_set_data64(sqe, ub__tag(l, UB_OP_LTIMER));
+	io_uring_sqe_set_data64(sqe, ub__tag(l, UB_OP_TIMER));
 	l->timer_armed = true;
 	l->inflight++;
 	return 0;
@@ -49,8 +51,20 @@ static int arm_backoff(ub_listener *l)
 
 static void finish(ub_listener *l)
 {
+	struct ub_list *n;
+
 	if (l->closed || l->inflight)
 		return;
+	/* Its connections live on without it. */
+	for (n = l->loop->conns.next; l->nconns && n != &l->loop->conns;
+	     n = n->next) {
+		ub_conn *c = ub__container_of(n, ub_conn, link);
+
+		if (c->lsn == l) {
+			c->lsn = NULL;
+			l->nconns--;
+		}
+	}
 	ub__listener_free(l);
 	l->closed = true;
 	ub__emit(l->loop, UB_EV_CLOSED, 0, NULL, l, NULL);
@@ -73,12 +87,19 @@ static void cancel(ub_listener *l)
 		/* the timer is not tied to the fd: cancel it by tag */
 		sqe = ub__sqe(l->loop);
 		if (sqe) {
-			io_uring_prep_cancel64(sqe, ub__tag(l, UB_OP_LTIMER), 0);
+			io_uring_prep_cancel64(sqe, ub__tag(l, UB_OP_TIMER), 0);
 			io_uring_sqe_set_data64(sqe,
 						ub__tag(l, UB_OP_LCANCEL));
 			l->inflight++;
 		}
 	}
+}
+
+/* Accepting may go on: not closing, nothing armed, under the limit. */
+static bool may_accept(const ub_listener *l)
+{
+	return !l->closing && !l->accept_armed && !l->timer_armed &&
+	       (!l->max_conns || l->nconns < l->max_conns);
 }
 
 static bool resource_error(int res)
@@ -112,12 +133,14 @@ void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags)
 				close(res);
 				ub__emit(l->loop, UB_EV_ERROR, err, NULL, l, NULL);
 			} else {
+				c->lsn = l;
+				l->nconns++;
 				ub__emit(l->loop, UB_EV_ACCEPT, res, c, l, NULL);
 			}
 		} else if (res != -ECANCELED && !l->closing) {
 			ub__emit(l->loop, UB_EV_ERROR, res, NULL, l, NULL);
 		}
-		if (!l->accept_armed && !l->closing) {
+		if (may_accept(l)) {
 			if (res < 0 && resource_error(res))
 				arm_backoff(l);
 			else if (res == -ECANCELED || res >= 0 ||
@@ -128,10 +151,10 @@ void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags)
 			 * accepting: the ERROR event said why */
 		}
 		break;
-	case UB_OP_LTIMER:
+	case UB_OP_TIMER:
 		l->timer_armed = false;
 		l->inflight--;
-		if (!l->closing && !l->accept_armed)
+		if (may_accept(l))
 			arm_accept(l);
 		break;
 	case UB_OP_LCANCEL:
@@ -164,11 +187,9 @@ static ub_listener *listener_new(ub_loop *loop, int fd,
 		l->opts = *opts;
 	else
 		ub_conn_opts_init(&l->opts);
-	ret = arm_accept(l);
-	if (ret < 0) {
-		free(l);
-		goto fail;
-	}
+	/* The first accept goes out with the next wait (ub__listeners_start),
+	 * with whatever limit the application sets before it. */
+	ub__list_add_tail(&loop->lstart, &l->start_link);
 	/* The pools must outlive every connection this listener makes. */
 	if (l->opts.recv_pool)
 		l->opts.recv_pool->users++;
@@ -282,6 +303,7 @@ int ub_listener_close(ub_listener *l)
 /* Release the socket.  Idempotent; only when nothing is armed. */
 void ub__listener_free(ub_listener *l)
 {
+	ub__list_del(&l->start_link);
 	if (l->opts.recv_pool) {
 		l->opts.recv_pool->users--;
 		l->opts.recv_pool = NULL;
@@ -300,6 +322,53 @@ void ub__listener_free(ub_listener *l)
 		l->unix_path = NULL;
 	}
 }
+
+void ub__listeners_start(ub_loop *loop)
+{
+	struct ub_list *n, *next;
+
+	for (n = loop->lstart.next; n != &loop->lstart; n = next) {
+		ub_listener *l = ub__container_of(n, ub_listener, start_link);
+
+		next = n->next;
+		if (may_accept(l) && arm_accept(l) < 0)
+			continue; /* no SQE: the next round */
+		ub__list_del(&l->start_link);
+	}
+}
+
+void ub__listener_conn_gone(ub_listener *l)
+{
+	l->nconns--;
+	if (may_accept(l))
+		arm_accept(l); /* under the limit again (or retried later) */
+}
+
+int ub_listener_set_max_conns(ub_listener *l, unsigned max)
+{
+	if (!l)
+		return -EINVAL;
+	if (l->closing || l->closed)
+		return -EPIPE;
+	l->max_conns = max;
+	if (max && l->accept_armed &&
+	    (l->loop->features & UB_FEAT_ACCEPT_MULTISHOT)) {
+		/* Swap the multishot accept for one at a time: its
+		 * -ECANCELED re-arms (ub__listener_cqe) if under the limit. */
+		struct io_uring_sqe *sqe = ub__sqe(l->loop);
+
+		if (!sqe)
+			return -EBUSY;
+		io_uring_prep_cancel64(sqe, ub__tag(l, UB_OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, ub__tag(l, UB_OP_LCANCEL));
+		l->inflight++;
+	} else if (may_accept(l) && ub__list_empty(&l->start_link)) {
+		arm_accept(l);
+	}
+	return 0;
+}
+
+unsigned ub_listener_conns(const ub_listener *l) { return l ? l->nconns : 0; }
 
 int ub_listener_fd(const ub_listener *l) { return l ? l->fd : -EINVAL; }
 void *ub_listener_udata(const ub_listener *l) { return l ? l->udata : NULL; }

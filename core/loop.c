@@ -19,6 +19,8 @@
 
 #define UB_CQE_BATCH 256
 
+static void timers_arm(ub_loop *loop);
+
 struct io_uring_sqe *ub__sqe(ub_loop *loop)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
@@ -139,6 +141,7 @@ ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
 	}
 	ub__list_init(&loop->conns);
 	ub__list_init(&loop->listeners);
+	ub__list_init(&loop->lstart);
 	ub__list_init(&loop->pools);
 	ub__list_init(&loop->dirty);
 	ub__list_init(&loop->later);
@@ -199,9 +202,163 @@ static void run_dirty(ub_loop *loop)
 		c->dirty = false;
 		ub__conn_update(c);
 	}
+	ub__listeners_start(loop);
+	timers_arm(loop);
 }
 
-static void handle_cqe(const struct io_uring_cqe *cqe)
+/* ---- deadlines: a min-heap of connections by tkey ---- */
+
+static void heap_set(ub_loop *loop, unsigned i, ub_conn *c)
+{
+	loop->theap[i] = c;
+	c->tidx = i + 1;
+}
+
+static void heap_up(ub_loop *loop, unsigned i)
+{
+	ub_conn *c = loop->theap[i];
+
+	while (i > 0) {
+		unsigned parent = (i - 1) / 2;
+
+		if (loop->theap[parent]->tkey <= c->tkey)
+			break;
+		heap_set(loop, i, loop->theap[parent]);
+		i = parent;
+	}
+	heap_set(loop, i, c);
+}
+
+static void heap_down(ub_loop *loop, unsigned i)
+{
+	ub_conn *c = loop->theap[i];
+
+	for (;;) {
+		unsigned l = 2 * i + 1, m = i;
+		int64_t key = c->tkey;
+
+		if (l < loop->theap_len && loop->theap[l]->tkey < key) {
+			m = l;
+			key = loop->theap[l]->tkey;
+		}
+		if (l + 1 < loop->theap_len && loop->theap[l + 1]->tkey < key)
+			m = l + 1;
+		if (m == i)
+			break;
+		heap_set(loop, i, loop->theap[m]);
+		i = m;
+	}
+	heap_set(loop, i, c);
+}
+
+void ub__timer_remove(ub_conn *c)
+{
+	ub_loop *loop = c->loop;
+	unsigned i = c->tidx;
+	ub_conn *last;
+
+	if (!i)
+		return;
+	c->tidx = 0;
+	i--;
+	last = loop->theap[--loop->theap_len];
+	if (i == loop->theap_len)
+		return;
+	heap_set(loop, i, last);
+	heap_up(loop, i);
+	heap_down(loop, last->tidx - 1);
+}
+
+void ub__timer_update(ub_conn *c)
+{
+	ub_loop *loop = c->loop;
+	int64_t d = ub__conn_deadline(c);
+
+	if (d == INT64_MAX) {
+		ub__timer_remove(c);
+		return;
+	}
+	if (!c->tidx) {
+		if (loop->theap_len == loop->theap_cap) {
+			unsigned ncap = loop->theap_cap ? loop->theap_cap * 2
+							: 64;
+			ub_conn **n = realloc(loop->theap, ncap * sizeof(*n));
+
+			/* Out of memory: the deadline is not kept (a later
+			 * update may succeed); nothing else breaks. */
+			if (!n)
+				return;
+			loop->theap = n;
+			loop->theap_cap = ncap;
+		}
+		c->tkey = d;
+		heap_set(loop, loop->theap_len++, c);
+		heap_up(loop, c->tidx - 1);
+		return;
+	}
+	c->tkey = d;
+	heap_up(loop, c->tidx - 1);
+	heap_down(loop, c->tidx - 1);
+}
+
+/* The timeout fired: expire what is due, move the rest to its real
+ * deadline.  Bounded: each connection expires or moves later. */
+static void timers_run(ub_loop *loop)
+{
+	unsigned rounds = loop->theap_len * 2 + 1;
+	int64_t now = ub__now_ms();
+
+	loop->now = now;
+	while (loop->theap_len && loop->theap[0]->tkey <= now && rounds--) {
+		ub_conn *c = loop->theap[0];
+		int64_t d = ub__conn_deadline(c);
+
+		if (d > now && d != INT64_MAX) {
+			c->tkey = d;
+			heap_down(loop, 0);
+		} else {
+			ub__timer_remove(c);
+			if (d != INT64_MAX)
+				ub__conn_expire(c);
+		}
+	}
+}
+
+/* One timeout in the kernel for the earliest deadline: armed, or moved
+ * earlier (IORING_TIMEOUT_UPDATE, Linux 5.11) when one came before it.
+ * An update that finds the timeout already fired does nothing: its CQE
+ * comes and the next round arms again. */
+static void timers_arm(ub_loop *loop)
+{
+	struct io_uring_sqe *sqe;
+	int64_t top, ms;
+
+	if (!loop->theap_len || loop->freeing)
+		return;
+	top = loop->theap[0]->tkey;
+	if (loop->timer_armed && loop->timer_at <= top)
+		return;
+	sqe = io_uring_get_sqe(&loop->ring);
+	if (!sqe)
+		return; /* the next round tries again */
+	ms = top - ub__now_ms();
+	if (ms < 1)
+		ms = 1;
+	loop->tts.tv_sec = ms / 1000;
+	loop->tts.tv_nsec = (ms % 1000) * 1000000;
+	if (loop->timer_armed) {
+		io_uring_prep_timeout_update(sqe, &loop->tts,
+					     ub__tag(loop, UB_OP_TIMER), 0);
+		io_uring_sqe_set_data64(sqe, ub__tag(NULL, UB_OP_NONE));
+	} else {
+		io_uring_prep_timeout(sqe, &loop->tts, 0, 0);
+		io_uring_sqe_set_data64(sqe, ub__tag(loop, UB_OP_TIMER));
+		loop->timer_armed = true;
+	}
+	loop->timer_at = top;
+}
+
+static void handle_cqe(ub_loop *loop, const struct io_uring_cqe *cqe)
 {
 	uint64_t ud = cqe->user_data;
 	enum ub_op op = (enum ub_op)(ud & UB_OP_MASK);
@@ -214,8 +371,16 @@ static void handle_cqe(const struct io_uring_cqe *cqe)
 	case UB_OP_CANCEL:
 		ub__conn_cqe(obj, op, cqe->res, cqe->flags);
 		break;
+	case UB_OP_TIMER:
+		if (obj == loop) {
+			loop->timer_armed = false;
+			if (!loop->freeing)
+				timers_run(loop);
+			break;
+		}
+		ub__listener_cqe(obj, op, cqe->res, cqe->flags);
+		break;
 	case UB_OP_ACCEPT:
-	case UB_OP_LTIMER:
 	case UB_OP_LCANCEL:
 		ub__listener_cqe(obj, op, cqe->res, cqe->flags);
 		break;
@@ -232,9 +397,10 @@ static unsigned reap(ub_loop *loop)
 
 	do {
 		n = 0;
+		loop->now = ub__now_ms();
 		io_uring_for_each_cqe(&loop->ring, head, cqe)
 		{
-			handle_cqe(cqe);
+			handle_cqe(loop, cqe);
 			if (++n == UB_CQE_BATCH)
 				break;
 		}
@@ -246,7 +412,7 @@ static unsigned reap(ub_loop *loop)
 	return total;
 }
 
-static int64_t now_ms(void)
+int64_t ub__now_ms(void)
 {
 	struct timespec ts;
 
@@ -315,13 +481,13 @@ int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 	}
 	run_dirty(loop); /* what API calls asked for goes out with this submit */
 	if (timeout_ms >= 0)
-		deadline = now_ms() + timeout_ms;
+		deadline = ub__now_ms() + timeout_ms;
 	ret = pump(loop, 0, 0);
 	while (ret == 0 && loop->evq_len < (unsigned)min) {
 		int left = -1;
 
 		if (timeout_ms >= 0) {
-			int64_t d = deadline - now_ms();
+			int64_t d = deadline - ub__now_ms();
 
 			if (d <= 0)
 				break;
@@ -430,7 +596,7 @@ int ub_loop_free(ub_loop *loop)
 	}
 	/* Reap until the kernel holds nothing of ours (bounded: cancels
 	 * complete promptly; 10 s is a safety net, not an expected wait). */
-	deadline = now_ms() + 10000;
+	deadline = ub__now_ms() + 10000;
 	for (;;) {
 		bool busy = false;
 
@@ -444,7 +610,7 @@ int ub_loop_free(ub_loop *loop)
 				busy = true;
 		if (!busy)
 			break;
-		if (now_ms() > deadline) {
+		if (ub__now_ms() > deadline) {
 			ret = -ETIMEDOUT;
 			break;
 		}
@@ -482,6 +648,7 @@ int ub_loop_free(ub_loop *loop)
 	io_uring_queue_exit(&loop->ring);
 	close_eventfd(loop);
 	free(loop->evq);
+	free(loop->theap);
 	free(loop->scratch);
 	free(loop->free_bgid);
 	free(loop);

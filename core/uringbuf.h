@@ -430,19 +430,32 @@ UB_EXTERN uint64_t ub_conn_bytes_received(const ub_conn *conn);
  * application, queued on any connection's send queue (echo, forwarding,
  * ub_conn_pipe()) or being sent.  At its budget its receive stops and the
  * bytes wait in its socket, so TCP pushes back on that peer alone; it
- * resumes when a buffer comes back.  When the pool's free buffers fall to
- * its reserve (ub_pool_reserve()), connections holding their fair share
- * ((count - reserve) / connections using the pool, at least 1) or more stop
- * too, so a new or quiet connection always finds buffers.
- * Overshoot: where the kernel has UB_FEAT_RECV_LIMIT (Linux 6.17) a
- * multishot receive carries a byte limit of the buffers it may still take,
- * so buffers the kernel fills completely never pass the budget; a receive
- * whose data arrives in pieces can end a buffer early, and each such
- * completion lets the next start a new one: at most one buffer more per
- * completion the kernel posts before the loop sees the budget reached
- * (it then cancels the receive).  Near the reserve, and where the kernel
- * lacks the limit, receives are one-shot with a length cap: never over.
+ * resumes when one of its buffers comes back.
+ * Sharing: while more than one connection uses the pool, a connection may
+ * hold at most half of the pool's free buffers above its reserve
+ * (ub_pool_reserve(), a quarter of the pool), and one that holds nothing
+ * may always take one, from the reserve if need be.  So as the pool fills,
+ * those holding much stop first, and a new or quiet connection still finds
+ * a buffer as long as fewer connections than the reserve hold one each
+ * (more connections than that: bound them, ub_listener_set_max_conns()).
+ * Overshoot: a receive is armed for the buffers it may take, and the
+ * promises of all armed receives never exceed what the pool has above its
+ * reserve (a receive always may take one).  Where the kernel has
+ * UB_FEAT_RECV_LIMIT (Linux 6.17) that is a multishot receive with a byte
+ * limit: buffers the kernel fills completely never pass the budget; a
+ * completion that ends a buffer early lets the next start a new one, so at
+ * most one buffer more per such completion before the loop sees the budget
+ * reached and cancels the receive.  Without the limit, receives are
+ * one-shot with a length cap and never pass it.
  */
+/* Idle timeout in ms (0: none): nothing received or sent for that long
+ * ends the connection with UB_EV_ERROR -ETIMEDOUT, then UB_EV_CLOSED.
+ * Setting it counts from now.  -EINVAL (NULL), -EPIPE (aborting, closed).
+ * Deadlines run on one io_uring timeout per loop (Linux 5.11), not a timer
+ * per connection. */
+UB_EXTERN int ub_conn_set_idle_timeout(ub_conn *conn, unsigned ms);
+UB_EXTERN unsigned ub_conn_idle_timeout(const ub_conn *conn); /* 0 if NULL */
+
 /* Budget in bytes (0 if conn is NULL). */
 UB_EXTERN size_t ub_conn_recv_budget(const ub_conn *conn);
 /* Set it (bytes > 0; counted in whole buffers, at least one): -EINVAL. */
@@ -481,8 +494,9 @@ UB_EXTERN ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
 UB_EXTERN int ub_listener_close(ub_listener *l);
 /* Accept at most max connections of this listener at once (0: no limit,
  * the default): at the limit accepting pauses and new connections wait in
- * the kernel's backlog; it resumes when one of them is CLOSED.  -EINVAL if
- * l is NULL, -EPIPE if it is closing. */
+ * the kernel's backlog; it resumes when one of them is CLOSED.  With a
+ * limit, accepts are one-shot (a multishot accept could overshoot it).
+ * -EINVAL if l is NULL, -EPIPE if it is closing, -EBUSY (no SQE free). */
 UB_EXTERN int ub_listener_set_max_conns(ub_listener *l, unsigned max);
 /* Connections of this listener not yet CLOSED (0 if NULL). */
 UB_EXTERN unsigned ub_listener_conns(const ub_listener *l);
