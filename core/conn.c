@@ -366,7 +366,7 @@ static int arm_recv(ub_conn *c)
 	struct io_uring_sqe *sqe;
 	int err;
 	ub_pool *p = recv_pool(c, &err);
-	unsigned allow, need, n, avail, f = c->loop->features;
+	unsigned allow, need, n, avail, keep, f = c->loop->features;
 	uint64_t bytes;
 	bool ms;
 
@@ -387,8 +387,9 @@ static int arm_recv(ub_conn *c)
 	if (!sqe)
 		return -EBUSY;
 	n = allow < c->rwnd ? allow : c->rwnd;
-	avail = ub__pool_in_ring(p) > p->reserve + p->promised
-			? ub__pool_in_ring(p) - p->reserve - p->promised
+	keep = p->users > 1 ? p->reserve : 0; /* as recv_allowance() */
+	avail = ub__pool_in_ring(p) > keep + p->promised
+			? ub__pool_in_ring(p) - keep - p->promised
 			: 0;
 	if (n > avail)
 		n = avail ? avail : 1;

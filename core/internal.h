@@ -236,7 +236,8 @@ struct ub_listener {
 	ub_conn_opts opts;
 	unsigned inflight;
 	unsigned max_conns, nconns; /* ub_listener_set_max_conns() */
-	bool accept_armed, timer_armed, closing, cancel_sent, closed;
+	bool accept_armed, accept_multi, timer_armed, closing, cancel_sent,
+		closed;
 	struct __kernel_timespec backoff;
 	char *unix_path; /* bound by ub_listen(): unlinked on close */
 	struct ub_list link;

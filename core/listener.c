@@ -23,7 +23,9 @@ static int arm_accept(ub_listener *l)
 		return -EBUSY;
 	/* With a connection limit, one accept at a time: a multishot accept
 	 * would take connections past it before a cancel could land. */
-	if ((l->loop->features & UB_FEAT_ACCEPT_MULTISHOT) && !l->max_conns)
+	l->accept_multi = (l->loop->features & UB_FEAT_ACCEPT_MULTISHOT) &&
+			  !l->max_conns;
+	if (l->accept_multi)
 		io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL,
 					       SOCK_CLOEXEC);
 	else
@@ -102,6 +104,14 @@ static bool may_accept(const ub_listener *l)
 	       (!l->max_conns || l->nconns < l->max_conns);
 }
 
+/* Arm an accept at the next round, if it may accept then (a failure to
+ * get an SQE there leaves it listed for the round after). */
+static void start_later(ub_listener *l)
+{
+	if (ub__list_empty(&l->start_link))
+		ub__list_add_tail(&l->loop->lstart, &l->start_link);
+}
+
 static bool resource_error(int res)
 {
 	return res == -EMFILE || res == -ENFILE || res == -ENOBUFS ||
@@ -143,10 +153,10 @@ void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags)
 		if (may_accept(l)) {
 			if (res < 0 && resource_error(res))
 				arm_backoff(l);
-			else if (res == -ECANCELED || res >= 0 ||
-				 res == -EINTR || res == -ECONNABORTED ||
-				 res == -EAGAIN)
-				arm_accept(l);
+			else if ((res == -ECANCELED || res >= 0 ||
+				  res == -EINTR || res == -ECONNABORTED ||
+				  res == -EAGAIN) && arm_accept(l) < 0)
+				start_later(l); /* no SQE now */
 			/* other errors (EINVAL: not listening, EBADF) end
 			 * accepting: the ERROR event said why */
 		}
@@ -154,8 +164,8 @@ void ub__listener_cqe(ub_listener *l, enum ub_op op, int res, unsigned cflags)
 	case UB_OP_TIMER:
 		l->timer_armed = false;
 		l->inflight--;
-		if (may_accept(l))
-			arm_accept(l);
+		if (may_accept(l) && arm_accept(l) < 0)
+			start_later(l);
 		break;
 	case UB_OP_LCANCEL:
 		l->inflight--;
@@ -340,31 +350,35 @@ void ub__listeners_start(ub_loop *loop)
 void ub__listener_conn_gone(ub_listener *l)
 {
 	l->nconns--;
-	if (may_accept(l))
-		arm_accept(l); /* under the limit again (or retried later) */
+	start_later(l); /* under the limit again: accept at the next round */
 }
 
 int ub_listener_set_max_conns(ub_listener *l, unsigned max)
 {
+	bool stop;
+
 	if (!l)
 		return -EINVAL;
 	if (l->closing || l->closed)
 		return -EPIPE;
-	l->max_conns = max;
-	if (max && l->accept_armed &&
-	    (l->loop->features & UB_FEAT_ACCEPT_MULTISHOT)) {
-		/* Swap the multishot accept for one at a time: its
-		 * -ECANCELED re-arms (ub__listener_cqe) if under the limit. */
+	/* An armed accept that could pass the new limit is cancelled: a
+	 * multishot one always (it would take several), a one-shot one if
+	 * the limit is reached already.  Its -ECANCELED re-arms
+	 * (ub__listener_cqe) once under the limit, one at a time. */
+	stop = max && l->accept_armed &&
+	       (l->accept_multi || l->nconns >= max);
+	if (stop) {
 		struct io_uring_sqe *sqe = ub__sqe(l->loop);
 
 		if (!sqe)
-			return -EBUSY;
+			return -EBUSY; /* nothing changed */
 		io_uring_prep_cancel64(sqe, ub__tag(l, UB_OP_ACCEPT), 0);
 		io_uring_sqe_set_data64(sqe, ub__tag(l, UB_OP_LCANCEL));
 		l->inflight++;
-	} else if (may_accept(l) && ub__list_empty(&l->start_link)) {
-		arm_accept(l);
 	}
+	l->max_conns = max;
+	if (!stop)
+		start_later(l); /* a raised limit may let it accept again */
 	return 0;
 }
 

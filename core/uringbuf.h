@@ -308,8 +308,9 @@ typedef struct ub_conn_opts {
 	/* Isolation (see "Receive budgets" below and uringbuf(7)). */
 	size_t recv_budget;  /* bytes of its receive pool the connection may
 				hold; 0 = 256 KiB (UB_DEF_RECV_BUDGET)      */
-	unsigned idle_timeout_ms;    /* nothing received for this long: ERROR
-					-ETIMEDOUT, then CLOSED; 0 = none      */
+	unsigned idle_timeout_ms;    /* nothing received or sent for this
+					long: ERROR -ETIMEDOUT, then CLOSED;
+					0 = none                               */
 	unsigned connect_timeout_ms; /* ub_conn_connect() not done in time:
 					CONNECT -ETIMEDOUT, CLOSED; 0 = none   */
 	unsigned close_timeout_ms;   /* a graceful close not finished in time
@@ -449,7 +450,7 @@ UB_EXTERN uint64_t ub_conn_bytes_received(const ub_conn *conn);
  * one-shot with a length cap and never pass it.
  */
 /* Idle timeout in ms (0: none): nothing received or sent for that long
- * ends the connection with UB_EV_ERROR -ETIMEDOUT, then UB_EV_CLOSED.
+ * ends the connection with UB_EV_ERROR (res ETIMEDOUT), then UB_EV_CLOSED.
  * Setting it counts from now.  -EINVAL (NULL), -EPIPE (aborting, closed).
  * Deadlines run on one io_uring timeout per loop (Linux 5.11), not a timer
  * per connection. */
@@ -473,8 +474,9 @@ UB_EXTERN int ub_conn_recv_throttled(const ub_conn *conn);
  * accept with multishot accept.  Accepted connections use conn_opts (may be
  * NULL) and arrive as UB_EV_ACCEPT.  backlog <= 0 means SOMAXCONN.
  * Errors: -EINVAL (loop NULL or being freed, bad address or conn_opts),
- * -EOPNOTSUPP (forced mode unavailable), -ENOMEM, -EBUSY (no SQE free), or
- * what socket, setsockopt(SO_REUSEPORT), bind or listen say.
+ * -EOPNOTSUPP (forced mode unavailable), -ENOMEM, or what socket,
+ * setsockopt(SO_REUSEPORT), bind or listen say.  The first accept goes
+ * out with the next ub_loop_wait().
  */
 UB_EXTERN ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
 				 socklen_t addrlen, int backlog, int reuseport,
@@ -483,7 +485,7 @@ UB_EXTERN ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
 /* Accept on an existing listening socket, which the listener then owns
  * (on failure the caller keeps it).  Errors: -EINVAL (loop NULL or being
  * freed, fd < 0 or not listening, bad conn_opts), -EOPNOTSUPP, -EBADF,
- * -ENOTSOCK, -ENOMEM, -EBUSY (no SQE free). */
+ * -ENOTSOCK, -ENOMEM. */
 UB_EXTERN ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
 					 const ub_conn_opts *conn_opts,
 					 int *err);

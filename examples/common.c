@@ -32,7 +32,8 @@ static void usage(FILE *f, const char *prog, unsigned need)
 	fprintf(f,
 		"usage: %s --listen HOST:PORT%s [--mode bundle|ring|serial|auto]\n"
 		"       [--buf-size BYTES] [--buf-count N] [--no-recv-bundle]\n"
-		"       [--singleshot]\n"
+		"       [--singleshot] [--recv-budget BYTES] [--idle-timeout MS]\n"
+		"       [--max-conns N]\n"
 		"  --listen HOST:PORT   address to accept on (port 0: any free port)\n"
 		"%s"
 		"  --mode M             send mode (default auto: the best available)\n"
@@ -42,6 +43,11 @@ static void usage(FILE *f, const char *prog, unsigned need)
 		"  --singleshot         one-shot receive, re-armed after each\n"
 		"                       completion, instead of multishot (no\n"
 		"                       receive bundles either; benchmarks)\n"
+		"  --recv-budget BYTES  receive pool bytes one connection may\n"
+		"                       hold (default 262144)\n"
+		"  --idle-timeout MS    close a connection that received and sent\n"
+		"                       nothing for MS (default: never)\n"
+		"  --max-conns N        accept at most N connections at once\n"
 		"Prints \"listening on HOST:PORT\"; exits 0 on SIGINT/SIGTERM.\n",
 		prog, (need & EX_NEED_TO) ? " --to HOST:PORT" : "",
 		(need & EX_NEED_TO)
@@ -70,7 +76,8 @@ void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 		   struct ex_opts *o)
 {
 	enum { O_LISTEN = 1, O_TO, O_MODE, O_BUF_SIZE, O_BUF_COUNT,
-	       O_NO_RECV_BUNDLE, O_SINGLESHOT, O_HELP };
+	       O_NO_RECV_BUNDLE, O_SINGLESHOT, O_RECV_BUDGET, O_IDLE,
+	       O_MAX_CONNS, O_HELP };
 	static const struct option longopts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "to", required_argument, NULL, O_TO },
@@ -79,6 +86,9 @@ void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 		{ "buf-count", required_argument, NULL, O_BUF_COUNT },
 		{ "no-recv-bundle", no_argument, NULL, O_NO_RECV_BUNDLE },
 		{ "singleshot", no_argument, NULL, O_SINGLESHOT },
+		{ "recv-budget", required_argument, NULL, O_RECV_BUDGET },
+		{ "idle-timeout", required_argument, NULL, O_IDLE },
+		{ "max-conns", required_argument, NULL, O_MAX_CONNS },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -124,6 +134,18 @@ void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 			break;
 		case O_SINGLESHOT:
 			o->conn_flags |= UB_CONN_SINGLESHOT;
+			break;
+		case O_RECV_BUDGET:
+			o->recv_budget = parse_uint(prog, "--recv-budget", optarg,
+						    1, 1u << 30);
+			break;
+		case O_IDLE:
+			o->idle_ms = parse_uint(prog, "--idle-timeout", optarg,
+						1, 86400000);
+			break;
+		case O_MAX_CONNS:
+			o->max_conns = parse_uint(prog, "--max-conns", optarg,
+						  1, 1000000);
 			break;
 		case O_HELP:
 			usage(stdout, prog, need);
@@ -221,6 +243,17 @@ ub_loop *ex_loop_new(const struct ex_opts *o, ub_pool **recv_pool)
 	return loop;
 }
 
+void ex_conn_opts(const struct ex_opts *o, ub_pool *pool, ub_conn_opts *co)
+{
+	ub_conn_opts_init(co);
+	co->recv_pool = pool;
+	co->mode = o->mode;
+	co->flags |= o->conn_flags;
+	if (o->recv_budget)
+		co->recv_budget = o->recv_budget;
+	co->idle_timeout_ms = o->idle_ms;
+}
+
 ub_listener *ex_listen(ub_loop *loop, const struct ex_opts *o,
 		       const ub_conn_opts *conn_opts)
 {
@@ -242,6 +275,8 @@ ub_listener *ex_listen(ub_loop *loop, const struct ex_opts *o,
 		snprintf(what, sizeof(what), "cannot listen on %s", o->listen);
 		ex_die(o, loop, what, err);
 	}
+	if (o->max_conns && (r = ub_listener_set_max_conns(l, o->max_conns)) < 0)
+		ex_die(o, loop, "cannot limit connections", r);
 	r = ub_sock_name(ub_listener_fd(l), 0, name, sizeof(name));
 	if (r < 0)
 		ex_die(o, loop, "cannot read the listening address", r);

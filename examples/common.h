@@ -33,6 +33,9 @@ struct ex_opts {
 	unsigned buf_count;    /* --buf-count: receive pool buffers        */
 	unsigned conn_flags;   /* UB_CONN_NO_RECV_BUNDLE (--no-recv-bundle),
 				  UB_CONN_SINGLESHOT (--singleshot)        */
+	unsigned recv_budget;  /* --recv-budget: bytes (0: the default)    */
+	unsigned idle_ms;      /* --idle-timeout: ms (0: none)             */
+	unsigned max_conns;    /* --max-conns: per listener (0: no limit)  */
 };
 
 /* Set by SIGINT/SIGTERM. */
@@ -50,6 +53,9 @@ void ex_signals_install(const struct ex_opts *o);
  * that --mode is available here (else: the kernel's reason, exit 1).  Also
  * raises the soft RLIMIT_NOFILE to the hard limit (many connections). */
 ub_loop *ex_loop_new(const struct ex_opts *o, ub_pool **recv_pool);
+
+/* Connection options from the command line, receiving into pool. */
+void ex_conn_opts(const struct ex_opts *o, ub_pool *pool, ub_conn_opts *co);
 
 /* Listen on --listen with conn_opts for accepted connections and print
  * "listening on HOST:PORT" (the real port) on stdout. */

@@ -246,10 +246,7 @@ int main(int argc, char **argv)
 	ex_signals_install(&o);
 	loop = ex_loop_new(&o, &pool);
 
-	ub_conn_opts_init(&copts);
-	copts.recv_pool = pool;
-	copts.mode = o.mode;
-	copts.flags |= o.conn_flags;
+	ex_conn_opts(&o, pool, &copts);
 	l = ex_listen(loop, &o, &copts);
 	(void)l;
 

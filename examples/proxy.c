@@ -294,10 +294,7 @@ int main(int argc, char **argv)
 	if (!up_pool)
 		ex_die(&o, loop, "cannot create the upstream receive pool", err);
 
-	ub_conn_opts_init(&copts);
-	copts.recv_pool = pool;
-	copts.mode = o.mode;
-	copts.flags |= o.conn_flags;
+	ex_conn_opts(&o, pool, &copts);
 	copts.flags |= UB_CONN_NO_RECV;
 	up_opts = copts;
 	up_opts.recv_pool = up_pool;
