@@ -24,9 +24,11 @@
  * more entries than it sent (seen after the peer's FIN): no sign at all,
  * and the next send would start past bytes never sent.  So where the kernel
  * lets us read a ring's head (Linux 6.8, IORING_REGISTER_PBUF_STATUS), the
- * final completion of every bundle send compares it with our count; any
- * difference resyncs.  One register call per bundle that ended, not per
- * buffer.
+ * final completion of every bundle send that left entries in the ring
+ * compares it with our count; any difference resyncs.  One register call
+ * per such bundle, not per buffer; none when the send took all we published
+ * (the usual case for request/response traffic), where the head cannot
+ * differ: it is at least our count and at most the tail.
  *
  * A third sign: a bundle send the kernel cancels by itself (-ECANCELED
  * while we are not aborting, see ub__sendq_complete) has committed the
@@ -215,7 +217,14 @@ int ub__sendq_complete(ub_conn *c, int res, unsigned cflags)
 	if (ring_mode(c) && q->head && q->head->sent)
 		q->resync = true; /* stopped inside a buffer (see the top) */
 	else if (c->mode == UB_MODE_BUNDLE && !(cflags & IORING_CQE_F_MORE) &&
-		 c->loop->has_pbuf_status && q->br) {
+		 c->loop->has_pbuf_status && q->br &&
+		 q->published != q->completed) {
+		/* Only while entries are left in the ring: when the send took
+		 * everything we published, the kernel's head can be neither
+		 * behind our count (it sent those bytes) nor ahead of it
+		 * (there is nothing past the tail), so the register call
+		 * (one syscall per send in request/response traffic) can
+		 * only agree. */
 		unsigned head;
 
 		if (ub__buf_ring_head(c->loop, q->bgid, &head) == 0 &&
