@@ -4,16 +4,22 @@ same connection, zero copy (transport.write of the received Buffer queues the
 receive pool's own buffer for sending).
 
   echo.py --listen HOST:PORT [--mode bundle|ring|serial|auto]
-          [--buf-size BYTES] [--buf-count N]
+          [--buf-size BYTES] [--buf-count N] [--recv-budget BYTES]
+          [--idle-timeout MS] [--max-conns N]
 
 Same command line and output as the C example (examples/echo.c): prints
 "listening on HOST:PORT" (the real port when 0 was asked) and exits 0 on
 SIGINT/SIGTERM, 1 on a bad argument or a setup failure.
 
 Backpressure: when the transport's write buffer goes above its high water
-mark, pause_writing() pauses reading and resume_writing() resumes it, so a
-slow reader holds at most a high water mark of buffers.  Nothing is dropped:
-what the send queue refuses waits in the transport (in order).
+mark, pause_writing() pauses reading and resume_writing() resumes it.
+Nothing is dropped: what the send queue refuses waits in the transport (in
+order).  Isolation needs nothing from the protocol: a client that sends and
+never reads holds at most its receive budget of the pool (--recv-budget,
+default 256 KiB), so every other client keeps being answered;
+--idle-timeout (milliseconds, as in the C example) closes connections that
+received and sent nothing for that long, --max-conns pauses accepting at
+that many connections.
 """
 import argparse
 import signal
@@ -43,6 +49,28 @@ class Echo(uringbuf.Protocol):
         self.transport.resume_reading()
 
 
+def _uint(lo, hi):
+    """argparse type: a decimal integer in lo..hi (as the C examples)."""
+    def parse(s):
+        try:
+            v = int(s, 10)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(
+                "wants an integer in %d..%d, not '%s'" % (lo, hi, s))
+        return v
+    return parse
+
+
+def conn_options(args):
+    """Connection options from the command line (seconds for Python's
+    idle_timeout; milliseconds on the command line)."""
+    return {"recv_budget": args.recv_budget,
+            "idle_timeout": (None if args.idle_timeout is None
+                             else args.idle_timeout / 1000)}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -63,6 +91,14 @@ def parse_args(argv):
                    help="receive pool buffer size (default 4096)")
     p.add_argument("--buf-count", type=int, default=0, metavar="N",
                    help="receive pool buffers (default 1024)")
+    p.add_argument("--recv-budget", type=_uint(1, 1 << 30), metavar="BYTES",
+                   help="receive pool bytes one connection may hold "
+                        "(default 262144)")
+    p.add_argument("--idle-timeout", type=_uint(1, 86400000), metavar="MS",
+                   help="close a connection that received and sent nothing "
+                        "for MS milliseconds (default: never)")
+    p.add_argument("--max-conns", type=_uint(1, 1000000), metavar="N",
+                   help="accept at most N connections at once")
     args = p.parse_args(argv)
     if not 0 <= args.buf_size <= 1 << 30 or not 0 <= args.buf_count <= 32768:
         p.error("--buf-size wants 1..1073741824, --buf-count 1..32768")
@@ -84,7 +120,9 @@ def main(argv=None):
         loop.add_signal_handler(sig, loop.stop)
     try:
         server = loop.create_server(Echo, args.listen, None, mode=args.mode,
-                                    recv_pool=loop.loop.recv_pool())
+                                    recv_pool=loop.loop.recv_pool(),
+                                    max_connections=args.max_conns,
+                                    **conn_options(args))
     except (OSError, ValueError) as e:
         loop.close()
         sys.exit("%s: cannot listen on %s: %s" % (PROG, args.listen, e))

@@ -3,7 +3,8 @@
 target, and buffers are forwarded both ways without copying.
 
   proxy.py --listen HOST:PORT --to HOST:PORT [--mode bundle|ring|serial|auto]
-           [--buf-size BYTES] [--buf-count N] [--pipe] [--asyncio]
+           [--buf-size BYTES] [--buf-count N] [--recv-budget BYTES]
+           [--idle-timeout MS] [--max-conns N] [--pipe] [--asyncio]
 
 Same command line and output as the C example (examples/proxy.c), plus
 --pipe and --asyncio: prints "listening on HOST:PORT" and exits 0 on
@@ -24,6 +25,11 @@ Two ways to forward:
 
 Neither side receives before the upstream connection is up (CONN_NO_RECV,
 then resume_reading()), so nothing arrives before it has somewhere to go.
+Both sides of a pair have the receive budget (--recv-budget) and idle
+timeout (--idle-timeout, milliseconds) given; --max-conns bounds the
+clients accepted at once.  With the default budgets a proxy in front of an
+echo server (both uringbuf, default options) carries any number of
+streams without the two pools deadlocking.
 EOF from one side half-closes the other; once both sides have seen EOF both
 close.  When one side is lost the other closes (gracefully if connected);
 a failed connect aborts the client.
@@ -100,7 +106,8 @@ class Client(Side):
         try:
             ctx.loop.create_connection(lambda: Upstream(ctx, self), ctx.to,
                                        None, mode=ctx.mode,
-                                       flags=uringbuf.CONN_NO_RECV)
+                                       flags=uringbuf.CONN_NO_RECV,
+                                       **ctx.conn_opts)
         except (OSError, ValueError) as e:
             print("%s: connect: %s" % (PROG, e), file=sys.stderr)
             transport.abort()
@@ -127,8 +134,31 @@ class Upstream(Side):
 
 
 class Context:
-    def __init__(self, loop, to, mode, pipe):
+    def __init__(self, loop, to, mode, pipe, conn_opts):
         self.loop, self.to, self.mode, self.pipe = loop, to, mode, pipe
+        self.conn_opts = conn_opts
+
+
+def _uint(lo, hi):
+    """argparse type: a decimal integer in lo..hi (as the C examples)."""
+    def parse(s):
+        try:
+            v = int(s, 10)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(
+                "wants an integer in %d..%d, not '%s'" % (lo, hi, s))
+        return v
+    return parse
+
+
+def conn_options(args):
+    """Connection options from the command line (seconds for Python's
+    idle_timeout; milliseconds on the command line)."""
+    return {"recv_budget": args.recv_budget,
+            "idle_timeout": (None if args.idle_timeout is None
+                             else args.idle_timeout / 1000)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -153,6 +183,14 @@ def parse_args(argv):
                    help="receive pool buffer size (default 4096)")
     p.add_argument("--buf-count", type=int, default=0, metavar="N",
                    help="receive pool buffers (default 1024)")
+    p.add_argument("--recv-budget", type=_uint(1, 1 << 30), metavar="BYTES",
+                   help="receive pool bytes one connection may hold "
+                        "(default 262144)")
+    p.add_argument("--idle-timeout", type=_uint(1, 86400000), metavar="MS",
+                   help="close a connection that received and sent nothing "
+                        "for MS milliseconds (default: never)")
+    p.add_argument("--max-conns", type=_uint(1, 1000000), metavar="N",
+                   help="accept at most N connections at once")
     p.add_argument("--pipe", action="store_true",
                    help="forward in the core (ub_conn_pipe) instead of a "
                         "per-buffer handler")
@@ -177,12 +215,14 @@ def setup(args, loop):
     except ValueError:
         loop.close()
         sys.exit("%s: bad --to address '%s'" % (PROG, args.to))
-    ctx = Context(loop, to, args.mode, args.pipe)
+    ctx = Context(loop, to, args.mode, args.pipe, conn_options(args))
     try:
         server = loop.create_server(lambda: Client(ctx), args.listen, None,
                                     mode=args.mode,
                                     flags=uringbuf.CONN_NO_RECV,
-                                    recv_pool=loop.loop.recv_pool())
+                                    recv_pool=loop.loop.recv_pool(),
+                                    max_connections=args.max_conns,
+                                    **ctx.conn_opts)
     except (OSError, ValueError) as e:
         loop.close()
         sys.exit("%s: cannot listen on %s: %s" % (PROG, args.listen, e))

@@ -50,6 +50,21 @@ typedef long long ubpy_n;
 	if (PyErr_Occurred())
 		SWIG_fail;
 }
+%exception ubpy_conn::idle_timeout {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
+%exception ubpy_conn::recv_budget {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
+%exception ubpy_listener::max_connections {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
 
 /* ==================================================================== */
 
@@ -221,56 +236,85 @@ send pool to acquire() buffers from.";
 	%feature("docstring") listen
 	"listen(addr, backlog=0, reuseport=False, *, recv_pool=None,
        send_pool=None, mode=None, high_water=None, low_water=None,
-       ring_entries=None, flags=None) -> Listener
+       ring_entries=None, flags=None, recv_budget=None, idle_timeout=None,
+       connect_timeout=None, close_timeout=None,
+       max_connections=None) -> Listener
 
 Bind and listen on addr (\"HOST:PORT\" with a numeric host, \"[V6]:PORT\",
 \"unix:PATH\" or a (host, port) tuple; port 0 picks a free port) and accept
 with multishot accept.  Accepted connections arrive as EV_ACCEPT events and
-use the connection options given here (see connect()).";
+use the connection options given here (see connect()).  max_connections:
+accept at most this many connections of this listener at once (None: no
+limit); at the limit accepting pauses (new connections wait in the
+kernel's backlog) until one of them is EV_CLOSED.";
 	PyObject *listen(PyObject *addr, int backlog = 0,
 			 PyObject *reuseport = NULL, PyObject *recv_pool = NULL,
 			 PyObject *send_pool = NULL, PyObject *mode = NULL,
 			 PyObject *high_water = NULL,
 			 PyObject *low_water = NULL,
-			 PyObject *ring_entries = NULL, PyObject *flags = NULL)
+			 PyObject *ring_entries = NULL, PyObject *flags = NULL,
+			 PyObject *recv_budget = NULL,
+			 PyObject *idle_timeout = NULL,
+			 PyObject *connect_timeout = NULL,
+			 PyObject *close_timeout = NULL,
+			 PyObject *max_connections = NULL)
 	{
 		ub_loop *loop = ubpy__loop_get($self);
 		struct sockaddr_storage ss;
 		socklen_t len;
 		ub_conn_opts o;
 		ub_listener *l;
+		unsigned maxc;
 		int rp = 0, err = 0;
 
 		if (!loop || (reuseport && (rp = PyObject_IsTrue(reuseport)) < 0) ||
 		    ubpy__addr_arg(addr, &ss, &len) < 0 ||
 		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
 				    high_water, low_water, ring_entries,
-				    flags) < 0)
+				    flags, recv_budget, idle_timeout,
+				    connect_timeout, close_timeout) < 0 ||
+		    ubpy__max_conns_arg(max_connections, &maxc) < 0)
 			return NULL;
 		l = ub_listen(loop, (struct sockaddr *)&ss, len, backlog, rp,
 			      &o, &err);
 		if (!l)
 			return ubpy__none_or_raise(err);
-		return ubpy__obj_obj($self, l, 0);
+		return ubpy__listener_new($self, l, &o, maxc);
 	}
 
 	%feature("docstring") connect
 	"connect(addr, *, recv_pool=None, send_pool=None, mode=None,
         high_water=None, low_water=None, ring_entries=None,
-        flags=None) -> Connection
+        flags=None, recv_budget=None, idle_timeout=None,
+        connect_timeout=None, close_timeout=None) -> Connection
 
 Connect to addr (as for listen()).  EV_CONNECT reports the outcome (res 0
 or -errno; a failure is followed by EV_CLOSED).  Data sent before then goes
-out once connected.  Options: recv_pool (a receive Pool of this loop),
-send_pool (a send Pool for send() copies), mode (MODE_* or 'bundle',
-'ring', 'serial', 'auto'), high_water and low_water (send queue marks in
-bytes; low defaults to high/4), ring_entries (send ring size, a power of
-2), flags (CONN_* bits).";
+out once connected.  Options (None: the default): recv_pool (a receive
+Pool of this loop), send_pool (a send Pool for send() copies), mode
+(MODE_* or 'bundle', 'ring', 'serial', 'auto'), high_water and low_water
+(send queue marks in bytes; low defaults to high/4), ring_entries (send
+ring size, a power of 2), flags (CONN_* bits).
+
+Isolation (see docs/python.md, \"Budgets, fairness and deadlines\"):
+recv_budget: bytes of its receive pool the connection may hold (default
+256 KiB; counted in whole buffers): at the budget its receive stops and
+the peer is pushed back by TCP alone.  Deadlines, in seconds (int or
+float, rounded up to milliseconds; math.inf: never): idle_timeout
+(nothing received or sent for this long; default none), connect_timeout
+(default none) and close_timeout (a graceful close() that cannot finish in time
+becomes an abort; default 30 s).  A deadline that passes ends the
+connection with EV_ERROR -ETIMEDOUT (EV_CONNECT -ETIMEDOUT for the
+connect deadline), then EV_CLOSED.";
 	PyObject *connect(PyObject *addr, PyObject *recv_pool = NULL,
 			  PyObject *send_pool = NULL, PyObject *mode = NULL,
 			  PyObject *high_water = NULL,
 			  PyObject *low_water = NULL,
-			  PyObject *ring_entries = NULL, PyObject *flags = NULL)
+			  PyObject *ring_entries = NULL, PyObject *flags = NULL,
+			  PyObject *recv_budget = NULL,
+			  PyObject *idle_timeout = NULL,
+			  PyObject *connect_timeout = NULL,
+			  PyObject *close_timeout = NULL)
 	{
 		ub_loop *loop = ubpy__loop_get($self);
 		struct sockaddr_storage ss;
@@ -282,13 +326,14 @@ bytes; low defaults to high/4), ring_entries (send ring size, a power of
 		if (!loop || ubpy__addr_arg(addr, &ss, &len) < 0 ||
 		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
 				    high_water, low_water, ring_entries,
-				    flags) < 0)
+				    flags, recv_budget, idle_timeout,
+				    connect_timeout, close_timeout) < 0)
 			return NULL;
 		c = ub_conn_connect(loop, (struct sockaddr *)&ss, len, &o,
 				    &err);
 		if (!c)
 			return ubpy__none_or_raise(err);
-		return ubpy__obj_obj($self, c, 1);
+		return ubpy__conn_new($self, c, &o);
 	}
 
 	%feature("docstring") adopt
@@ -301,7 +346,11 @@ CONN_NO_RECV.";
 	PyObject *adopt(PyObject *sock, PyObject *recv_pool = NULL,
 			PyObject *send_pool = NULL, PyObject *mode = NULL,
 			PyObject *high_water = NULL, PyObject *low_water = NULL,
-			PyObject *ring_entries = NULL, PyObject *flags = NULL)
+			PyObject *ring_entries = NULL, PyObject *flags = NULL,
+			PyObject *recv_budget = NULL,
+			PyObject *idle_timeout = NULL,
+			PyObject *connect_timeout = NULL,
+			PyObject *close_timeout = NULL)
 	{
 		ub_loop *loop = ubpy__loop_get($self);
 		ub_conn_opts o;
@@ -311,43 +360,54 @@ CONN_NO_RECV.";
 		if (!loop || ubpy__fd_arg(sock, &fd) < 0 ||
 		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
 				    high_water, low_water, ring_entries,
-				    flags) < 0)
+				    flags, recv_budget, idle_timeout,
+				    connect_timeout, close_timeout) < 0)
 			return NULL;
 		c = ub_conn_adopt(loop, fd, &o, &err);
 		if (!c)
 			return ubpy__none_or_raise(err);
 		ubpy__detach(sock);
-		return ubpy__obj_obj($self, c, 1);
+		return ubpy__conn_new($self, c, &o);
 	}
 
 	%feature("docstring") adopt_listener
-	"adopt_listener(sock, *, <connection options>) -> Listener
+	"adopt_listener(sock, *, <connection options>, max_connections=None)
+       -> Listener
 
 Accept on an existing listening socket (a socket object, detached on
-success, or an int fd), which the listener then owns.";
+success, or an int fd), which the listener then owns.  Options as for
+listen().";
 	PyObject *adopt_listener(PyObject *sock, PyObject *recv_pool = NULL,
 				 PyObject *send_pool = NULL,
 				 PyObject *mode = NULL,
 				 PyObject *high_water = NULL,
 				 PyObject *low_water = NULL,
 				 PyObject *ring_entries = NULL,
-				 PyObject *flags = NULL)
+				 PyObject *flags = NULL,
+				 PyObject *recv_budget = NULL,
+				 PyObject *idle_timeout = NULL,
+				 PyObject *connect_timeout = NULL,
+				 PyObject *close_timeout = NULL,
+				 PyObject *max_connections = NULL)
 	{
 		ub_loop *loop = ubpy__loop_get($self);
 		ub_conn_opts o;
 		ub_listener *l;
+		unsigned maxc;
 		int fd, err = 0;
 
 		if (!loop || ubpy__fd_arg(sock, &fd) < 0 ||
 		    ubpy__conn_opts(&o, $self, recv_pool, send_pool, mode,
 				    high_water, low_water, ring_entries,
-				    flags) < 0)
+				    flags, recv_budget, idle_timeout,
+				    connect_timeout, close_timeout) < 0 ||
+		    ubpy__max_conns_arg(max_connections, &maxc) < 0)
 			return NULL;
 		l = ub_listener_adopt(loop, fd, &o, &err);
 		if (!l)
 			return ubpy__none_or_raise(err);
 		ubpy__detach(sock);
-		return ubpy__obj_obj($self, l, 0);
+		return ubpy__listener_new($self, l, &o, maxc);
 	}
 
 	%feature("docstring") eventfd
@@ -568,6 +628,8 @@ is held or queued, or a connection or listener uses it.";
 	PyObject *base;
 	%feature("docstring") nbytes "Bytes of buffers in the mapping (count * buf_size).";
 	PyObject *nbytes;
+	%feature("docstring") reserve "A receive pool's reserve, in buffers (a quarter of the pool; 0 for a send pool).  While more than one connection uses the pool, a connection may hold at most half of the free buffers above the reserve, and one that holds nothing may always take one, from the reserve if need be.";
+	PyObject *reserve;
 	%feature("docstring") loop "The pool's Loop.";
 	PyObject *loop;
 	%feature("docstring") closed "True once freed (or its loop closed).";
@@ -708,9 +770,11 @@ drains.  pipe(None) stops forwarding.";
 	%feature("docstring") close
 	"close() -> None
 
-Graceful close: stop delivering data, send what is queued, shut down, and
-once the peer has closed too, EV_CLOSED.  BrokenPipeError if already
-closing.";
+Graceful close: stop delivering data (what arrives is discarded), send
+what is queued, shut down, and close once nothing unread is left in the
+socket; EV_CLOSED follows.  A close that cannot finish within the
+connection's close_timeout (default 30 s) becomes an abort: EV_ERROR
+-ETIMEDOUT, then EV_CLOSED.  BrokenPipeError if already closing.";
 	ubpy_rc close()
 	{
 		ub_conn *c = ubpy__conn_get($self);
@@ -801,7 +865,17 @@ without a refused send.";
 	PyObject *peername;
 	%feature("docstring") loop "The connection's Loop.";
 	PyObject *loop;
+	%feature("docstring") recv_held "Buffers of its receive pool the connection holds now: received and not yet back in the pool (held by you, in any send queue, or being sent).";
+	PyObject *recv_held;
+	%feature("docstring") recv_throttled "True while its receive is stopped by its recv_budget or its share of the pool (the bytes wait in the socket).";
+	PyObject *recv_throttled;
+	%feature("docstring") close_timeout "The close deadline given when the connection was made (or by its listener), in seconds: a graceful close() that cannot finish within it becomes an abort (math.inf: never).";
+	PyObject *close_timeout;
 	%mutable;
+	%feature("docstring") idle_timeout "Idle timeout in seconds, or None: nothing received or sent for this long ends the connection (EV_ERROR -ETIMEDOUT, then EV_CLOSED).  Settable (seconds, rounded up to milliseconds; None or math.inf: none); setting it counts from now.";
+	PyObject *idle_timeout;
+	%feature("docstring") recv_budget "Bytes of its receive pool the connection may hold (settable: an int > 0, counted in whole buffers, at least one); at the budget its receive stops until buffers come back.";
+	PyObject *recv_budget;
 	%feature("docstring") udata "Yours: any object, carried by events as Event.udata.";
 	PyObject *udata;
 }
@@ -852,7 +926,11 @@ follows.";
 	PyObject *closed;
 	%feature("docstring") loop "The listener's Loop.";
 	PyObject *loop;
+	%feature("docstring") connection_count "Connections this listener accepted that are not yet EV_CLOSED.";
+	PyObject *connection_count;
 	%mutable;
+	%feature("docstring") max_connections "Most connections of this listener at once, or None (no limit; the default).  At the limit accepting pauses (new connections wait in the kernel's backlog) until one of them is EV_CLOSED.  Settable.";
+	PyObject *max_connections;
 	%feature("docstring") udata "Yours: any object, carried by its events as Event.udata.";
 	PyObject *udata;
 }
@@ -1115,6 +1193,11 @@ static PyObject *ubpy_pool_nbytes_get(ubpy_pool *p)
 	ub_pool *q = ubpy__pool_get(p);
 	return q ? PyLong_FromSize_t(ub_pool_bytes(q)) : NULL;
 }
+static PyObject *ubpy_pool_reserve_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyLong_FromUnsignedLong(ub_pool_reserve(q)) : NULL;
+}
 static PyObject *ubpy_pool_loop_get(ubpy_pool *p)
 {
 	return ubpy__loop_objref(p->L);
@@ -1206,6 +1289,84 @@ static void ubpy_conn_udata_set(ubpy_conn *h, PyObject *v)
 	Py_XDECREF(old);
 }
 
+static PyObject *ubpy_conn_recv_held_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromUnsignedLong(ub_conn_recv_held(c)) : NULL;
+}
+static PyObject *ubpy_conn_recv_throttled_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyBool_FromLong(ub_conn_recv_throttled(c) > 0) : NULL;
+}
+static PyObject *ubpy__timeout_obj(unsigned ms, unsigned def)
+{
+	if (ms == UINT_MAX)
+		return PyFloat_FromDouble(Py_HUGE_VAL);
+	return PyFloat_FromDouble((ms ? ms : def) / 1000.0);
+}
+static PyObject *ubpy_conn_close_timeout_get(ubpy_conn *h)
+{
+	if (!ubpy__conn_get(h))
+		return NULL;
+	return ubpy__timeout_obj(h->o.close_ms, UB_DEF_CLOSE_TIMEOUT_MS);
+}
+static PyObject *ubpy_conn_idle_timeout_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	unsigned ms;
+
+	if (!c)
+		return NULL;
+	ms = ub_conn_idle_timeout(c);
+	if (!ms)
+		Py_RETURN_NONE;
+	return PyFloat_FromDouble(ms / 1000.0);
+}
+static void ubpy_conn_idle_timeout_set(ubpy_conn *h, PyObject *v)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	unsigned ms = 0;
+	int r;
+
+	if (!c)
+		return;
+	if (!v) {
+		PyErr_SetString(PyExc_TypeError,
+				"cannot delete idle_timeout (set None)");
+		return;
+	}
+	if (v != Py_None && ubpy__timeout_arg(v, "idle_timeout", 0, &ms) < 0)
+		return;
+	r = ub_conn_set_idle_timeout(c, ms);
+	if (r < 0)
+		ubpy__raise(r);
+}
+static PyObject *ubpy_conn_recv_budget_get(ubpy_conn *h)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	return c ? PyLong_FromSize_t(ub_conn_recv_budget(c)) : NULL;
+}
+static void ubpy_conn_recv_budget_set(ubpy_conn *h, PyObject *v)
+{
+	ub_conn *c = ubpy__conn_get(h);
+	size_t n;
+	int r;
+
+	if (!c)
+		return;
+	if (!v || v == Py_None) {
+		PyErr_SetString(PyExc_TypeError,
+				"recv_budget must be an integer (bytes)");
+		return;
+	}
+	if (ubpy__bytes_arg(v, "recv_budget", &n) < 0)
+		return;
+	r = ub_conn_set_recv_budget(c, n);
+	if (r < 0)
+		ubpy__raise(r);
+}
+
 /* Listener */
 static PyObject *ubpy_listener_fd_get(ubpy_listener *h)
 {
@@ -1224,6 +1385,41 @@ static PyObject *ubpy_listener_closed_get(ubpy_listener *h)
 static PyObject *ubpy_listener_loop_get(ubpy_listener *h)
 {
 	return ubpy__loop_objref(h->o.L);
+}
+static PyObject *ubpy_listener_connection_count_get(ubpy_listener *h)
+{
+	ub_listener *l = ubpy__listener_get(h);
+	return l ? PyLong_FromUnsignedLong(ub_listener_conns(l)) : NULL;
+}
+static PyObject *ubpy_listener_max_connections_get(ubpy_listener *h)
+{
+	if (!ubpy__listener_get(h))
+		return NULL;
+	if (!h->max_conns)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLong(h->max_conns);
+}
+static void ubpy_listener_max_connections_set(ubpy_listener *h, PyObject *v)
+{
+	ub_listener *l = ubpy__listener_get(h);
+	unsigned m;
+	int r;
+
+	if (!l)
+		return;
+	if (!v) {
+		PyErr_SetString(PyExc_TypeError,
+				"cannot delete max_connections (set None)");
+		return;
+	}
+	if (ubpy__max_conns_arg(v, &m) < 0)
+		return;
+	r = ub_listener_set_max_conns(l, m);
+	if (r < 0) {
+		ubpy__raise(r);
+		return;
+	}
+	h->max_conns = m;
 }
 static PyObject *ubpy_listener_udata_get(ubpy_listener *h)
 {

@@ -79,6 +79,7 @@ bad arguments raise TypeError or ValueError.  See docs/python.md.
 %{
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,10 +130,18 @@ struct ubpy_obj {
 	ubpy_obj *zombie;       /* next in L->zombies */
 	int closed;             /* CLOSED returned */
 	int is_conn;
+	/* The close deadline given to the core (ub_conn_opts.close_timeout_ms;
+	 * 0: the core's default), which the core does not report back: a
+	 * connection's own, or what a listener gives the connections it
+	 * accepts.  uringbuf.server applies it to closes it defers. */
+	unsigned close_ms;
 };
 
 typedef struct ubpy_conn { ubpy_obj o; } ubpy_conn;
-typedef struct ubpy_listener { ubpy_obj o; } ubpy_listener;
+typedef struct ubpy_listener {
+	ubpy_obj o;
+	unsigned max_conns;     /* ub_listener_set_max_conns; 0: no limit */
+} ubpy_listener;
 
 typedef struct ubpy_pool {
 	ub_pool *pool;          /* NULL once freed (or the loop closed) */
@@ -416,6 +425,46 @@ fail:
 	else
 		ub_listener_close(ptr);
 	return NULL;
+}
+
+/* The handle of a connection just made with options o (new reference):
+ * it remembers the close deadline, which the core does not report. */
+static PyObject *ubpy__conn_new(ubpy_loop *L, ub_conn *c,
+				const ub_conn_opts *o)
+{
+	PyObject *obj = ubpy__obj_obj(L, c, 1);
+
+	if (obj)
+		((ubpy_obj *)((SwigPyObject *)obj)->ptr)->close_ms =
+			o->close_timeout_ms;
+	return obj;
+}
+
+/* The handle of a listener just made with options o and a connection
+ * limit (0: none) (new reference).  No accept has completed yet (that
+ * takes a ub_loop_wait), so the limit holds from the first connection. */
+static PyObject *ubpy__listener_new(ubpy_loop *L, ub_listener *l,
+				    const ub_conn_opts *o, unsigned max_conns)
+{
+	PyObject *obj = ubpy__obj_obj(L, l, 0);
+	ubpy_listener *h;
+	int r;
+
+	if (!obj)
+		return NULL;
+	h = ((SwigPyObject *)obj)->ptr;
+	h->o.close_ms = o->close_timeout_ms;
+	if (max_conns) {
+		r = ub_listener_set_max_conns(l, max_conns);
+		if (r < 0) {
+			ub_listener_close(l);
+			Py_DECREF(obj);
+			ubpy__raise(r);
+			return NULL;
+		}
+		h->max_conns = max_conns;
+	}
+	return obj;
 }
 
 /* A new owning Buffer object for an APP buffer (new reference).  On failure
@@ -747,11 +796,131 @@ static int ubpy__opt_pool(PyObject *o, ubpy_loop *L, int recv,
 	return 0;
 }
 
-/* Connection options from keyword arguments (None: default). */
+/* The longest finite deadline, in milliseconds (UINT_MAX means "never"
+ * to the core's close_timeout_ms). */
+#define UBPY_MAX_TIMEOUT_MS (UINT_MAX - 1u)
+
+/*
+ * A deadline in seconds (int or float, asyncio's idiom) as the core's
+ * milliseconds, rounded up (0.0001 s is 1 ms; float noise such as
+ * 1.1 * 1000 = 1100.0000000000002 is not rounded up).  math.inf stores
+ * never_ms (0 for the deadlines whose 0 means none; UINT_MAX for the close
+ * deadline).  TypeError for a non-number (bool included), ValueError for
+ * NaN, a value <= 0, or one above UBPY_MAX_TIMEOUT_MS.
+ */
+static int ubpy__timeout_arg(PyObject *o, const char *name, unsigned never_ms,
+			    unsigned *ms)
+{
+	PyNumberMethods *nb = Py_TYPE(o)->tp_as_number;
+	double s, x, r;
+
+	if (PyBool_Check(o) || (!PyFloat_Check(o) && !PyLong_Check(o) &&
+				!PyIndex_Check(o) && !(nb && nb->nb_float))) {
+		PyErr_Format(PyExc_TypeError,
+			     "%s must be a number of seconds (int or float), "
+			     "None or math.inf, not %.100s",
+			     name, Py_TYPE(o)->tp_name);
+		return -1;
+	}
+	if (!PyFloat_Check(o) && PyIndex_Check(o)) {
+		long long v;
+		int overflow = 0;
+		PyObject *i = PyNumber_Index(o);
+
+		if (!i)
+			return -1;
+		v = PyLong_AsLongLongAndOverflow(i, &overflow);
+		Py_DECREF(i);
+		if (v == -1 && PyErr_Occurred())
+			return -1;
+		if (overflow < 0 || (!overflow && v <= 0))
+			goto nonpositive;
+		if (overflow || v > (long long)(UBPY_MAX_TIMEOUT_MS / 1000u))
+			goto toobig;
+		*ms = (unsigned)v * 1000u;
+		return 0;
+	}
+	s = PyFloat_AsDouble(o);
+	if (s == -1.0 && PyErr_Occurred())
+		return -1;
+	if (isnan(s)) {
+		PyErr_Format(PyExc_ValueError, "%s must not be NaN", name);
+		return -1;
+	}
+	if (s <= 0)
+		goto nonpositive;
+	if (isinf(s)) {
+		*ms = never_ms;
+		return 0;
+	}
+	x = s * 1000.0;
+	r = nearbyint(x);
+	x = fabs(x - r) <= 1e-6 * (r > 1.0 ? r : 1.0) ? r : ceil(x);
+	if (x < 1.0)
+		x = 1.0;
+	if (x > (double)UBPY_MAX_TIMEOUT_MS)
+		goto toobig;
+	*ms = (unsigned)x;
+	return 0;
+nonpositive:
+	PyErr_Format(PyExc_ValueError, "%s must be > 0 seconds (%s)", name,
+		     never_ms ? "None: the default, math.inf: never"
+			      : "None or math.inf: none");
+	return -1;
+toobig:
+	PyErr_Format(PyExc_ValueError,
+		     "%s too big: at most %u.%03u seconds (math.inf: never)",
+		     name, UBPY_MAX_TIMEOUT_MS / 1000u,
+		     UBPY_MAX_TIMEOUT_MS % 1000u);
+	return -1;
+}
+
+/* A positive byte count (recv_budget): TypeError for a non-integer (bool
+ * included), ValueError for 0, a negative or a too big value. */
+static int ubpy__bytes_arg(PyObject *o, const char *name, size_t *out)
+{
+	if (PyBool_Check(o)) {
+		PyErr_Format(PyExc_TypeError,
+			     "%s must be an integer (bytes), not bool", name);
+		return -1;
+	}
+	if (ubpy__size_arg(o, name, out) < 0)
+		return -1;
+	if (*out == 0) {
+		PyErr_Format(PyExc_ValueError, "%s must be > 0 bytes", name);
+		return -1;
+	}
+	return 0;
+}
+
+/* max_connections: None (no limit) or 1..UINT_MAX. */
+static int ubpy__max_conns_arg(PyObject *o, unsigned *out)
+{
+	long long v;
+
+	*out = 0;
+	if (!o || o == Py_None)
+		return 0;
+	if (PyBool_Check(o)) {
+		PyErr_SetString(PyExc_TypeError,
+				"max_connections must be an integer or None, "
+				"not bool");
+		return -1;
+	}
+	if (ubpy__ll_arg(o, 1, UINT_MAX, "max_connections", &v) < 0)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* Connection options from keyword arguments (None: default).  Deadlines
+ * are in seconds here (see ubpy__timeout_arg). */
 static int ubpy__conn_opts(ub_conn_opts *o, ubpy_loop *L, PyObject *recv_pool,
 			  PyObject *send_pool, PyObject *mode,
 			  PyObject *high_water, PyObject *low_water,
-			  PyObject *ring_entries, PyObject *flags)
+			  PyObject *ring_entries, PyObject *flags,
+			  PyObject *recv_budget, PyObject *idle_timeout,
+			  PyObject *connect_timeout, PyObject *close_timeout)
 {
 	long long v;
 
@@ -794,19 +963,41 @@ static int ubpy__conn_opts(ub_conn_opts *o, ubpy_loop *L, PyObject *recv_pool,
 			return -1;
 		o->flags = (unsigned)v;
 	}
+	if (recv_budget && recv_budget != Py_None &&
+	    ubpy__bytes_arg(recv_budget, "recv_budget", &o->recv_budget) < 0)
+		return -1;
+	if (idle_timeout && idle_timeout != Py_None &&
+	    ubpy__timeout_arg(idle_timeout, "idle_timeout", 0,
+			      &o->idle_timeout_ms) < 0)
+		return -1;
+	if (connect_timeout && connect_timeout != Py_None &&
+	    ubpy__timeout_arg(connect_timeout, "connect_timeout", 0,
+			      &o->connect_timeout_ms) < 0)
+		return -1;
+	if (close_timeout && close_timeout != Py_None &&
+	    ubpy__timeout_arg(close_timeout, "close_timeout", UINT_MAX,
+			      &o->close_timeout_ms) < 0)
+		return -1;
 	return 0;
 }
 
-/* Connection options from a dict (flat functions). */
+/* Connection options from a dict (flat functions): the keys and meanings
+ * of struct ub_conn_opts, deadlines in milliseconds (0: none, or the
+ * default close deadline; close_timeout_ms UINT_MAX: never). */
 static int ubpy__conn_opts_dict(PyObject *d, ub_conn_opts *o)
 {
 	static const char *const keys[] = { "recv_pool", "send_pool", "mode",
 					    "high_water", "low_water",
-					    "ring_entries", "flags" };
-	PyObject *v[7] = { NULL };
+					    "ring_entries", "flags",
+					    "recv_budget", "idle_timeout_ms",
+					    "connect_timeout_ms",
+					    "close_timeout_ms" };
+	enum { NKEYS = sizeof(keys) / sizeof(keys[0]) };
+	PyObject *v[NKEYS] = { NULL };
 	PyObject *key, *val;
 	Py_ssize_t pos = 0;
-	unsigned i;
+	unsigned i, *ms[3];
+	long long t;
 
 	if (!PyDict_Check(d)) {
 		PyErr_Format(PyExc_TypeError,
@@ -819,22 +1010,39 @@ static int ubpy__conn_opts_dict(PyObject *d, ub_conn_opts *o)
 		const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key)
 						     : NULL;
 
-		for (i = 0; k && i < 7; i++)
+		for (i = 0; k && i < NKEYS; i++)
 			if (!strcmp(k, keys[i]))
 				break;
-		if (!k || i == 7) {
+		if (!k || i == NKEYS) {
 			PyErr_Clear();
 			PyErr_Format(PyExc_TypeError,
 				     "unknown connection option %R (known: "
 				     "recv_pool, send_pool, mode, high_water, "
-				     "low_water, ring_entries, flags)",
+				     "low_water, ring_entries, flags, "
+				     "recv_budget, idle_timeout_ms, "
+				     "connect_timeout_ms, close_timeout_ms)",
 				     key);
 			return -1;
 		}
 		v[i] = val;
 	}
-	return ubpy__conn_opts(o, NULL, v[0], v[1], v[2], v[3], v[4], v[5],
-			      v[6]);
+	if (ubpy__conn_opts(o, NULL, v[0], v[1], v[2], v[3], v[4], v[5], v[6],
+			    NULL, NULL, NULL, NULL) < 0)
+		return -1;
+	if (v[7] && v[7] != Py_None &&
+	    ubpy__size_arg(v[7], "recv_budget", &o->recv_budget) < 0)
+		return -1; /* 0: the default, as in C */
+	ms[0] = &o->idle_timeout_ms;
+	ms[1] = &o->connect_timeout_ms;
+	ms[2] = &o->close_timeout_ms;
+	for (i = 0; i < 3; i++) {
+		if (!v[8 + i] || v[8 + i] == Py_None)
+			continue;
+		if (ubpy__ll_arg(v[8 + i], 0, UINT_MAX, keys[8 + i], &t) < 0)
+			return -1;
+		*ms[i] = (unsigned)t;
+	}
+	return 0;
 }
 
 /* A file descriptor from an int or an object with fileno(). */
@@ -922,6 +1130,9 @@ static PyObject *ubpy__event(ubpy_loop *L, ub_event *e)
 	}
 	if (e->type == UB_EV_CLOSED && subject)
 		ubpy__mark_closed(subject);
+	if (e->type == UB_EV_ACCEPT && conn && lst)
+		((ubpy_obj *)((SwigPyObject *)conn)->ptr)->close_ms =
+			((ubpy_obj *)((SwigPyObject *)lst)->ptr)->close_ms;
 	if (e->buf) {
 		buf = ubpy__buf_obj(L, e->buf);
 		e->buf = NULL; /* ours now (or released) */
@@ -1223,7 +1434,9 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 %typemap(out) int ub_buf_release, int ub_buf_set_len, int ub_conn_send_buf,
 	int ub_conn_pause_recv, int ub_conn_resume_recv, int ub_conn_pipe,
 	int ub_conn_shutdown, int ub_conn_close, int ub_conn_abort,
-	int ub_conn_set_water, int ub_listener_close {
+	int ub_conn_set_water, int ub_listener_close,
+	int ub_conn_set_recv_budget, int ub_listener_set_max_conns,
+	int ub_conn_set_idle_timeout {
 	if ($1 < 0) {
 		ubpy__raise($1);
 		SWIG_fail;
@@ -1247,7 +1460,7 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 	}
 	$result = PyLong_FromSsize_t($1);
 }
-%typemap(out) int ub_conn_is_closing {
+%typemap(out) int ub_conn_is_closing, int ub_conn_recv_throttled {
 	$result = PyBool_FromLong($1 > 0);
 }
 /* Addresses, as ints. */

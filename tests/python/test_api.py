@@ -20,7 +20,8 @@ class Basics(unittest.TestCase):
         feats = uringbuf.features()
         self.assertEqual(set(feats), {
             "single_issuer", "recv_multishot", "accept_multishot",
-            "send_ring", "send_bundle", "recv_bundle", "pbuf_inc"})
+            "send_ring", "send_bundle", "recv_bundle", "pbuf_inc",
+            "recv_limit"})
         for name, why in feats.items():
             self.assertTrue(why is None or (isinstance(why, str) and why))
         modes = uringbuf.modes()

@@ -18,6 +18,12 @@ EXAMPLES = os.environ.get("UB_EXAMPLES_DIR", os.path.join(ROOT, "examples"))
 # Every wait in a test is bounded by this many seconds.
 DEADLINE = float(os.environ.get("UB_PY_DEADLINE", "60"))
 
+# Under a sanitizer (scripts/test's asan-python suite sets ASAN_OPTIONS and
+# preloads the ASan runtime) everything is slower: tests that move many
+# megabytes scale down, and latency deadlines scale up, when this is true.
+SANITIZED = bool(os.environ.get("ASAN_OPTIONS") or
+                 "asan" in os.environ.get("LD_PRELOAD", ""))
+
 MODES = ("bundle", "ring", "serial")
 
 
@@ -167,6 +173,23 @@ def view_address(obj):
         return pb.buf, pb.len, bool(pb.readonly)
     finally:
         rel(ctypes.byref(pb))
+
+
+def need_fds(test, n):
+    """Raise the soft RLIMIT_NOFILE to the hard limit if below n
+    descriptors; skip the test (with the reason) if even that is too low."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n:
+        want = n if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n:
+        test.skipTest("RLIMIT_NOFILE is %d (hard %d): %d descriptors needed"
+                      % (soft, hard, n))
 
 
 def log(*args):

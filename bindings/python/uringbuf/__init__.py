@@ -13,6 +13,10 @@ Two layers:
 
 * A server API in asyncio's idiom (``uringbuf.server``): ``Protocol``,
   ``Transport``, ``EventLoop``, ``Server``, ``serve()`` and ``connect()``.
+  Per-connection receive budgets and deadlines keep one client from
+  starving the others: ``recv_budget``, ``idle_timeout``,
+  ``connect_timeout``, ``close_timeout`` and ``max_connections`` keyword
+  arguments (docs/python.md, "Budgets, fairness and deadlines").
 
 * The same protocols inside a running asyncio loop (``uringbuf.asyncio``,
   imported on first use): ``start_server()``, ``create_connection()``,
@@ -75,6 +79,7 @@ class Feature(_enum.IntFlag):
     SEND_BUNDLE = core.UB_FEAT_SEND_BUNDLE
     RECV_BUNDLE = core.UB_FEAT_RECV_BUNDLE
     PBUF_INC = core.UB_FEAT_PBUF_INC
+    RECV_LIMIT = core.UB_FEAT_RECV_LIMIT  #: byte limit on a multishot recv
 
 
 class BufState(_enum.IntEnum):
@@ -106,6 +111,7 @@ FEAT_SEND_RING = core.UB_FEAT_SEND_RING
 FEAT_SEND_BUNDLE = core.UB_FEAT_SEND_BUNDLE
 FEAT_RECV_BUNDLE = core.UB_FEAT_RECV_BUNDLE
 FEAT_PBUF_INC = core.UB_FEAT_PBUF_INC
+FEAT_RECV_LIMIT = core.UB_FEAT_RECV_LIMIT
 FEAT_ALL = core.UB_FEAT_ALL
 BUF_FREE = core.UB_BUF_FREE
 BUF_KERNEL = core.UB_BUF_KERNEL
@@ -192,7 +198,7 @@ __all__ = [
     "MODE_AUTO", "MODE_BUNDLE", "MODE_RING", "MODE_SERIAL", "MODES",
     "FEAT_SINGLE_ISSUER", "FEAT_RECV_MULTISHOT", "FEAT_ACCEPT_MULTISHOT",
     "FEAT_SEND_RING", "FEAT_SEND_BUNDLE", "FEAT_RECV_BUNDLE",
-    "FEAT_PBUF_INC", "FEAT_ALL",
+    "FEAT_PBUF_INC", "FEAT_RECV_LIMIT", "FEAT_ALL",
     "BUF_FREE", "BUF_KERNEL", "BUF_APP", "BUF_QUEUED",
     "CONN_NO_RECV", "CONN_SINGLESHOT", "CONN_NO_RECV_BUNDLE",
     "CONN_SENT_EVENTS", "POOL_RECV",

@@ -730,6 +730,7 @@ async def start_server(protocol_factory: Callable[[], Any],
                        host: Optional[str] = None, port: Optional[int] = 0,
                        *, backlog: int = 0, reuse_port: bool = False,
                        sock: Optional[socket.socket] = None,
+                       max_connections: Optional[int] = None,
                        **conn_opts: Any) -> Server:
     """Listen on host:port and give every accepted connection a protocol
     from protocol_factory (asyncio's loop.create_server()).
@@ -737,14 +738,20 @@ async def start_server(protocol_factory: Callable[[], Any],
     host None: all IPv4 interfaces; port 0: any free port (see
     Server.sockets / Server.address); port None: host is a full address
     ("127.0.0.1:8000", "[::1]:8000", "unix:/path").  sock: a listening
-    socket to accept on instead (the server takes it over).  conn_opts as
-    for uringbuf.Loop.connect(): mode, high_water, low_water, recv_pool,
-    send_pool, ring_entries, flags.  The protocol is a uringbuf.Protocol
-    (data_received gets Buffers) or any asyncio protocol (bytes)."""
+    socket to accept on instead (the server takes it over).
+    max_connections: accept at most this many at once (None: no limit;
+    accepting pauses at the limit).  conn_opts as for
+    uringbuf.Loop.connect(): mode, high_water, low_water, recv_pool,
+    send_pool, ring_entries, flags, recv_budget (bytes), idle_timeout and
+    close_timeout (seconds; math.inf: never); a deadline that passes ends
+    the connection with connection_lost(TimeoutError).  The protocol is a
+    uringbuf.Protocol (data_received gets Buffers) or any asyncio protocol
+    (bytes)."""
     loop = get_loop()
     host = await _resolve(host, port)
     return loop.create_server(protocol_factory, host, port, backlog=backlog,
-                              reuse_port=reuse_port, sock=sock, **conn_opts)
+                              reuse_port=reuse_port, sock=sock,
+                              max_connections=max_connections, **conn_opts)
 
 
 create_server = start_server
@@ -757,7 +764,10 @@ async def create_connection(protocol_factory: Callable[[], Any],
     (transport, protocol) once connected, as asyncio's
     loop.create_connection(): the protocol is made then and its
     connection_made() has run.  Raises what connecting raised
-    (ConnectionRefusedError...).  conn_opts as for start_server()."""
+    (ConnectionRefusedError..., TimeoutError once connect_timeout seconds
+    have passed).  conn_opts as for start_server(), plus connect_timeout
+    (seconds; asyncio.wait_for() works too: cancelling aborts the
+    attempt)."""
     loop = get_loop()
     host = await _resolve(host, port)
     return await loop.connect(protocol_factory, host, port, **conn_opts)
@@ -769,7 +779,9 @@ async def open_connection(host: Optional[str], port: Optional[int] = None,
                                      asyncio.StreamWriter]:
     """asyncio.open_connection() over a uringbuf connection: (reader,
     writer), the standard asyncio.StreamReader / StreamWriter (read,
-    readexactly, readline, write, drain, close, wait_closed...)."""
+    readexactly, readline, write, drain, close, wait_closed...).
+    conn_opts as for create_connection() (recv_budget, idle_timeout,
+    connect_timeout, close_timeout, mode, ...)."""
     aloop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=aloop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=aloop)

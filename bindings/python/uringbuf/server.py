@@ -19,8 +19,20 @@ EV_WRITABLE; ``pause_writing()`` / ``resume_writing()`` tell the protocol
 when the total crosses the transport's high / low water marks.
 ``Transport.pipe(other)`` hands forwarding to the core (zero copy, with
 backpressure, at C speed): no more ``data_received`` calls.
+
+Isolation: every connection may hold at most ``recv_budget`` bytes of the
+shared receive pool (default 256 KiB) and the pool is shared out as it
+fills, so a peer that sends without reading stalls only itself.
+Deadlines (``idle_timeout``, ``connect_timeout``, ``close_timeout``, in
+seconds) end a connection with ``connection_lost(TimeoutError)``; a
+listener's ``max_connections`` pauses accepting at the limit.  They are
+keyword arguments of ``serve()``, ``EventLoop.create_server()`` and
+``create_connection()`` (see docs/python.md, "Budgets, fairness and
+deadlines").
 """
+import errno
 import heapq
+import math
 import os
 import signal
 import socket
@@ -138,7 +150,7 @@ class Transport:
                  "_backlog", "_backlog_bytes", "_stash", "_reading",
                  "_paused", "_closing", "_close_pending", "_eof_pending",
                  "_eof_written", "_eof_stashed", "_lost", "_connected", "_high", "_low",
-                 "_exc", "_sock", "_piped", "__weakref__")
+                 "_exc", "_sock", "_piped", "_close_timer", "__weakref__")
 
     def __init__(self, loop: "EventLoop", conn: Connection,
                  protocol: Protocol, server: Optional["Server"] = None,
@@ -167,6 +179,7 @@ class Transport:
         self._exc: Optional[BaseException] = None
         self._sock: Optional[socket.socket] = None
         self._piped: Optional["Transport"] = None
+        self._close_timer: Any = None
         conn.udata = self
 
     def __repr__(self) -> str:
@@ -273,15 +286,21 @@ class Transport:
 
     def close(self) -> None:
         """Close gracefully: no more data is received; what was written
-        still goes out; then connection_lost(None) once the peer closed its
-        side too."""
+        still goes out; then the connection closes and
+        connection_lost(None) follows.  A close that cannot finish within
+        the connection's close_timeout (default 30 s: a peer that does not
+        read what is queued, or keeps sending) becomes an abort:
+        connection_lost(TimeoutError)."""
         if self._closing:
             return
         self._closing = True
         self._reading = False
         self._stash = None
         if self._backlog:
+            # The core's close deadline starts only once the backlog is in
+            # its queue; this one covers the wait for that.
             self._close_pending = True
+            self._arm_close_deadline()
         else:
             self._conn_close()
 
@@ -418,8 +437,11 @@ class Transport:
             self._protocol.data_received(buf)
         elif self._piped is not None:
             # Received before pipe() took effect: forward it, in order
-            # (what the core forwards itself is queued after it).
-            self._piped.write(buf)
+            # (what the core forwards itself is queued after it), unless
+            # the other side's sending is shut: nowhere to go, dropped.
+            piped = self._piped
+            if not (piped._eof_written or piped._eof_pending):
+                piped.write(buf)
         elif not self._closing:
             # Paused, or resumed with data received meanwhile still to be
             # delivered (_deliver_stash is scheduled): keep the order.
@@ -478,6 +500,9 @@ class Transport:
     def _on_closed(self, res: int) -> None:
         self._lost = True
         self._closing = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         self._reading = False
         self._stash = None
         self._drop_backlog()
@@ -553,6 +578,26 @@ class Transport:
         except (BrokenPipeError, ClosedError):
             pass
 
+    def _arm_close_deadline(self) -> None:
+        """A close deferred behind the backlog: abort it with TimeoutError
+        once the connection's close_timeout has passed (as the core does
+        for a close in its queue)."""
+        try:
+            delay = self._conn.close_timeout
+        except ClosedError:
+            return
+        if self._close_timer is None and math.isfinite(delay):
+            self._close_timer = self._loop.call_later(delay,
+                                                      self._close_expired)
+
+    def _close_expired(self) -> None:
+        self._close_timer = None
+        if self._lost:
+            return
+        if self._exc is None:
+            self._exc = _oserror(-errno.ETIMEDOUT)
+        self.abort()
+
     def _shutdown(self) -> None:
         self._eof_written = True
         try:
@@ -615,6 +660,26 @@ class Server:
     def sockname(self) -> Any:
         """Where it listens, in socket module form ((host, port) for IPv4)."""
         return _parse_addr(self._address)
+
+    @property
+    def max_connections(self) -> Optional[int]:
+        """Most connections accepted at once, or None (no limit): at the
+        limit accepting pauses (clients wait in the kernel's backlog) until
+        one of them is lost.  Settable (Listener.max_connections)."""
+        return self._listener.max_connections
+
+    @max_connections.setter
+    def max_connections(self, n: Optional[int]) -> None:
+        self._listener.max_connections = n
+
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted here and not yet lost (as the core counts
+        them; 0 once the server is closed)."""
+        try:
+            return self._listener.connection_count
+        except ClosedError:
+            return 0
 
     def is_serving(self) -> bool:
         """True until close()."""
@@ -708,23 +773,34 @@ class EventLoop:
                       host: Optional[str] = None, port: Optional[int] = 0,
                       *, backlog: int = 0, reuse_port: bool = False,
                       sock: Optional[socket.socket] = None,
+                      max_connections: Optional[int] = None,
                       **conn_opts: Any) -> Server:
         """Listen on host:port (port 0: any free port; port None: host is a
         full address such as "127.0.0.1:8000" or "unix:/path"; host None:
         all IPv4 interfaces), or accept on sock (a listening socket, which
         the server takes over), and give every accepted connection a
-        protocol from protocol_factory.  conn_opts as for Loop.connect():
+        protocol from protocol_factory.
+
+        max_connections: accept at most this many at once (None: no
+        limit); at the limit accepting pauses until one is lost.
+        conn_opts, for every accepted connection, as for Loop.connect():
         mode, high_water, low_water, recv_pool, send_pool, ring_entries,
-        flags."""
+        flags, recv_budget (bytes; default 256 KiB), and the deadlines in
+        seconds (math.inf: never): idle_timeout (default none),
+        close_timeout (default 30 s).  A deadline that passes ends the
+        connection with connection_lost(TimeoutError)."""
         self._check_open()
         if sock is not None:
             if host is not None or port not in (0, None):
                 raise ValueError("host/port and sock are exclusive")
-            listener = self._loop.adopt_listener(sock, **conn_opts)
+            listener = self._loop.adopt_listener(
+                sock, max_connections=max_connections, **conn_opts)
         else:
             listener = self._loop.listen(_address(host, port, True),
                                          backlog=backlog,
-                                         reuseport=reuse_port, **conn_opts)
+                                         reuseport=reuse_port,
+                                         max_connections=max_connections,
+                                         **conn_opts)
         return self._server_class(self, listener, protocol_factory)
 
     def create_connection(self, protocol_factory: Callable[[], Protocol],
@@ -732,8 +808,12 @@ class EventLoop:
                           **conn_opts: Any) -> Tuple[Transport, Protocol]:
         """Connect to host:port (port None: host is a full address).
         Returns (transport, protocol) at once; connection_made() runs once
-        connected, or connection_lost(exc) alone if connecting fails.
-        Writes before then go out once connected."""
+        connected, or connection_lost(exc) alone if connecting fails
+        (TimeoutError once connect_timeout seconds have passed).  Writes
+        before then go out once connected.  conn_opts as for
+        Loop.connect() (mode, high_water, low_water, recv_pool, send_pool,
+        ring_entries, flags, recv_budget, idle_timeout, connect_timeout,
+        close_timeout)."""
         self._check_open()
         conn = self._loop.connect(_address(host, port, False), **conn_opts)
         protocol = protocol_factory()
@@ -744,7 +824,8 @@ class EventLoop:
                                 sock: socket.socket, **conn_opts: Any
                                 ) -> Tuple[Transport, Protocol]:
         """Run a protocol over an already connected socket (detached from
-        sock: the connection owns it)."""
+        sock: the connection owns it).  conn_opts as for
+        create_connection()."""
         self._check_open()
         conn = self._loop.adopt(sock, **conn_opts)
         protocol = protocol_factory()
@@ -1013,8 +1094,12 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
           **kwargs: Any) -> Server:
     """Listen on host:port (see EventLoop.create_server()) on loop, or on a
     new EventLoop that Server.serve_forever() closes when it returns.
+    kwargs as for EventLoop.create_server(): backlog, reuse_port, sock,
+    max_connections, and the connection options (mode, recv_budget,
+    idle_timeout, close_timeout, ...).
 
-        srv = uringbuf.serve(Echo, "127.0.0.1", 0, mode="bundle")
+        srv = uringbuf.serve(Echo, "127.0.0.1", 0, mode="bundle",
+                             idle_timeout=300, max_connections=10000)
         print("listening on", srv.address, flush=True)
         srv.serve_forever()      # until SIGINT/SIGTERM
     """
