@@ -358,8 +358,8 @@ static void set_promise(ub_conn *c, unsigned n)
  * window (rwnd) and what the pool has left above its reserve once every
  * armed receive's promise is counted (at least one: a quiet connection
  * always gets to receive).  Multishot with the kernel's byte limit where it
- * has one (UB_FEAT_RECV_LIMIT); else one-shot with a length cap, which a
- * bundle honours exactly, and re-armed after each completion.
+ * has one (UB_FEAT_RECV_LIMIT); else one-shot, one buffer each, re-armed
+ * after each completion: exact, at the cost of multishot and bundles.
  */
 static int arm_recv(ub_conn *c)
 {
@@ -401,18 +401,18 @@ static int arm_recv(ub_conn *c)
 	if (ms) {
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 		sqe->file_index = (uint32_t)bytes; /* sqe->optlen: the limit */
-	} else if (c->use_recv_bundle) {
-		io_uring_prep_recv(sqe, c->fd, NULL, (size_t)bytes, 0);
+		if (c->use_recv_bundle)
+			sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	} else {
-		/* One buffer at most. */
+		/* One buffer.  Not a bundle: a one-shot bundle that fills its
+		 * length is retried once by the kernel with the length of all
+		 * the socket holds (io_recv_finish), past any cap we set. */
 		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
 		n = 1;
 		bytes = p->size;
 	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)p->bgid;
-	if (c->use_recv_bundle)
-		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_RECV));
 	c->arm_left = (uint32_t)bytes;
 	c->arm_bytes = c->arm_bufs = 0;

@@ -447,7 +447,7 @@ static int pump(ub_loop *loop, unsigned wait_nr, int timeout_ms)
 
 /* Work only another ub_loop_wait() call does: SQEs prepared but not
  * submitted, connections whose update() has not run (or must wait for the
- * next round), completions not yet reaped or held in the kernel's overflow
+ * next round), listeners whose first accept is still to arm, completions not yet reaped or held in the kernel's overflow
  * list, deferred task work the kernel has not run yet (an enter runs at
  * most 20 items: IORING_SQ_TASKRUN, with IORING_SETUP_TASKRUN_FLAG), events
  * not yet returned. */
@@ -458,6 +458,7 @@ static bool work_left(const ub_loop *loop)
 	return (sqf & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) ||
 	       io_uring_sq_ready(&loop->ring) ||
 	       !ub__list_empty(&loop->dirty) ||
+	       !ub__list_empty(&loop->lstart) ||
 	       !ub__list_empty(&loop->later) ||
 	       io_uring_cq_ready(&loop->ring) || loop->evq_len;
 }

@@ -270,7 +270,8 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 	} else if (probe_recv_multishot(loop, true) < 0) {
 		no(loop, UB_FEAT_RECV_LIMIT,
 		   "multishot recv byte limit (sqe->optlen) refused "
-		   "(needs Linux 6.17): receives near a budget are one-shot");
+		   "(needs Linux 6.17): receives are one-shot, one buffer "
+		   "each, so that receive budgets hold");
 	}
 
 	if (!(loop->ring.features & IORING_FEAT_RECVSEND_BUNDLE)) {

@@ -447,7 +447,8 @@ UB_EXTERN uint64_t ub_conn_bytes_received(const ub_conn *conn);
  * completion that ends a buffer early lets the next start a new one, so at
  * most one buffer more per such completion before the loop sees the budget
  * reached and cancels the receive.  Without the limit, receives are
- * one-shot with a length cap and never pass it.
+ * one-shot, one buffer each, and never pass it (slower: no multishot, no
+ * receive bundles).
  */
 /* Idle timeout in ms (0: none): nothing received or sent for that long
  * ends the connection with UB_EV_ERROR (res ETIMEDOUT), then UB_EV_CLOSED.
