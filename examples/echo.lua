@@ -6,6 +6,8 @@ Lua string is ever made of the data).
 
   lua5.4 examples/echo.lua --listen HOST:PORT [--mode bundle|ring|serial|auto]
                            [--buf-size BYTES] [--buf-count N]
+                           [--recv-budget BYTES] [--idle-timeout MS]
+                           [--max-conns N]
 
 The same command line as examples/echo.c: prints "listening on HOST:PORT"
 (the real port after port 0) and exits 0 on SIGINT/SIGTERM.
@@ -22,11 +24,17 @@ local PROG = "echo"
 
 local function usage(f)
 	f:write("usage: ", PROG, " --listen HOST:PORT [--mode bundle|ring|serial|auto]\n",
-		"       [--buf-size BYTES] [--buf-count N]\n",
+		"       [--buf-size BYTES] [--buf-count N] [--recv-budget BYTES]\n",
+		"       [--idle-timeout MS] [--max-conns N]\n",
 		"  --listen HOST:PORT   address to accept on (port 0: any free port)\n",
 		"  --mode M             send mode (default auto: the best available)\n",
 		"  --buf-size BYTES     receive pool buffer size (default 4096)\n",
 		"  --buf-count N        receive pool buffers (default 1024)\n",
+		"  --recv-budget BYTES  receive pool bytes one connection may hold\n",
+		"                       (default 262144)\n",
+		"  --idle-timeout MS    close a connection that received and sent\n",
+		"                       nothing for MS (default: never)\n",
+		"  --max-conns N        accept at most N connections at once\n",
 		"Prints \"listening on HOST:PORT\"; exits 0 on SIGINT/SIGTERM.\n")
 end
 
@@ -75,6 +83,15 @@ local function parse_args(argv)
 			o.buf_size = parse_uint("--buf-size", value(), 1, 1 << 30)
 		elseif name == "--buf-count" then
 			o.buf_count = parse_uint("--buf-count", value(), 1, 32768)
+		elseif name == "--recv-budget" then
+			o.recv_budget = parse_uint("--recv-budget", value(), 1, 1 << 30)
+		elseif name == "--idle-timeout" then
+			-- milliseconds on the command line (as the C examples);
+			-- seconds in Lua
+			o.idle_timeout = parse_uint("--idle-timeout", value(), 1,
+				86400000) / 1000
+		elseif name == "--max-conns" then
+			o.max_conns = parse_uint("--max-conns", value(), 1, 1000000)
 		elseif name == "--help" then
 			usage(io.stdout)
 			os.exit(0)
@@ -115,6 +132,9 @@ local srv, msg = uringbuf.server{
 	loop = loop,
 	listen = o.listen,
 	mode = o.mode,
+	recv_budget = o.recv_budget,
+	idle_timeout = o.idle_timeout,
+	max_connections = o.max_conns,
 	signals = true,
 	on_data = function(conn, buf)
 		-- Zero copy: the received buffer itself joins the send queue.

@@ -6,7 +6,8 @@ target, and everything is forwarded both ways without copies.
   lua5.4 examples/proxy.lua --listen HOST:PORT --to HOST:PORT
                             [--mode bundle|ring|serial|auto] [--pipe]
                             [--buf-size BYTES] [--buf-count N]
-                            [--luv | --cqueues]
+                            [--recv-budget BYTES] [--idle-timeout MS]
+                            [--max-conns N] [--luv | --cqueues]
 
 The same command line as examples/proxy.c, plus --pipe: prints
 "listening on HOST:PORT" (the real port after port 0) and exits 0 on
@@ -44,13 +45,19 @@ local PROG = "proxy"
 
 local function usage(f)
 	f:write("usage: ", PROG, " --listen HOST:PORT --to HOST:PORT [--mode bundle|ring|serial|auto]\n",
-		"       [--pipe] [--buf-size BYTES] [--buf-count N] [--luv | --cqueues]\n",
+		"       [--pipe] [--buf-size BYTES] [--buf-count N] [--recv-budget BYTES]\n",
+		"       [--idle-timeout MS] [--max-conns N] [--luv | --cqueues]\n",
 		"  --listen HOST:PORT   address to accept on (port 0: any free port)\n",
 		"  --to HOST:PORT       where to forward each connection\n",
 		"  --mode M             send mode (default auto: the best available)\n",
 		"  --pipe               forward in the core (conn:pipe) instead of per buffer in Lua\n",
 		"  --buf-size BYTES     receive pool buffer size (default 4096)\n",
 		"  --buf-count N        receive pool buffers (default 1024)\n",
+		"  --recv-budget BYTES  receive pool bytes one connection may hold\n",
+		"                       (default 262144)\n",
+		"  --idle-timeout MS    close a connection that received and sent\n",
+		"                       nothing for MS (default: never)\n",
+		"  --max-conns N        accept at most N connections at once\n",
 		"  --luv                run in a luv (libuv) loop via uringbuf.luv\n",
 		"  --cqueues            run in a cqueues controller via uringbuf.cqueues\n",
 		"Prints \"listening on HOST:PORT\"; exits 0 on SIGINT/SIGTERM.\n")
@@ -115,6 +122,15 @@ local function parse_args(argv)
 			o.buf_size = parse_uint("--buf-size", value(), 1, 1 << 30)
 		elseif name == "--buf-count" then
 			o.buf_count = parse_uint("--buf-count", value(), 1, 32768)
+		elseif name == "--recv-budget" then
+			o.recv_budget = parse_uint("--recv-budget", value(), 1, 1 << 30)
+		elseif name == "--idle-timeout" then
+			-- milliseconds on the command line (as the C examples);
+			-- seconds in Lua
+			o.idle_timeout = parse_uint("--idle-timeout", value(), 1,
+				86400000) / 1000
+		elseif name == "--max-conns" then
+			o.max_conns = parse_uint("--max-conns", value(), 1, 1000000)
 		elseif name == "--help" then
 			usage(io.stdout)
 			os.exit(0)
@@ -240,6 +256,8 @@ local function on_accept(client)
 	local up, cerr = srv:connect(o.to, {
 		mode = o.mode,
 		no_recv = true,
+		recv_budget = o.recv_budget,
+		idle_timeout = o.idle_timeout,
 		on_connect = on_upstream_connect,
 		on_data = on_data,
 		on_eof = on_eof,
@@ -272,6 +290,9 @@ srv, msg = uringbuf.server{
 	listen = o.listen,
 	mode = o.mode,
 	no_recv = true,
+	recv_budget = o.recv_budget,
+	idle_timeout = o.idle_timeout,
+	max_connections = o.max_conns,
 	signals = not host,
 	on_connect = on_accept,
 	on_data = on_data,

@@ -78,6 +78,12 @@ local states = {}
 local cos = {}
 -- Listener -> the server it accepts for (until its CLOSED event).
 local listener_srv = {}
+-- Graceful closes waiting for held-back writes (close_pending): conn ->
+-- the monotonic time at which the close becomes an abort.  The core's
+-- close deadline starts only when core.ub_conn_close() is called, which
+-- waits here for the held data to reach the send queue; a peer that never
+-- reads would keep it waiting for ever without this.
+local close_at = {}
 
 -- Forget the state of connections whose loop is gone (freeing a loop
 -- sends no CLOSED events).
@@ -90,6 +96,9 @@ local function forget_dead()
 	end
 	for l in pairs(listener_srv) do
 		if not valid(l) then listener_srv[l] = nil end
+	end
+	for conn in pairs(close_at) do
+		if not valid(conn) then close_at[conn] = nil end
 	end
 end
 
@@ -272,7 +281,24 @@ function Loop:pool(count, size, kind)
 	return core.ub_pool_new(self, count, size, flags)
 end
 
-local listen_keys = { backlog = true, reuseport = true }
+local listen_keys = { backlog = true, reuseport = true,
+	max_connections = true }
+
+-- The max_connections field of a listen options table: nil, or an integer
+-- 0..UINT_MAX (0: no limit).
+-- level: of the function to blame, from the caller's point of view.
+local function check_max_conns(v, n, fname, level)
+	if v == nil then return nil end
+	if math.type(v) ~= "integer" then
+		argerror(n, fname, "field 'max_connections': integer expected, got " ..
+			(math.type(v) or type(v)), (level or 2) + 1)
+	end
+	if v < 0 or v > 0xffffffff then
+		argerror(n, fname, "field 'max_connections': value out of range " ..
+			"(0..4294967295)", (level or 2) + 1)
+	end
+	return v
+end
 
 -- Split a listen options table into conn options and listen's own.
 local function split_listen_opts(opts)
@@ -288,7 +314,19 @@ local function split_listen_opts(opts)
 	if math.type(backlog) ~= "integer" then
 		argerror(2, "listen", "field 'backlog': integer expected", 2)
 	end
-	return copts, backlog, opts.reuseport and 1 or 0
+	local maxc = check_max_conns(opts.max_connections, 2, "listen", 3)
+	return copts, backlog, opts.reuseport and 1 or 0, maxc
+end
+
+-- A new listener gets its max_connections (nil: none); a failure closes it.
+local function set_max_conns(l, maxc)
+	if not l or not maxc or maxc == 0 then return l end
+	local ok, msg, en = core.ub_listener_set_max_conns(l, maxc)
+	if not ok then
+		core.ub_listener_close(l)
+		return nil, msg, en
+	end
+	return l
 end
 
 --- Listen on "HOST:PORT" (port 0: any free port), "[V6]:PORT" or
@@ -297,7 +335,9 @@ end
 -- @tparam[opt] table opts connection options for accepted connections
 --   (`mode`, `recv_pool`, `send_pool`, `ring_entries`, `high_water`,
 --   `low_water`, `no_recv`, `singleshot`, `no_recv_bundle`,
---   `sent_events`) plus `backlog` and `reuseport`
+--   `sent_events`, `recv_budget`, `idle_timeout`, `connect_timeout`,
+--   `close_timeout`) plus `backlog`, `reuseport` and `max_connections`
+--   (accept at most this many at once; 0 or nil: no limit)
 -- @return listener or nil, message, errno
 function Loop:listen(addr, opts)
 	if type(addr) ~= "string" then
@@ -306,15 +346,31 @@ function Loop:listen(addr, opts)
 		argerror(1, "listen", "malformed address '" .. addr ..
 			"' (HOST:PORT, [V6]:PORT or unix:PATH)")
 	end
-	local copts, backlog, reuseport = split_listen_opts(opts)
-	return core.ub_listen(self, addr, backlog, reuseport, copts)
+	local copts, backlog, reuseport, maxc = split_listen_opts(opts)
+	local l, msg, en = core.ub_listen(self, addr, backlog, reuseport, copts)
+	if not l then return nil, msg, en end
+	return set_max_conns(l, maxc)
 end
 
 --- Accept on an already listening socket (which the listener then owns).
--- @function Loop:adopt_listener
 -- @tparam integer fd
--- @tparam[opt] table opts connection options for accepted connections
-Loop.adopt_listener = core.ub_listener_adopt
+-- @tparam[opt] table opts connection options for accepted connections,
+--   plus `max_connections`
+-- @return listener or nil, message, errno
+function Loop:adopt_listener(fd, opts)
+	local maxc
+	if type(opts) == "table" and opts.max_connections ~= nil then
+		maxc = check_max_conns(opts.max_connections, 2, "adopt_listener")
+		local copts = {}
+		for k, v in pairs(opts) do
+			if k ~= "max_connections" then copts[k] = v end
+		end
+		opts = copts
+	end
+	local l, msg, en = core.ub_listener_adopt(self, fd, opts)
+	if not l then return nil, msg, en end
+	return set_max_conns(l, maxc)
+end
 
 --- Connect to "HOST:PORT"; a "connect" event tells the outcome.  Data sent
 -- before that goes out once connected.
@@ -354,6 +410,10 @@ Pool.free = core.pool_free
 Pool.count = core.ub_pool_count
 Pool.buf_size = core.ub_pool_buf_size
 Pool.bytes = core.ub_pool_bytes
+--- A receive pool's reserve: when its free buffers fall to this many, only
+-- connections under their fair share keep receiving (0 for a send pool).
+-- @function Pool:reserve
+Pool.reserve = core.ub_pool_reserve
 Pool.loop = core.ub_pool_loop
 Pool.valid = valid
 
@@ -416,6 +476,16 @@ Listener.close = core.ub_listener_close
 Listener.fd = core.ub_listener_fd
 Listener.valid = valid
 Listener.set_buffers = core.set_buffers
+--- Accept at most n connections of this listener at once (0: no limit):
+-- at the limit accepting pauses (new connections wait in the kernel's
+-- backlog) until one of them closes.
+-- @function Listener:set_max_connections
+-- @tparam integer n
+-- @return true, or nil, message, errno (EPIPE: closing)
+Listener.set_max_connections = core.ub_listener_set_max_conns
+--- Connections accepted by this listener that are not yet closed.
+-- @function Listener:connections
+Listener.connections = core.ub_listener_conns
 
 --- The bound address, "HOST:PORT" (the real port after port 0).
 function Listener:address()
@@ -452,6 +522,37 @@ Conn.set_water = core.ub_conn_set_water
 Conn.is_closing = core.ub_conn_is_closing
 Conn.bytes_sent = core.ub_conn_bytes_sent
 Conn.bytes_received = core.ub_conn_bytes_received
+--- The receive budget, in bytes: at most this much of its receive pool's
+-- buffers (counted in whole buffers) is held by what the connection
+-- received and has not given back - buffers you hold, buffers queued on
+-- any send queue, buffers in a core pipe.  At the budget its receive stops
+-- (the data waits in its socket) until a buffer comes back.
+-- @function Conn:recv_budget
+Conn.recv_budget = core.ub_conn_recv_budget
+--- Set the receive budget (bytes > 0; whole buffers, at least one).
+-- @function Conn:set_recv_budget
+-- @tparam integer bytes
+-- @return true, or nil, message, EINVAL (0)
+Conn.set_recv_budget = core.ub_conn_set_recv_budget
+--- Set the idle timeout: nothing received or sent for that many seconds
+-- ends the connection (an "error" event with ETIMEDOUT, then "closed";
+-- the server helper's `on_close(conn, msg, ETIMEDOUT)`).  Counts from now.
+-- 0 or math.huge: none.
+-- @function Conn:set_idle_timeout
+-- @tparam number seconds
+-- @return true, or nil, message, errno (EPIPE: aborting or closed)
+Conn.set_idle_timeout = core.conn_set_idle_timeout
+--- The idle timeout in seconds (0: none).
+function Conn:idle_timeout()
+	return core.ub_conn_idle_timeout(self) / 1000
+end
+--- Buffers of its receive pool the connection holds now.
+-- @function Conn:recv_held
+Conn.recv_held = core.ub_conn_recv_held
+--- Whether its receive is stopped by its budget or by its fair share of
+-- a pool running low (not by `pause()` or backpressure).
+-- @function Conn:recv_throttled
+Conn.recv_throttled = core.ub_conn_recv_throttled
 Conn.valid = valid
 --- Set `SO_SNDBUF` / `SO_RCVBUF` (0 leaves one as it is).
 -- @function Conn:set_buffers
@@ -495,7 +596,8 @@ local handler_keys = { on_connect = true, on_data = true, on_eof = true,
 local conn_keys = { mode = true, recv_pool = true, send_pool = true,
 	ring_entries = true, high_water = true, low_water = true,
 	no_recv = true, singleshot = true, no_recv_bundle = true,
-	sent_events = true }
+	sent_events = true, recv_budget = true, idle_timeout = true,
+	connect_timeout = true, close_timeout = true }
 
 local buf_mt = debug.getregistry()["uringbuf.buf"]
 local function is_buf(x)
@@ -547,14 +649,19 @@ local function own(st, k)
 	return t
 end
 
-local function new_state(srv, conn, h, recv_on)
+-- close_timeout of the options a connection was made with, in seconds
+-- (nil: the core's default; math.huge: never).
+local function new_state(srv, conn, h, recv_on, close_timeout)
 	local st = setmetatable({
 		srv = srv, h = h,
 		recv_on = recv_on, user_paused = not recv_on,
+		close_timeout = close_timeout,
 	}, STATE_MT)
 	states[conn] = st
 	return st
 end
+
+local DEF_CLOSE_TIMEOUT = (core.UB_DEF_CLOSE_TIMEOUT_MS or 30000) / 1000
 
 local function wake(st, which)
 	local co = st[which]
@@ -662,6 +769,7 @@ local function drained(conn, st)
 	unblock(conn, st)
 	if st.close_pending then
 		st.close_pending = nil
+		close_at[conn] = nil
 		core.ub_conn_close(conn)
 	elseif st.shut_pending then
 		st.shut_pending = nil
@@ -844,6 +952,8 @@ function Conn:close()
 		st.closing = true
 		if st.ff <= st.fl then
 			st.close_pending = true
+			local t = st.close_timeout or DEF_CLOSE_TIMEOUT
+			if t ~= math.huge then close_at[self] = core.now() + t end
 			return true
 		end
 	end
@@ -856,6 +966,7 @@ function Conn:abort()
 	if st then
 		st.closing = true
 		st.close_pending = nil
+		close_at[self] = nil
 		release_all(st)
 		unblock(self, st)
 	end
@@ -883,10 +994,17 @@ end
 
 local dispatch = {}
 
+-- Connections that kept a received buffer in this batch (on_data neither
+-- released nor forwarded it, or it waits for read()).  A buffer dropped
+-- without release() counts against its connection's receive budget until
+-- __gc returns it: see collect_kept().
+local kept = {}
+
 dispatch.accept = function(srv, e)
 	local conn = e.conn
 	srv = listener_srv[e.listener] or srv
-	local st = new_state(srv, conn, srv.handlers, not srv.copts.no_recv)
+	local st = new_state(srv, conn, srv.handlers, not srv.copts.no_recv,
+		srv.copts.close_timeout)
 	if st.h.on_connect then call(st.h.on_connect, conn) end
 	if st.h.handler and not st.closed then start_handler(conn, st) end
 end
@@ -917,8 +1035,11 @@ dispatch.data = function(srv, e)
 	local on_data = st.h.on_data
 	if on_data then
 		call_data(on_data, conn, buf)
+		-- Kept, or dropped for __gc: see collect_kept().
+		if valid(buf) then kept[conn] = true end
 		return
 	end
+	kept[conn] = true
 	own(st, "inq")[st.iq + st.inq_n] = buf
 	st.inq_n = st.inq_n + 1
 	if st.inq_n >= INQ_MAX then update_recv(conn, st) end
@@ -986,6 +1107,7 @@ dispatch.closed = function(srv, e)
 		return
 	end
 	local st = states[conn]
+	close_at[conn] = nil
 	if not st then return end
 	st.closed = true
 	st.closing = true
@@ -1029,7 +1151,8 @@ end
 local server_keys = { host = true, port = true, listen = true, loop = true,
 	pool_count = true, pool_size = true, entries = true, backlog = true,
 	reuseport = true, signals = true, on_event = true, timeout = true,
-	on_listener_error = true, sndbuf = true, rcvbuf = true }
+	on_listener_error = true, sndbuf = true, rcvbuf = true,
+	max_connections = true }
 
 --- Create a server: a loop (or `loop=`), a listener, and the dispatcher.
 --
@@ -1038,11 +1161,17 @@ local server_keys = { host = true, port = true, listen = true, loop = true,
 -- `pool_count`, `pool_size`, `entries` for a new loop; `backlog`,
 -- `reuseport`; connection options (`high_water`, `low_water`, `no_recv`,
 -- ...); `signals = true` to stop on SIGINT/SIGTERM; `sndbuf`, `rcvbuf`.
+-- Isolation: `recv_budget` (bytes of the receive pool one connection may
+-- hold, default 256 KiB), `idle_timeout`, `connect_timeout`,
+-- `close_timeout` (seconds; default none, none, 30; 0 or math.huge: none,
+-- close_timeout = math.huge: never), `max_connections` (accept at most
+-- that many at once).
 --
 -- Callbacks, all optional: `on_connect(conn)`, `on_data(conn, buf)` (the
 -- buffer is yours: `conn:write(buf)` forwards it, else release it),
 -- `on_eof(conn)` (default: close once written data is out),
--- `on_drain(conn)`, `on_close(conn, errmsg, errno)`, `on_sent(conn, n)`;
+-- `on_drain(conn)`, `on_close(conn, errmsg, errno)` (errno ETIMEDOUT after
+-- a deadline), `on_sent(conn, n)`;
 -- or `handler(conn)`, run as one coroutine per connection using
 -- `conn:read()` and `conn:write()`; the connection closes when it returns.
 -- Without a listen address (no host, port or listen) there is no listener:
@@ -1054,6 +1183,7 @@ function M.server(t)
 		argerror(1, "server", "table expected, got " .. type(t))
 	end
 	local h, copts = check_handlers(t, "server", server_keys)
+	check_max_conns(t.max_connections, 1, "server")
 	local own = false
 	local loop = t.loop
 	if loop == nil then
@@ -1076,7 +1206,8 @@ function M.server(t)
 		on_listener_error = t.on_listener_error }, Server)
 	if t.listen or t.host or t.port then
 		local addr = t.listen or join_addr(t.host, t.port)
-		local lopts = { backlog = t.backlog, reuseport = t.reuseport }
+		local lopts = { backlog = t.backlog, reuseport = t.reuseport,
+			max_connections = t.max_connections }
 		for k, v in pairs(copts) do lopts[k] = v end
 		local l, msg, en = loop:listen(addr, lopts)
 		if not l then return fail(msg, en) end
@@ -1113,7 +1244,7 @@ function Server:connect(addr, t, port_t)
 	if t.sndbuf or t.rcvbuf then
 		conn:set_buffers(t.sndbuf or 0, t.rcvbuf or 0)
 	end
-	local st = new_state(self, conn, h, not copts.no_recv)
+	local st = new_state(self, conn, h, not copts.no_recv, copts.close_timeout)
 	if h.handler then start_handler(conn, st) end
 	return conn
 end
@@ -1126,10 +1257,85 @@ function Server:dispatch(e)
 end
 
 local collect_at = 0
+local collect_every = 0.05 -- seconds; doubles while collections free nothing
+local gc_wanted = false
 
--- Dispatch a batch of n events; then, when the receive pool is dry, give
--- back the buffers callbacks dropped (they return on __gc) now rather than
--- when allocation gets round to it.
+-- Whether a connection that kept buffers in the last batch has been
+-- stopped by its receive budget: the buffers it holds may be garbage.
+local function collect_kept()
+	for conn in pairs(kept) do
+		kept[conn] = nil
+		if not gc_wanted and valid(conn) and
+			core.ub_conn_recv_throttled(conn) then
+			gc_wanted = true
+		end
+	end
+end
+
+-- Give back the buffers callbacks dropped (they return on __gc) now
+-- rather than when allocation gets round to it: when the receive pool is
+-- dry, or a connection that kept buffers is at its budget.  At most every
+-- 50 ms (gc_wanted waits for the next call meanwhile); while collections
+-- give no buffer back (the buffers are held on purpose: backpressure),
+-- the interval doubles, up to 2 s.
+local function maybe_collect(srv)
+	if next(kept) then collect_kept() end
+	local p = srv.rpool
+	if p and not valid(p) then p = nil end
+	if gc_wanted or (p and
+		core.ub_pool_count_state(p, core.UB_BUF_KERNEL) == 0) then
+		local now = core.now()
+		if now >= collect_at then
+			gc_wanted = false
+			local before = p and core.ub_pool_count_state(p, core.UB_BUF_APP)
+			collectgarbage()
+			if p and core.ub_pool_count_state(p, core.UB_BUF_APP) >= before then
+				collect_every = math.min(collect_every * 2, 2)
+			else
+				collect_every = 0.05
+			end
+			collect_at = now + collect_every
+		else
+			gc_wanted = true
+		end
+	end
+end
+
+-- Graceful closes still waiting for held-back writes past their deadline
+-- become aborts: "closed" follows, with ETIMEDOUT (as the core's own close
+-- deadline reports it).
+local function expire_closes()
+	local now
+	for conn, t in pairs(close_at) do
+		now = now or core.now()
+		if now >= t then
+			close_at[conn] = nil
+			local st = states[conn]
+			if st and not st.closed and valid(conn) then
+				fail_state(st, M.strerror(errno.ETIMEDOUT), errno.ETIMEDOUT)
+				st.close_pending = nil
+				release_all(st)
+				unblock(conn, st)
+				core.ub_conn_abort(conn)
+			end
+		end
+	end
+end
+
+-- Seconds until the next close deadline of the Lua layer (0 if one has
+-- passed), or nil if none.
+local function next_deadline()
+	local first
+	for _, t in pairs(close_at) do
+		if not first or t < first then first = t end
+	end
+	if not first then return nil end
+	local left = first - core.now()
+	return left > 0 and left or 0
+end
+
+-- Dispatch a batch of n events; then expire close deadlines and collect
+-- dropped buffers where needed (see maybe_collect()).
 local function process(srv, n, ev)
 	local closes = loop_closes
 	for i = 1, n do
@@ -1141,21 +1347,34 @@ local function process(srv, n, ev)
 		if f then f(srv, e) end
 	end
 	if closes ~= loop_closes and not valid(srv.loop) then return end
-	local p = srv.rpool
-	if p and core.ub_pool_count_state(p, core.UB_BUF_KERNEL) == 0 then
-		local now = core.now()
-		if now >= collect_at then
-			collectgarbage()
-			collect_at = now + 0.05
-		end
-	end
+	if next(close_at) then expire_closes() end
+	maybe_collect(srv)
+end
+
+--- Seconds until the server helper must run again although no event may
+-- come: a graceful `close()` still waiting for data that `write()` held
+-- back becomes an abort at its connection's `close_timeout` (the core's
+-- own close deadline starts once that data is in the send queue).  `run()`
+-- and `step()` honour it; an event loop driving `pump()` must call it
+-- again by then (`uringbuf.luv` and `uringbuf.cqueues` do).
+-- @return seconds (0: now), or nil if nothing is due
+function Server:next_deadline()
+	return next_deadline()
 end
 
 --- Wait once (at most timeout_ms, default 500) and dispatch the batch.
 -- @tparam[opt=500] integer timeout_ms
 -- @return the number of events, or nil, message, errno
 function Server:step(timeout_ms)
-	local n, ev, en = self.loop:wait(1, timeout_ms or 500)
+	timeout_ms = timeout_ms or 500
+	if next(close_at) then
+		local d = next_deadline()
+		if d then
+			d = math.ceil(d * 1000)
+			if timeout_ms < 0 or d < timeout_ms then timeout_ms = d end
+		end
+	end
+	local n, ev, en = self.loop:wait(1, timeout_ms)
 	if not n then
 		if en == errno.EINTR then return 0 end
 		return nil, ev, en
@@ -1185,6 +1404,8 @@ local needs_wait = core.ub_loop_needs_wait
 function Server:pump(max_rounds, woken)
 	local loop = self.loop
 	local total = 0
+	if next(close_at) then expire_closes() end
+	if gc_wanted then maybe_collect(self) end
 	for _ = 1, max_rounds or 16 do
 		if not woken and needs_wait and not needs_wait(loop) then
 			return total, false

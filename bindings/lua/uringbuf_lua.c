@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -554,11 +555,92 @@ static ub_pool *field_pool(lua_State *L, int idx, const char *name)
 	return p;
 }
 
+/* Largest finite deadline, in ms (UINT_MAX is "never" for close). */
+#define UBL_MAX_MS (UINT_MAX - 1u)
+
+/*
+ * Seconds (the number at vidx) -> milliseconds, rounded up (any positive
+ * number is at least 1 ms): math.huge gives huge; 0 gives zero, or raises
+ * if zero is UINT_MAX (not allowed).  Raises, blaming argument arg (and
+ * naming the field, if any), on a non-number, NaN, a negative number or
+ * more than UBL_MAX_MS ms.
+ */
+static unsigned check_seconds(lua_State *L, int vidx, int arg,
+			      const char *field, unsigned zero, unsigned huge)
+{
+	lua_Number s, ms;
+	unsigned ims;
+	int isnum;
+	const char *pre;
+
+	if (vidx > 0 && lua_isnone(L, vidx))
+		lua_settop(L, vidx); /* an absent argument reads as nil */
+	vidx = lua_absindex(L, vidx);
+	pre = field ? lua_pushfstring(L, "field '%s': ", field)
+		    : lua_pushliteral(L, "");
+	s = lua_tonumberx(L, vidx, &isnum);
+	if (!isnum)
+		luaL_argerror(L, arg,
+			      lua_pushfstring(L, "%snumber of seconds expected, got %s",
+					      pre, luaL_typename(L, vidx)));
+	if (s != s)
+		luaL_argerror(L, arg,
+			      lua_pushfstring(L, "%sseconds expected, got NaN", pre));
+	ms = s * 1000;
+	if (s != (lua_Number)HUGE_VAL && (s < 0 || (s == 0 && zero == UINT_MAX) ||
+					  ms > (lua_Number)UBL_MAX_MS))
+		luaL_argerror(L, arg,
+			      lua_pushfstring(L, "%sseconds out of range (0 %s s <= %f, or math.huge)",
+					      pre, zero == UINT_MAX ? "<" : "<=",
+					      (lua_Number)UBL_MAX_MS / 1000));
+	lua_pop(L, 1); /* pre */
+	if (s == (lua_Number)HUGE_VAL)
+		return huge;
+	if (s == 0)
+		return zero;
+	/* Round up, forgiving the last bits of a decimal fraction
+	 * (0.035 * 1000 is 35.000000000000004), and at least 1 ms. */
+	ms -= ms * 1e-12;
+	ims = (unsigned)ms;
+	if ((lua_Number)ims < ms)
+		ims++;
+	return ims ? ims : 1u;
+}
+
+/* A deadline field (seconds) of the table at idx -> ms; nil gives def. */
+static unsigned field_seconds(lua_State *L, int idx, const char *name,
+			      unsigned def, unsigned zero, unsigned huge)
+{
+	unsigned ms;
+
+	if (lua_getfield(L, idx, name) == LUA_TNIL) {
+		lua_pop(L, 1);
+		return def;
+	}
+	ms = check_seconds(L, -1, idx, name, zero, huge);
+	lua_pop(L, 1);
+	return ms;
+}
+
+/* conn_set_idle_timeout(conn, seconds): 0 or math.huge for none. */
+int ubl_conn_set_idle_timeout(lua_State *L)
+{
+	ub_conn *c = ubl_check_conn(L, 1);
+	unsigned ms = check_seconds(L, 2, 2, NULL, 0, 0);
+	int r = ub_conn_set_idle_timeout(c, ms);
+
+	if (r < 0)
+		return ubl_push_error(L, r);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 void ubl_check_conn_opts(lua_State *L, int idx, ub_conn_opts *o)
 {
 	static const char *const names[] = { "recv_pool", "send_pool", "mode",
 		"ring_entries", "high_water", "low_water", "flags", "no_recv",
-		"singleshot", "no_recv_bundle", "sent_events", NULL };
+		"singleshot", "no_recv_bundle", "sent_events", "recv_budget",
+		"idle_timeout", "connect_timeout", "close_timeout", NULL };
 
 	ub_conn_opts_init(o);
 	if (lua_isnoneornil(L, idx))
@@ -598,6 +680,18 @@ void ubl_check_conn_opts(lua_State *L, int idx, ub_conn_opts *o)
 		o->flags |= UB_CONN_NO_RECV_BUNDLE;
 	if (field_bool(L, idx, "sent_events"))
 		o->flags |= UB_CONN_SENT_EVENTS;
+	/* Isolation: bytes, and deadlines in seconds (0 or math.huge: none;
+	 * close: math.huge is never, 0 is refused - that is abort()). */
+	o->recv_budget = (size_t)field_int(L, idx, "recv_budget",
+					   (lua_Integer)o->recv_budget, 0,
+					   LUA_MAXINTEGER);
+	o->idle_timeout_ms = field_seconds(L, idx, "idle_timeout",
+					   o->idle_timeout_ms, 0, 0);
+	o->connect_timeout_ms = field_seconds(L, idx, "connect_timeout",
+					      o->connect_timeout_ms, 0, 0);
+	o->close_timeout_ms = field_seconds(L, idx, "close_timeout",
+					    o->close_timeout_ms, UINT_MAX,
+					    UINT_MAX);
 }
 
 void ubl_check_addr(lua_State *L, int idx, struct sockaddr_storage *ss,

@@ -80,5 +80,6 @@ int ubl_handle_valid(lua_State *L);
 int ubl_set_buffers(lua_State *L);
 int ubl_now(lua_State *L);
 int ubl_strerror(lua_State *L);
+int ubl_conn_set_idle_timeout(lua_State *L);
 
 #endif /* URINGBUF_LUA_H */

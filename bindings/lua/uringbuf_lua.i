@@ -59,10 +59,14 @@ UBL_STATUS(ub_conn_close)
 UBL_STATUS(ub_conn_abort)
 UBL_STATUS(ub_conn_set_water)
 UBL_STATUS(ub_listener_close)
+UBL_STATUS(ub_conn_set_recv_budget)
+UBL_STATUS(ub_listener_set_max_conns)
 
 %typemap(out) int ub_conn_is_closing
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
 %typemap(out) int ub_loop_needs_wait
+%{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
+%typemap(out) int ub_conn_recv_throttled
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
 
 /* ---- strings ------------------------------------------------------------ */
@@ -174,6 +178,7 @@ UBL_STATUS(ub_listener_close)
 %ignore ub_loop_wait;
 %ignore ub_pool_free;
 %ignore ub_conn_send;
+%ignore ub_conn_set_idle_timeout; /* seconds: conn_set_idle_timeout */
 
 %native(loop_close) int ubl_loop_close(lua_State *L);
 %native(loop_wait) int ubl_loop_wait(lua_State *L);
@@ -185,6 +190,7 @@ UBL_STATUS(ub_listener_close)
 %native(set_buffers) int ubl_set_buffers(lua_State *L);
 %native(now) int ubl_now(lua_State *L);
 %native(strerror) int ubl_strerror(lua_State *L);
+%native(conn_set_idle_timeout) int ubl_conn_set_idle_timeout(lua_State *L);
 
 %init %{
 	ubl_init(L);

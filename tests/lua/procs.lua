@@ -108,7 +108,64 @@ local function proxy_roundtrip(flag, pipe, send)
 	stop_example(echo)
 end
 
+-- A Lua program (source text src, arguments args, a string) in the
+-- background, its output going to a temporary file; for a test that keeps
+-- its own loop running meanwhile.  opts.nofile raises the child's
+-- RLIMIT_NOFILE soft limit (as far as the hard limit allows).  Returns
+-- a process with methods output() (what it printed so far), finished()
+-- (its output once it printed a last line "END", else nil) and kill();
+-- the test's cleanup kills it.
+local Bg = {}
+Bg.__index = Bg
+
+function Bg:output()
+	local f = io.open(self.out, "rb")
+	if not f then return "" end
+	local s = f:read("a") or ""
+	f:close()
+	return s
+end
+
+function Bg:finished()
+	local s = self:output()
+	if s:find("\nEND\n$") or s:find("^END\n$") then return s end
+	return nil
+end
+
+function Bg:kill()
+	if not self.killed then
+		self.killed = true
+		os.execute(string.format("kill -KILL %d 2>/dev/null", self.pid))
+	end
+	if self.out then
+		os.remove(self.out)
+	end
+end
+
+local function spawn(src, args, opts)
+	local lua = os.getenv("UB_LUA") or "lua5.4"
+	local out = os.tmpname()
+	local pre = ""
+	if opts and opts.nofile then
+		pre = string.format("ulimit -n %d 2>/dev/null || ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; ",
+			opts.nofile)
+	end
+	-- the braces run in one background subshell, which exec turns into
+	-- the interpreter: $! is its pid
+	local cmd = string.format("{ %sexec %s -e %s /dev/null %s; } >%s 2>&1 </dev/null & echo $!",
+		pre, shq(lua), shq(src), args or "", shq(out))
+	local p = assert(io.popen("sh -c " .. shq(cmd), "r"))
+	local pid = tonumber(p:read("l"))
+	p:close()
+	local proc = setmetatable({ pid = pid, out = out }, Bg)
+	T.defer(function()
+		proc:kill()
+	end)
+	return proc
+end
+
 M.start_example, M.stop_example = start_example, stop_example
+M.spawn = spawn
 M.port_of, M.start_peer = port_of, start_peer
 M.proxy_roundtrip = proxy_roundtrip
 return M

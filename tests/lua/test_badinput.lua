@@ -178,3 +178,62 @@ T.test("server helper argument checks", function()
 	check("raise", "unknown field", srv.connect, srv, srv.address, { nope = 1 })
 	srv:close()
 end)
+
+T.test("budgets, deadlines and max_connections: bad values raise", function()
+	local loop <close> = assert(ub.loop())
+	local l = assert(loop:listen("127.0.0.1:0"))
+	local s, c = pair(loop)
+	local listen = function(o) return loop:listen("127.0.0.1:0", o) end
+	local connect = function(o) return loop:connect(l:address(), o) end
+	local nan, big = 0 / 0, 2 ^ 63
+	for _ = 1, 3 do
+		for _, f in ipairs({ listen, connect }) do
+			check("raise", "field 'recv_budget': value out of range", f, { recv_budget = -1 })
+			check("raise", "field 'recv_budget': integer expected", f, { recv_budget = 1.5 })
+			check("raise", "field 'recv_budget': integer expected", f, { recv_budget = nan })
+			check("raise", "field 'recv_budget': integer expected", f, { recv_budget = big })
+			check("raise", "field 'recv_budget': integer expected", f, { recv_budget = "x" })
+			for _, k in ipairs({ "idle_timeout", "connect_timeout", "close_timeout" }) do
+				check("raise", "field '" .. k .. "': seconds out of range", f, { [k] = -1 })
+				check("raise", "field '" .. k .. "': seconds out of range", f, { [k] = -math.huge })
+				check("raise", "field '" .. k .. "': seconds expected, got NaN", f, { [k] = nan })
+				check("raise", "field '" .. k .. "': seconds out of range", f, { [k] = 5e6 })
+				check("raise", "field '" .. k .. "': number of seconds expected, got table", f, { [k] = {} })
+			end
+			check("raise", "field 'close_timeout': seconds out of range (0 < s", f, { close_timeout = 0 })
+		end
+		check("raise", "unknown option 'max_connections'", connect, { max_connections = 1 })
+		check("raise", "field 'max_connections': value out of range", listen, { max_connections = -1 })
+		check("raise", "field 'max_connections': value out of range", listen, { max_connections = 1 << 32 })
+		check("raise", "field 'max_connections': integer expected", listen, { max_connections = 1.5 })
+		check("raise", "field 'max_connections': integer expected", listen, { max_connections = nan })
+		check("raise", "field 'max_connections': integer expected", ub.server, { max_connections = "2" })
+		check("raise", "field 'idle_timeout'", ub.server, { port = 0, idle_timeout = -1 })
+		check("raise", "field 'recv_budget'", ub.server, { port = 0, recv_budget = 0.5 })
+		check("raise", "out of range", c.set_recv_budget, c, -1)
+		check("raise", "number has no integer representation", c.set_recv_budget, c, 1.5)
+		check("raise", "number has no integer representation", c.set_recv_budget, c, nan)
+		check("raise", "number has no integer representation", c.set_recv_budget, c, big)
+		check("fail", "EINVAL", c.set_recv_budget, c, 0)
+		check("raise", "seconds out of range", c.set_idle_timeout, c, -0.5)
+		check("raise", "seconds expected, got NaN", c.set_idle_timeout, c, nan)
+		check("raise", "number of seconds expected, got nil", c.set_idle_timeout, c)
+		check("raise", "out of range", l.set_max_connections, l, -1)
+		check("raise", "number has no integer representation", l.set_max_connections, l, 2.5)
+		check("raise", "uringbuf.conn expected", c.recv_held, l)
+	end
+	-- what is allowed: fractions round up to whole milliseconds, 0 and
+	-- math.huge mean none (close: never)
+	T.ok(listen{ idle_timeout = 0, connect_timeout = math.huge,
+		close_timeout = math.huge, recv_budget = 0, max_connections = 0 })
+	T.ok(connect{ idle_timeout = 1e-9, close_timeout = 0.0001, recv_budget = 1 })
+	T.eq(c:set_idle_timeout(0.0001), true)
+	T.eq(c:idle_timeout(), 0.001, "rounded up to 1 ms")
+	T.eq(c:set_idle_timeout(0.035), true)
+	T.eq(c:idle_timeout(), 0.035, "no spurious rounding")
+	T.eq(c:set_idle_timeout(math.huge), true)
+	T.eq(c:idle_timeout(), 0, "none")
+	T.eq(c:set_recv_budget(1), true)
+	T.eq(c:recv_budget(), 1, "as set (the core counts whole buffers)")
+	s:abort()
+end)

@@ -28,13 +28,18 @@ local function need_cqueues()
 	end
 end
 
+-- Open fds of this process, not counting the pipe to the shell that
+-- counts them (popen closes its other end in the parent while the shell
+-- may already be looking: either way it is not counted).
 local function nfds()
 	local f = assert(io.open("/proc/self/stat"))
 	local pid = f:read("n")
 	f:close()
-	local p = assert(io.popen("ls /proc/" .. pid .. "/fd"))
-	local n = 0
-	for _ in p:lines() do n = n + 1 end
+	local p = assert(io.popen(string.format(
+		'me=$(readlink /proc/$$/fd/1); n=0; for f in /proc/%d/fd/*; do ' ..
+		'l=$(readlink "$f") || continue; [ "$l" = "$me" ] || n=$((n + 1)); ' ..
+		'done; echo $n', pid)))
+	local n = tonumber(p:read("l"))
 	p:close()
 	return n
 end

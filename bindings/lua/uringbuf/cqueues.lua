@@ -93,7 +93,9 @@ step = cqueues.interpose("step", function(cq, timeout)
 	if set then
 		for a in pairs(set) do
 			run(a, false)
-			if a.more then timeout = 0 end
+			-- wake in time for more events or the next deadline
+			local t = a:timeout()
+			if t and (not timeout or t < timeout) then timeout = t end
 		end
 	end
 	return step(cq, timeout)
@@ -109,9 +111,15 @@ function Attach:events()
 	return "r"
 end
 
---- 0 while more events are ready, else nil (cqueues pollable protocol).
+--- 0 while more events are ready, else the seconds until the server's
+-- next deadline (`Server:next_deadline`) or nil (cqueues pollable
+-- protocol).
 function Attach:timeout()
 	if self.more then return 0 end
+	local srv = self.server
+	if srv.next_deadline and ub.valid(srv.loop) then
+		return srv:next_deadline()
+	end
 	return nil
 end
 
@@ -162,6 +170,9 @@ function M.attach(cq, srv, opts)
 		attached[cq] = set
 	end
 	set[self] = true
+	-- Submit what was queued before attaching (listen, connect), as
+	-- uringbuf.luv does.
+	run(self, true)
 	cq:wrap(function()
 		while self.on do
 			cqueues.poll(self, self.cond)
