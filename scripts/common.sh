@@ -23,6 +23,8 @@ UB_DEPS=(
 	# The event loops uringbuf joins (tests) and the peers it is measured
 	# against (bench/run), plus the plot.
 	lua-luv lua-cqueues python3-uvloop gnuplot-nox
+	# bench/run's redis group: redis-benchmark through each proxy.
+	redis-server redis-tools
 	# The man pages' checks render them and look them up once installed.
 	groff-base man-db
 )
