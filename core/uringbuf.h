@@ -80,7 +80,11 @@ typedef struct ub_event {
 	ub_conn *conn;
 	ub_listener *listener;
 	ub_buf *buf;            /* UB_EV_DATA only */
-	void *udata;            /* the conn's (or listener's) user data */
+	void *udata;            /* the conn's (or listener's) user data as
+				   it was when ub_loop_wait() returned this
+				   batch: one set while handling an earlier
+				   event of the batch (an ACCEPT) shows in
+				   ub_conn_udata(), not here */
 } ub_event;
 
 UB_EXTERN const char *ub_event_name(int type);
