@@ -50,6 +50,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "netutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -238,45 +240,6 @@ static double quantile(const double *v, unsigned n, double q)
 }
 
 /* ---- connecting ------------------------------------------------------- */
-
-static struct addrinfo *resolve(const char *hostport)
-{
-	struct addrinfo hints, *res = NULL;
-	char host[256];
-	const char *colon, *h;
-	size_t hl;
-	int r;
-
-	colon = strrchr(hostport, ':');
-	if (!colon || !colon[1]) {
-		fprintf(stderr, "fairprobe: --connect wants HOST:PORT, not '%s'\n",
-			hostport);
-		exit(1);
-	}
-	h = hostport;
-	hl = (size_t)(colon - hostport);
-	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-		h++;
-		hl -= 2;
-	}
-	if (hl >= sizeof(host)) {
-		fprintf(stderr, "fairprobe: host name too long\n");
-		exit(1);
-	}
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	r = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
-	if (r) {
-		fprintf(stderr, "fairprobe: cannot resolve '%s': %s\n", hostport,
-			gai_strerror(r));
-		exit(1);
-	}
-	return res;
-}
 
 static int new_socket(void)
 {
@@ -854,7 +817,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	memset(wbuf, 'x', CHUNK);
-	srv_ai = resolve(cfg.connect);
+	srv_ai = bench_resolve("fairprobe", cfg.connect);
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0) {
 		fprintf(stderr, "fairprobe: epoll_create1: %s\n", strerror(errno));

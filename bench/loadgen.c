@@ -30,6 +30,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "netutil.h"
+
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -363,46 +365,6 @@ static void conn_read(struct lconn *c)
 
 /* ---- setup ------------------------------------------------------------ */
 
-static struct addrinfo *resolve(const char *hostport)
-{
-	struct addrinfo hints, *res = NULL;
-	char host[256];
-	const char *colon, *h, *port;
-	size_t hl;
-	int r;
-
-	colon = strrchr(hostport, ':');
-	if (!colon || !colon[1]) {
-		fprintf(stderr, "loadgen: --connect wants HOST:PORT, not '%s'\n",
-			hostport);
-		exit(1);
-	}
-	h = hostport;
-	hl = (size_t)(colon - hostport);
-	if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-		h++;
-		hl -= 2;
-	}
-	if (hl >= sizeof(host)) {
-		fprintf(stderr, "loadgen: host name too long\n");
-		exit(1);
-	}
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	port = colon + 1;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	r = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-	if (r) {
-		fprintf(stderr, "loadgen: cannot resolve '%s': %s\n", hostport,
-			gai_strerror(r));
-		exit(1);
-	}
-	return res;
-}
-
 /* Connect every connection; all must succeed within CONNECT_SECS. */
 static void connect_all(const struct addrinfo *ai)
 {
@@ -662,7 +624,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loadgen: epoll_create1: %s\n", strerror(errno));
 		return 1;
 	}
-	ai = resolve(cfg.connect);
+	ai = bench_resolve("loadgen", cfg.connect);
 	connect_all(ai);
 	freeaddrinfo(ai);
 
