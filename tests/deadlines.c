@@ -87,23 +87,6 @@ static void raise_nofile(void)
 		(unsigned long long)rl.rlim_max, (unsigned long long)need);
 }
 
-static int listen_socket(struct sockaddr_in *a, int backlog, int bufs)
-{
-	socklen_t len = sizeof(*a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	CHECK(fd >= 0);
-	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bufs)
-		th_set_bufs(fd, bufs);
-	CHECK(bind(fd, (struct sockaddr *)a, len) == 0);
-	CHECK(listen(fd, backlog) == 0);
-	CHECK(getsockname(fd, (struct sockaddr *)a, &len) == 0);
-	return fd;
-}
-
 static int connect_to(const struct sockaddr_in *a, int bufs)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -330,7 +313,7 @@ static void idle_case(int mode)
 	fds = calloc((size_t)nconns, sizeof(*fds));
 	CHECK(p->sc && fds);
 	p->loop = th_loop_new(NULL);
-	lfd = listen_socket(&a, SOMAXCONN, 0);
+	lfd = th_listen_socket(&a, SOMAXCONN, 0);
 	ub_conn_opts_init(&o);
 	CHECK_EQ(o.idle_timeout_ms, 0);
 	o.mode = mode;
@@ -461,7 +444,7 @@ static void close_case(int mode)
 	o.send_pool = p.spool;
 	o.close_timeout_ms = CLOSE_MS;
 	/* tiny socket buffers on both ends: 32 KiB cannot drain */
-	lfd = listen_socket(&a, SOMAXCONN, 1);
+	lfd = th_listen_socket(&a, SOMAXCONN, 1);
 	p.l = ub_listener_adopt(p.loop, lfd, &o, &err);
 	CHECK_PTR(p.l, err);
 	for (int i = 0; i < nconns; i++)
@@ -619,7 +602,7 @@ static void connect_case(int mode)
 	double t0;
 
 	/* a listener that never accepts, its queue full: SYNs dropped */
-	hl = listen_socket(&a, 0, 0);
+	hl = th_listen_socket(&a, 0, 0);
 	while (nfill < 16) {
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC |
 					     SOCK_NONBLOCK, 0);
@@ -672,7 +655,7 @@ static void connect_case(int mode)
 	CHECK(close(hl) == 0);
 
 	/* a connect that succeeds in time: its timeout no longer applies */
-	okl = listen_socket(&ok_a, SOMAXCONN, 0);
+	okl = th_listen_socket(&ok_a, SOMAXCONN, 0);
 	loop = th_loop_new(NULL);
 	memset(&one, 0, sizeof(one));
 	ub_conn_opts_init(&o);

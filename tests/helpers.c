@@ -666,3 +666,20 @@ long th_run_for(ub_loop *loop, th_event_fn on_event, th_step_fn step,
 	return th_drive(loop, on_event, step, arg, wait_ms, ms, 0, "time",
 			NULL);
 }
+
+int th_listen_socket(struct sockaddr_in *a, int backlog, int bufs)
+{
+	socklen_t len = sizeof(*a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	CHECK(fd >= 0);
+	memset(a, 0, sizeof(*a));
+	a->sin_family = AF_INET;
+	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bufs)
+		th_set_bufs(fd, bufs);
+	CHECK(bind(fd, (struct sockaddr *)a, len) == 0);
+	CHECK(listen(fd, backlog) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)a, &len) == 0);
+	return fd;
+}

@@ -19,6 +19,7 @@
 #define UB_TEST_HELPERS_H
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,6 +179,9 @@ int th_tcp_pair(int fds[2], int ipv6);
 int th_tcp_pair_bufs(int fds[2], int ipv6, int bufs);
 /* SO_SNDBUF and SO_RCVBUF to bytes (1: the kernel's minimum). */
 void th_set_bufs(int fd, int bytes);
+/* A listening TCP socket on 127.0.0.1:0, its address in *a; bufs: socket
+ * buffers the accepted sockets inherit (0: the kernel's). */
+int th_listen_socket(struct sockaddr_in *a, int backlog, int bufs);
 /*
  * Small socket buffers to force short sends.  AF_UNIX gets the minimum.
  * TCP over loopback gets 16 KiB: at the minimum (4608/2304 bytes) the

@@ -615,21 +615,6 @@ static void resume_client(const struct sockaddr_in *addr, int ctl)
 
 /* ---- one case ---------------------------------------------------------- */
 
-static int listen_socket(struct sockaddr_in *a)
-{
-	socklen_t len = sizeof(*a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	CHECK(fd >= 0);
-	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	CHECK(bind(fd, (struct sockaddr *)a, len) == 0);
-	CHECK(listen(fd, SOMAXCONN) == 0);
-	CHECK(getsockname(fd, (struct sockaddr *)a, &len) == 0);
-	return fd;
-}
-
 /* k slow readers and a pinger (k > 0), or the resume client (k == 0). */
 static void run_case(int mode, unsigned disable, int k)
 {
@@ -642,7 +627,7 @@ static void run_case(int mode, unsigned disable, int k)
 	double t0 = th_now_ms();
 	pid_t child;
 
-	lfd = listen_socket(&addr);
+	lfd = th_listen_socket(&addr, SOMAXCONN, 0);
 	if (!k)
 		CHECK(pipe2(ctl, O_CLOEXEC) == 0);
 	fflush(stdout);

@@ -699,25 +699,6 @@ struct proc {
 static int ctl_fds[4];
 static int n_ctl;
 
-/* A listening socket on 127.0.0.1:0; bufs: socket buffers the accepted
- * sockets inherit (0: the kernel's). */
-static int listen_socket(struct sockaddr_in *a, int bufs)
-{
-	socklen_t len = sizeof(*a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	CHECK(fd >= 0);
-	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bufs)
-		th_set_bufs(fd, bufs);
-	CHECK(bind(fd, (struct sockaddr *)a, len) == 0);
-	CHECK(listen(fd, SOMAXCONN) == 0);
-	CHECK(getsockname(fd, (struct sockaddr *)a, &len) == 0);
-	return fd;
-}
-
 /* A server child on lfd (closed here afterwards); the child also closes
  * other, the listening socket meant for the other child (-1: none). */
 static void spawn_server(struct proc *p, int kind, int mode, int lfd,
@@ -1049,8 +1030,8 @@ static void round_in_process(int mode, int kind)
 	struct sockaddr_in echo_addr, proxy_addr;
 	struct proc procs[2];
 	char round[64];
-	int el = listen_socket(&echo_addr, SRV_SOCKBUF);
-	int pl = listen_socket(&proxy_addr, SRV_SOCKBUF);
+	int el = th_listen_socket(&echo_addr, SOMAXCONN, SRV_SOCKBUF);
+	int pl = th_listen_socket(&proxy_addr, SOMAXCONN, SRV_SOCKBUF);
 
 	snprintf(round, sizeof(round), "%s %s", ub_mode_name(mode),
 		 kind_name[kind]);
