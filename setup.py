@@ -36,7 +36,23 @@ PKG_DIR = os.path.join("bindings", "python", "uringbuf")
 INTERFACE = os.path.join("bindings", "uringbuf.i")
 SWIG_INPUTS = [INTERFACE, os.path.join("core", "uringbuf.h")] + sorted(
     glob.glob(os.path.join("bindings", "python", "*.i")))
-CORE_SOURCES = sorted(glob.glob(os.path.join("core", "*.c")))
+
+
+def read_core_mk(name):
+    """A "NAME = value" line of core/sources.mk: the one list of the core's
+    sources and warnings that every build of the core uses."""
+    with open(os.path.join(HERE, "core", "sources.mk"), encoding="utf-8") as f:
+        m = re.search(r"^%s\s*=\s*(.*)$" % name, f.read(), re.M)
+    if not m:
+        raise SystemExit("uringbuf: no %s in core/sources.mk" % name)
+    return m.group(1).split()
+
+
+CORE_SOURCES = [os.path.join("core", f) for f in read_core_mk("UB_CORE_FILES")]
+# The core is built with its warnings (the Autotools build passes
+# configure's checked set, -Werror included under --enable-werror, as
+# UB_WARN); the SWIG wrapper, generated code, is not.
+CORE_WARN = os.environ.get("UB_WARN", "").split() or read_core_mk("UB_CORE_WARN")
 BUILD_BASE = os.path.join("build", "python")
 
 
@@ -91,7 +107,14 @@ class BuildExt(build_ext):
     def build_extension(self, ext):
         if ext.name == "uringbuf._core":
             wrap = self._swig(ext)
-            ext.sources = [wrap] + CORE_SOURCES
+            # The core first, on its own, with its warnings.
+            ext.extra_objects = self.compiler.compile(
+                CORE_SOURCES, output_dir=self.build_temp,
+                macros=ext.define_macros, include_dirs=ext.include_dirs,
+                debug=self.debug,
+                extra_postargs=ext.extra_compile_args + CORE_WARN,
+                depends=ext.depends)
+            ext.sources = [wrap]
         super().build_extension(ext)
 
     def _swig(self, ext):
@@ -121,7 +144,7 @@ class BuildExt(build_ext):
 
 core_ext = Extension(
     "uringbuf._core",
-    sources=CORE_SOURCES,  # plus the SWIG wrapper, added by BuildExt
+    sources=CORE_SOURCES,  # BuildExt: compiled apart, plus the SWIG wrapper
     depends=SWIG_INPUTS + sorted(glob.glob(os.path.join("core", "*.h"))),
     include_dirs=["core"],
     define_macros=[("_GNU_SOURCE", None), ("UB_STATIC_BUILD", None)],

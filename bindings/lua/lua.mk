@@ -58,11 +58,16 @@ endif
 UB_CPPFLAGS = -D_GNU_SOURCE -DUB_STATIC_BUILD -I$(TOP)/core -I$(HERE) \
 	$(URING_CFLAGS) $(LUA_CFLAGS)
 UB_CFLAGS = -std=gnu11 -fPIC -fvisibility=hidden
-WARN = -Wall -Wextra -Wstrict-prototypes -Wshadow
+# The core's sources and warnings (core/sources.mk); the Autotools build
+# passes configure's checked set instead (with -Werror under
+# --enable-werror) as UB_WARN.
+include $(TOP)/core/sources.mk
+UB_WARN ?= $(UB_CORE_WARN)
+WARN = $(UB_WARN)
 # SWIG's generated code is not ours to clean up.
 WRAP_WARN = -Wall -Wno-unused-parameter -Wno-unused-function
 
-CORE_SRCS := $(wildcard $(TOP)/core/*.c)
+CORE_SRCS := $(addprefix $(TOP)/core/,$(UB_CORE_FILES))
 CORE_OBJS := $(patsubst $(TOP)/core/%.c,$(O)/core/%.o,$(CORE_SRCS))
 HEADERS := $(wildcard $(TOP)/core/*.h) $(HERE)/uringbuf_lua.h
 OBJS := $(CORE_OBJS) $(O)/uringbuf_lua.o $(O)/uringbuf_wrap.o
