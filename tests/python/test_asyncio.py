@@ -13,15 +13,8 @@ import unittest
 
 import uringbuf
 
-from ubtest import DEADLINE, MODES, mode_reason, pattern, small_buffers
-
-try:
-    import uringbuf.asyncio as ua
-    NO_ASYNCIO = (None if hasattr(uringbuf.Loop, "eventfd") else
-                  "the core has no ub_loop_eventfd() (Loop.eventfd), which "
-                  "uringbuf.asyncio needs")
-except ImportError as e:  # pragma: no cover - reported as the skip reason
-    NO_ASYNCIO = "uringbuf.asyncio does not import: %s" % e
+from ubtest import (DEADLINE, MODES, NO_ASYNCIO, mode_reason, pattern,
+                    small_buffers, ua)
 
 
 def fds():

@@ -31,16 +31,9 @@ import unittest
 
 import uringbuf
 
-from ubtest import (DEADLINE, EXAMPLES, MODES, SANITIZED, ModeTestCase,
-                    need_fds, pattern, tcp_pair, wait_events)
-
-try:
-    import uringbuf.asyncio as ua
-    NO_ASYNCIO = (None if hasattr(uringbuf.Loop, "eventfd") else
-                  "the core has no ub_loop_eventfd() (Loop.eventfd), which "
-                  "uringbuf.asyncio needs")
-except ImportError as e:  # pragma: no cover - reported as the skip reason
-    NO_ASYNCIO = "uringbuf.asyncio does not import: %s" % e
+from ubtest import (DEADLINE, EXAMPLES, MODES, NO_ASYNCIO, SANITIZED,
+                    ModeTestCase, need_fds, pattern, tcp_pair, ua,
+                    wait_events)
 
 # Latency deadlines scale up under a sanitizer (slower, not less fair).
 SLOW = 3 if SANITIZED else 1

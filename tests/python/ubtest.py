@@ -27,6 +27,17 @@ SANITIZED = bool(os.environ.get("ASAN_OPTIONS") or
 MODES = ("bundle", "ring", "serial")
 
 
+# uringbuf.asyncio, or None with the reason its tests skip.
+try:
+    import uringbuf.asyncio as ua
+    NO_ASYNCIO = (None if hasattr(uringbuf.Loop, "eventfd") else
+                  "the core has no ub_loop_eventfd() (Loop.eventfd), which "
+                  "uringbuf.asyncio needs")
+except ImportError as e:  # pragma: no cover - reported as the skip reason
+    ua = None
+    NO_ASYNCIO = "uringbuf.asyncio does not import: %s" % e
+
+
 def mode_reason(mode):
     """None if the kernel can do mode, else why not."""
     with uringbuf.Loop() as loop:
