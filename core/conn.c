@@ -1150,6 +1150,9 @@ int ub_conn_set_idle_timeout(ub_conn *c, unsigned ms)
 	c->idle_ms = ms;
 	c->last_active = ub__now_ms(); /* counts from now */
 	ub__timer_update(c);
+	/* The loop's timeout is (re)armed in the next wait: make
+	 * ub_loop_needs_wait() say so to a loop driven by an eventfd. */
+	ub__conn_dirty(c);
 	return 0;
 }
 
