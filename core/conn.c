@@ -920,7 +920,9 @@ int64_t ub__conn_deadline(const ub_conn *c)
 		   c->last_active + c->idle_ms < d) {
 		d = c->last_active + c->idle_ms;
 	}
-	return d;
+	/* Times are whole ms, truncated: one more, so that no deadline
+	 * fires before its full length has passed. */
+	return d == INT64_MAX ? d : d + 1;
 }
 
 void ub__conn_expire(ub_conn *c)
