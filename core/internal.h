@@ -104,7 +104,8 @@ struct ub_pool {
 	unsigned users;     /* connections and listeners using it */
 	struct ub_list recv_waiters; /* conns starved of buffers */
 	unsigned handoff;            /* KERNEL buffers handed to a waiter */
-	unsigned reserve;            /* free buffers kept for the fair share */
+	unsigned reserve;            /* free buffers kept for conns holding
+					none (conn.c, recv_allowance) */
 	unsigned promised;           /* buffers armed receives may still take */
 	struct ub_list throttled;    /* conns stopped by budget or share */
 	unsigned wake_level;         /* wake them at this many free buffers */
@@ -123,8 +124,6 @@ unsigned ub__pool_take_recv(ub_pool *pool, unsigned bid, unsigned bytes,
 void ub__buf_charge(ub_buf *buf, ub_conn *owner);
 /* A connection is going: its buffers still out are charged to nobody. */
 void ub__pool_disown(ub_pool *pool, ub_conn *owner);
-/* Dirty every throttled connection of the pool (it has room again). */
-void ub__pool_wake_throttled(ub_pool *pool);
 void ub__pool_destroy(ub_pool *pool);
 /* KERNEL buffers that are in the ring (not handed to a waiter). */
 static inline unsigned ub__pool_in_ring(const ub_pool *p)
@@ -185,7 +184,8 @@ struct ub_conn {
 	unsigned rheld, rwnd, promise;
 	size_t rbudget;
 	uint32_t arm_left, arm_bytes, arm_bufs;
-	bool throttled;         /* on rpool->throttled, no receive armed */
+	bool throttled;         /* on rpool->throttled: receive not re-armed
+				   (an armed one is being cancelled) */
 	/* receive */
 	bool recv_armed, recv_cancelling, recv_started, user_paused,
 		pipe_paused, starved, direct, eof;

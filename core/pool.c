@@ -65,7 +65,8 @@ void ub__buf_charge(ub_buf *b, ub_conn *owner)
 	owner->rheld++;
 }
 
-void ub__pool_wake_throttled(ub_pool *p)
+/* Dirty every throttled connection of the pool (it has room again). */
+static void wake_throttled(ub_pool *p)
 {
 	p->wake_level = UINT_MAX; /* those still stopped set it again */
 	while (!ub__list_empty(&p->throttled)) {
@@ -134,7 +135,7 @@ void ub__buf_recycle(ub_buf *b)
 			/* Enough free again for a connection stopped at its
 			 * share (conn.c, recv_allowance) to take one more. */
 			if (ub__pool_in_ring(p) >= p->wake_level)
-				ub__pool_wake_throttled(p);
+				wake_throttled(p);
 		}
 	} else {
 		ub__buf_set_state(b, UB_BUF_FREE);
