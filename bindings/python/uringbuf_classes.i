@@ -10,6 +10,9 @@
  */
 
 %feature("kwargs");
+/* The per-buffer hot path: one positional argument (METH_O, no keyword
+ * parsing). */
+%feature("kwargs", "0") ubpy_conn::_wsend;
 
 typedef int ubpy_rc;
 typedef long long ubpy_n;
@@ -51,6 +54,11 @@ typedef long long ubpy_n;
 		SWIG_fail;
 }
 %exception ubpy_conn::idle_timeout {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
+%exception ubpy_conn::on_data {
 	$action
 	if (PyErr_Occurred())
 		SWIG_fail;
@@ -152,6 +160,24 @@ batch are gone from here on.";
 	PyObject *wait(int max = 256, int min = 1, int timeout = -1)
 	{
 		return ubpy__loop_wait($self, max, min, timeout);
+	}
+
+	%feature("docstring") dispatch
+	"dispatch(max, min, timeout, slow, report) -> int
+
+wait(max, min, timeout), then deliver the batch in order without building
+a list: an EV_DATA event of a Connection whose on_data is set calls
+conn.on_data(buf); every other event calls slow(event).  An Exception
+raised by on_data is passed to report(exc, conn.udata) and the batch goes
+on.  Anything else that raises (KeyboardInterrupt, or an exception out of
+slow or report) propagates, and the events after it are delivered first by
+the next dispatch() or wait() (leftover counts them).  Returns the number
+of events delivered.  uringbuf.EventLoop runs on it.";
+	PyObject *dispatch(int max, int min, int timeout, PyObject *slow,
+			   PyObject *report)
+	{
+		return ubpy__loop_dispatch($self, max, min, timeout, slow,
+					   report);
 	}
 
 	%feature("docstring") close
@@ -512,6 +538,8 @@ name) can be used on this loop, else the reason it cannot.";
 	PyObject *best_mode;
 	%feature("docstring") pending "Events queued but not yet returned by wait().";
 	PyObject *pending;
+	%feature("docstring") leftover "Events of an interrupted dispatch() not delivered yet.";
+	PyObject *leftover;
 	%feature("docstring") exports "Buffer views currently exported (close() refuses while > 0).";
 	PyObject *exports;
 	%feature("docstring") connections "The live Connection objects (CLOSED not yet returned).";
@@ -654,6 +682,7 @@ typedef struct ubpy_conn {} ubpy_conn;
 	~ubpy_conn()
 	{
 		Py_CLEAR($self->o.udata);
+		Py_CLEAR($self->o.on_data);
 		ubpy__loop_unref($self->o.L);
 		free($self);
 	}
@@ -689,6 +718,34 @@ closing.";
 		if (r < 0)
 			return ubpy__none_or_raise(r);
 		return PyLong_FromSsize_t(r);
+	}
+
+	%feature("docstring") _wsend
+	"_wsend(data) -> int
+
+send(data) for uringbuf.Transport.write(): returns 2 * (bytes accepted),
+plus 1 if the queue is now above its high water mark, so that the
+transport learns both in one call.";
+	PyObject *_wsend(PyObject *data)
+	{
+		ub_conn *c = ubpy__conn_get($self);
+		Py_buffer view;
+		long long n;
+
+		if (!c)
+			return NULL;
+		if (PyObject_TypeCheck(data, ((SwigPyClientData *)SWIGTYPE_p_ubpy_buf->clientdata)->pytype)) {
+			n = ubpy__send_buf($self, data);
+		} else {
+			if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+				return NULL;
+			n = ub_conn_send(c, view.buf, (size_t)view.len);
+			PyBuffer_Release(&view);
+		}
+		if (n < 0)
+			return ubpy__none_or_raise(n);
+		return PyLong_FromLongLong(2 * n + (ub_conn_queued_bytes(c) >
+						    ub_conn_high_water(c)));
 	}
 
 	%feature("docstring") send_buf
@@ -878,6 +935,8 @@ without a refused send.";
 	PyObject *recv_budget;
 	%feature("docstring") udata "Yours: any object, carried by events as Event.udata.";
 	PyObject *udata;
+	%feature("docstring") on_data "A callable or None: Loop.dispatch() calls on_data(buf) with each received Buffer of this connection instead of delivering an EV_DATA event (wait() ignores it).  Cleared once the connection is gone.";
+	PyObject *on_data;
 }
 
 /* ==================================================================== */
@@ -1129,6 +1188,10 @@ static PyObject *ubpy_loop_pending_get(ubpy_loop *L)
 	ub_loop *l = ubpy__loop_get(L);
 	return l ? PyLong_FromLong(ub_loop_pending(l)) : NULL;
 }
+static PyObject *ubpy_loop_leftover_get(ubpy_loop *L)
+{
+	return PyLong_FromLong(L->left_n - L->left_i);
+}
 static PyObject *ubpy_loop_exports_get(ubpy_loop *L)
 {
 	return PyLong_FromSsize_t(L->exports);
@@ -1286,6 +1349,29 @@ static void ubpy_conn_udata_set(ubpy_conn *h, PyObject *v)
 
 	Py_XINCREF(v);
 	h->o.udata = v == Py_None ? (Py_XDECREF(v), NULL) : v;
+	Py_XDECREF(old);
+}
+static PyObject *ubpy_conn_on_data_get(ubpy_conn *h)
+{
+	PyObject *o = h->o.on_data ? h->o.on_data : Py_None;
+
+	Py_INCREF(o);
+	return o;
+}
+static void ubpy_conn_on_data_set(ubpy_conn *h, PyObject *v)
+{
+	PyObject *old = h->o.on_data;
+
+	if (v != Py_None && !PyCallable_Check(v)) {
+		PyErr_SetString(PyExc_TypeError,
+				"on_data must be callable or None");
+		return;
+	}
+	/* A gone connection gets no DATA: keep no reference (cycles). */
+	if (!h->o.ptr || h->o.closed)
+		v = Py_None;
+	Py_INCREF(v);
+	h->o.on_data = v == Py_None ? (Py_DECREF(v), NULL) : v;
 	Py_XDECREF(old);
 }
 

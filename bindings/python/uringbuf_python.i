@@ -109,6 +109,10 @@ typedef struct ubpy_loop {
 	ubpy_obj *zombies;      /* CLOSED returned: cleared at the next wait */
 	ub_event *ev;
 	int evcap;
+	/* ev[left_i, left_n): events of a dispatch() batch not delivered yet
+	 * (a callback raised KeyboardInterrupt or the like): they come first
+	 * at the next dispatch() or wait(), so no event is lost. */
+	int left_i, left_n;
 	struct ubpy_deferred { ub_buf *buf; uint32_t gen; } *deferred;
 	size_t ndeferred, capdeferred;
 	ub_pool *last_pool;     /* lookup cache for DATA buffers */
@@ -127,6 +131,9 @@ struct ubpy_obj {
 	ubpy_loop *L;
 	PyObject *self;         /* the handle object (borrowed, held by L->live) */
 	PyObject *udata;
+	/* Connections: what Loop.dispatch() calls with each DATA buffer
+	 * instead of building an Event (NULL: the event goes the slow way). */
+	PyObject *on_data;
 	ubpy_obj *zombie;       /* next in L->zombies */
 	int closed;             /* CLOSED returned */
 	int is_conn;
@@ -529,6 +536,7 @@ static void ubpy__bury(ubpy_loop *L)
 		o->ptr = NULL;
 		o->self = NULL;
 		Py_CLEAR(o->udata);
+		Py_CLEAR(o->on_data);
 		if (self && PySet_Discard(L->live, self) < 0)
 			PyErr_Clear();
 	}
@@ -557,6 +565,7 @@ static int ubpy__loop_shut(ubpy_loop *L)
 	if (!L->loop)
 		return 0;
 	L->ndeferred = 0; /* ub_loop_free takes every buffer back */
+	L->left_i = L->left_n = 0; /* their buffers too */
 	L->busy = 1;
 	Py_BEGIN_ALLOW_THREADS
 	r = ub_loop_free(L->loop);
@@ -589,6 +598,7 @@ static int ubpy__loop_shut(ubpy_loop *L)
 		ubpy_obj *o = ((SwigPyObject *)PyList_GET_ITEM(items, i))->ptr;
 
 		Py_CLEAR(o->udata);
+		Py_CLEAR(o->on_data);
 	}
 	Py_XDECREF(items);
 	PyDict_Clear(L->pools);
@@ -1185,25 +1195,39 @@ static void ubpy__events_drop(ubpy_loop *L, int i, int n)
 	}
 }
 
-static PyObject *ubpy__loop_wait(ubpy_loop *L, int max, int min, int timeout)
+/*
+ * The next batch in L->ev: the events a dispatch() left undelivered if
+ * there are any (no wait then), else what ub_loop_wait returns.  Returns the
+ * index of its first event and sets *np to the end, or -1 with an
+ * exception.
+ */
+static int ubpy__loop_collect(ubpy_loop *L, int max, int min, int timeout,
+			      int *np)
 {
-	PyObject *list;
 	ub_loop *loop = ubpy__loop_get(L);
-	int n, i;
+	int n;
 
 	if (!loop)
-		return NULL;
+		return -1;
 	if (max < 1 || max > 65536 || min < 0 || min > max || timeout < -1) {
 		PyErr_SetString(PyExc_ValueError,
 				"wait() needs 1 <= max <= 65536, 0 <= min <= "
 				"max and timeout >= -1");
-		return NULL;
+		return -1;
+	}
+	if (L->left_i < L->left_n) {
+		n = L->left_i;
+		*np = L->left_n;
+		L->left_i = L->left_n = 0;
+		return n;
 	}
 	if (L->evcap < max) {
 		ub_event *ev = realloc(L->ev, (size_t)max * sizeof(*ev));
 
-		if (!ev)
-			return PyErr_NoMemory();
+		if (!ev) {
+			PyErr_NoMemory();
+			return -1;
+		}
 		L->ev = ev;
 		L->evcap = max;
 	}
@@ -1218,19 +1242,31 @@ static PyObject *ubpy__loop_wait(ubpy_loop *L, int max, int min, int timeout)
 	if (n == -EINTR) {
 		/* Run Python signal handlers now: SIGINT raises here. */
 		if (PyErr_CheckSignals() < 0)
-			return NULL;
-		return PyList_New(0);
+			return -1;
+		n = 0;
 	}
 	if (n < 0) {
 		ubpy__raise(n);
-		return NULL;
+		return -1;
 	}
-	list = PyList_New(n);
+	*np = n;
+	return 0;
+}
+
+static PyObject *ubpy__loop_wait(ubpy_loop *L, int max, int min, int timeout)
+{
+	PyObject *list;
+	int i0, n, i;
+
+	i0 = ubpy__loop_collect(L, max, min, timeout, &n);
+	if (i0 < 0)
+		return NULL;
+	list = PyList_New(n - i0);
 	if (!list) {
-		ubpy__events_drop(L, 0, n);
+		ubpy__events_drop(L, i0, n);
 		return NULL;
 	}
-	for (i = 0; i < n; i++) {
+	for (i = i0; i < n; i++) {
 		PyObject *ev = ubpy__event(L, &L->ev[i]);
 
 		if (!ev) {
@@ -1238,9 +1274,107 @@ static PyObject *ubpy__loop_wait(ubpy_loop *L, int max, int min, int timeout)
 			Py_DECREF(list);
 			return NULL;
 		}
-		PyList_SET_ITEM(list, i, ev);
+		PyList_SET_ITEM(list, i - i0, ev);
 	}
 	return list;
+}
+
+/* The exception being raised, normalized, with its traceback (new
+ * reference); the error indicator is cleared. */
+static PyObject *ubpy__take_exc(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+	return PyErr_GetRaisedException();
+#else
+	PyObject *t, *v, *tb;
+
+	PyErr_Fetch(&t, &v, &tb);
+	PyErr_NormalizeException(&t, &v, &tb);
+	if (tb && v)
+		PyException_SetTraceback(v, tb);
+	Py_XDECREF(t);
+	Py_XDECREF(tb);
+	return v;
+#endif
+}
+
+/*
+ * Loop.dispatch(): the batch wait() would return, delivered in order
+ * without a list: DATA of a connection whose on_data is set calls
+ * on_data(buf), with no Event object and no Python frame in between (the
+ * per-buffer hot path); every other event calls slow(event).  An Exception
+ * from on_data goes to report(exc, udata) and the batch goes on.  Anything
+ * else that raises (KeyboardInterrupt from a callback, an exception out of
+ * slow or report) propagates, and the rest of the batch is kept for the
+ * next dispatch() or wait(): no event is lost.  Returns the number of
+ * events delivered.
+ */
+static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
+				     int timeout, PyObject *slow,
+				     PyObject *report)
+{
+	int i0, n, i;
+
+	if (!PyCallable_Check(slow) || !PyCallable_Check(report)) {
+		PyErr_SetString(PyExc_TypeError,
+				"dispatch() needs callable slow and report");
+		return NULL;
+	}
+	i0 = ubpy__loop_collect(L, max, min, timeout, &n);
+	if (i0 < 0)
+		return NULL;
+	for (i = i0; i < n; i++) {
+		ub_event *e = &L->ev[i];
+		PyObject *cb = NULL, *ud = NULL, *arg, *r;
+
+		if (e->type == UB_EV_DATA && e->conn && e->buf) {
+			PyObject *co = ub_conn_udata(e->conn);
+			ubpy_obj *h = co ? ((SwigPyObject *)co)->ptr : NULL;
+
+			if (h && h->on_data) {
+				cb = h->on_data;
+				ud = h->udata ? h->udata : Py_None;
+			}
+		}
+		if (cb) {
+			arg = ubpy__buf_obj(L, e->buf);
+			e->buf = NULL; /* ours now (or released) */
+			if (!arg)
+				goto stop;
+			/* on_data may clear itself or the udata: hold both */
+			Py_INCREF(cb);
+			Py_INCREF(ud);
+			r = PyObject_CallOneArg(cb, arg);
+			Py_DECREF(cb);
+			Py_DECREF(arg);
+			if (!r && PyErr_ExceptionMatches(PyExc_Exception)) {
+				PyObject *exc = ubpy__take_exc();
+
+				r = PyObject_CallFunctionObjArgs(report, exc, ud,
+								 NULL);
+				Py_XDECREF(exc);
+			}
+			Py_DECREF(ud);
+		} else {
+			arg = ubpy__event(L, e);
+			if (!arg) {
+				ubpy__events_drop(L, i, i + 1);
+				goto stop;
+			}
+			r = PyObject_CallOneArg(slow, arg);
+			Py_DECREF(arg);
+		}
+		if (!r)
+			goto stop;
+		Py_DECREF(r);
+	}
+	return PyLong_FromLong(n - i0);
+stop:
+	if (i + 1 < n) {
+		L->left_i = i + 1;
+		L->left_n = n;
+	}
+	return NULL;
 }
 
 /* ---- the buffer protocol ---- */

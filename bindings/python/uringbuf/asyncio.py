@@ -195,6 +195,7 @@ class AsyncioTransport(Transport):
     def set_protocol(self, protocol: Any) -> None:
         """Switch to another protocol (asyncio's or uringbuf's)."""
         self._protocol = _wrap(protocol)
+        self._set_fast()
 
     def write(self, data: Union[Buffer, bytes, bytearray, memoryview]
               ) -> None:
@@ -277,6 +278,7 @@ class AsyncioTransport(Transport):
             return
         self._connected = True
         self._protocol = _wrap(protocol)
+        self._set_fast()
         waiter.set_result(None)
         self._protocol.connection_made(self)
 
@@ -590,7 +592,7 @@ class AsyncioEventLoop(_server.EventLoop):
                               "still exported" % self._loop.exports)
         self._abort_all()
         deadline = time.monotonic() + timeout
-        while ((self._loop.connections or self._leftover) and
+        while ((self._loop.connections or self._loop.leftover) and
                time.monotonic() < deadline):
             await asyncio.sleep(0.001)
         self._finish()
@@ -606,12 +608,9 @@ class AsyncioEventLoop(_server.EventLoop):
                               "still exported" % self._loop.exports)
         self._abort_all()
         deadline = time.monotonic() + timeout
-        while ((self._loop.connections or self._leftover) and
+        while ((self._loop.connections or self._loop.leftover) and
                time.monotonic() < deadline):
-            if self._leftover:
-                events, self._leftover = self._leftover, []
-                self._dispatch(events)
-            self._dispatch(self._wait(_BATCH, 1, 20))
+            self._dispatch_c(_BATCH, 1, 20, self._event, self._report)
         self._finish()
 
     # ---- internals ----
@@ -640,17 +639,14 @@ class AsyncioEventLoop(_server.EventLoop):
         self._pumping = True
         done = False
         try:
-            if self._leftover:
-                events, self._leftover = self._leftover, []
-                self._dispatch(events)
             for _ in range(_ROUNDS):
                 self._kicked = False
                 # Clears the eventfd first; sets it again if work is left.
-                events = self._wait(_BATCH, 0, 0)
-                if not events:
+                # (Events an interrupted round left come first, unwaited.)
+                if not self._dispatch_c(_BATCH, 0, 0, self._event,
+                                        self._report):
                     done = True  # everything queued is submitted
                     break
-                self._dispatch(events)
         finally:
             self._pumping = False
             if not done and not self._closed:

@@ -146,7 +146,7 @@ class Transport:
     Made by the event loop; ``connection`` is the underlying
     ``uringbuf.Connection``."""
 
-    __slots__ = ("_loop", "_conn", "_protocol", "_server", "_send",
+    __slots__ = ("_loop", "_conn", "_protocol", "_server", "_send", "_wsend",
                  "_backlog", "_backlog_bytes", "_stash", "_reading",
                  "_paused", "_closing", "_close_pending", "_eof_pending",
                  "_eof_written", "_eof_stashed", "_lost", "_connected", "_high", "_low",
@@ -160,6 +160,7 @@ class Transport:
         self._protocol = protocol
         self._server = server
         self._send = conn.send
+        self._wsend = conn._wsend
         # made on first use: an idle connection's transport stays small
         # (an empty deque is ~600 bytes)
         self._backlog: Optional[Deque[Union[Buffer, bytes, memoryview]]] = None
@@ -181,6 +182,7 @@ class Transport:
         self._piped: Optional["Transport"] = None
         self._close_timer: Any = None
         conn.udata = self
+        self._set_fast()
 
     def __repr__(self) -> str:
         state = ("lost" if self._lost else "closing" if self._closing
@@ -206,6 +208,7 @@ class Transport:
     def set_protocol(self, protocol: Protocol) -> None:
         """Switch to another protocol."""
         self._protocol = protocol
+        self._set_fast()
 
     def write(self, data: Union[Buffer, BytesLike]) -> None:
         """Send data.  A Buffer is forwarded without copying and belongs to
@@ -219,19 +222,24 @@ class Transport:
             return
         if not self._backlog:
             try:
-                n = self._send(data)
+                # 2 * bytes accepted, + 1 if now above the high mark
+                r = self._wsend(data)
             except BlockingIOError:
-                n = 0
+                r = 0
             except (BrokenPipeError, ClosedError):
                 return  # the connection is going away: CLOSED follows
             except ValueError:
                 if type(data) is Buffer and data.valid and len(data) == 0:
                     return  # an empty buffer: nothing to send
                 raise
+            n = r >> 1
             if type(data) is Buffer:
                 if n:
-                    if not self._paused:
-                        self._check_pause()
+                    # With the backlog empty, _check_pause() is this test
+                    # (a high mark of 0 is 1 in the core: any byte pauses)
+                    if (r & 1 or not self._high) and not self._paused:
+                        self._paused = True
+                        self._protocol.pause_writing()
                     return
                 self._queue(data)
                 self._backlog_bytes += len(data)
@@ -239,8 +247,9 @@ class Transport:
                 if type(data) is bytes or type(data) is bytearray:
                     total = len(data)
                     if n == total:
-                        if not self._paused:
-                            self._check_pause()
+                        if (r & 1 or not self._high) and not self._paused:
+                            self._paused = True
+                            self._protocol.pause_writing()
                         return
                     rest = bytes(data[n:])
                 else:
@@ -326,6 +335,7 @@ class Transport:
         if self._closing or not self._reading:
             return
         self._reading = False
+        self._set_fast()
         try:
             self._conn.pause_recv()
         except (BrokenPipeError, ClosedError):
@@ -342,6 +352,8 @@ class Transport:
             pass
         if self._stash or self._eof_stashed:
             self._loop.call_soon(self._deliver_stash)
+        else:
+            self._set_fast()
 
     def is_reading(self) -> bool:
         """True unless reading is paused (or the transport is closing)."""
@@ -416,6 +428,7 @@ class Transport:
             raise TypeError("pipe() needs a Transport or None")
         if other is None:
             self._piped = None
+            self._set_fast()
             try:
                 self._conn.pipe(None)
             except (BrokenPipeError, ClosedError):
@@ -429,6 +442,7 @@ class Transport:
                 other.write(buf)
         self._conn.pipe(other._conn)
         self._piped = other
+        self._set_fast()
 
     # ---- events, called by the EventLoop ----
 
@@ -452,9 +466,23 @@ class Transport:
     def _deliver_stash(self) -> None:
         while self._stash and self._reading and not self._closing:
             self._protocol.data_received(self._stash.popleft())
+        self._set_fast()
         if self._eof_stashed and not self._stash and self._reading:
             self._eof_stashed = False
             self._on_eof()
+
+    def _set_fast(self) -> None:
+        """Have Loop.dispatch() hand received buffers straight to
+        data_received() (conn.on_data) exactly when _on_data() would; else
+        DATA takes the slow path through _on_data()."""
+        fast = None
+        if (self._reading and not self._stash and self._piped is None and
+                not self._lost and self._protocol is not None):
+            fast = self._protocol.data_received
+        try:
+            self._conn.on_data = fast
+        except ClosedError:
+            pass
 
     def _on_writable(self) -> None:
         if self._backlog and not self._flush():
@@ -500,6 +528,7 @@ class Transport:
     def _on_closed(self, res: int) -> None:
         self._lost = True
         self._closing = True
+        self._set_fast()
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -748,9 +777,9 @@ class EventLoop:
         self._loop = Loop(entries=entries, disable=disable,
                           pool_count=pool_count, pool_size=pool_size)
         self._wait = self._loop.wait
+        self._dispatch_c = self._loop.dispatch
         self._ready: Deque[_Handle] = deque()
         self._timers: List[_Handle] = []
-        self._leftover: List[Any] = []
         self._stopping = False
         self._running = False
         self._closed = False
@@ -977,7 +1006,7 @@ class EventLoop:
                 pass
         try:
             self.run_until(lambda: not self._loop.connections and
-                           not self._leftover, timeout)
+                           not self._loop.leftover, timeout)
         finally:
             for sig in list(self._signals):
                 self.remove_signal_handler(sig)
@@ -1008,10 +1037,7 @@ class EventLoop:
             raise ClosedError("the event loop is closed")
 
     def _run_once(self, timeout: Optional[float]) -> None:
-        if self._leftover:
-            events, self._leftover = self._leftover, []
-            self._dispatch(events)
-        if self._ready or self._stopping:
+        if self._ready or self._stopping or self._loop.leftover:
             ms = 0
         else:
             ms = _MAX_WAIT_MS
@@ -1020,7 +1046,10 @@ class EventLoop:
             if self._timers:
                 t = self._timers[0].when - time.monotonic()
                 ms = min(ms, max(0, int(t * 1000 + 0.999)))
-        self._dispatch(self._wait(_BATCH, 1 if ms else 0, ms))
+        # DATA goes straight from C to protocol.data_received (see
+        # Transport._set_fast); everything else through _event().
+        self._dispatch_c(_BATCH, 1 if ms else 0, ms, self._event,
+                         self._report)
         if self._timers:
             now = time.monotonic()
             timers = self._timers
@@ -1040,43 +1069,36 @@ class EventLoop:
                     "message": "exception in callback %r" % (h.callback,),
                     "exception": exc})
 
-    def _dispatch(self, events: List[Any]) -> None:
-        it = iter(events)
+    def _event(self, ev: Any) -> None:
+        """One event of a batch (Loop.dispatch's slow path): everything but
+        the DATA that goes to data_received() directly."""
+        t, res, conn, listener, buf, ud = ev
+        if ud is None:
+            if t == _EV_ACCEPT:
+                server = listener.udata
+                if isinstance(server, Server):
+                    try:
+                        server._on_accept(conn)
+                    except Exception as exc:
+                        self._report(exc, conn.udata)
+                else:
+                    conn.abort()  # nobody to hand it to
+            return
         try:
-            for t, res, conn, listener, buf, ud in it:
-                if ud is None:
-                    if t == _EV_ACCEPT:
-                        server = listener.udata
-                        if isinstance(server, Server):
-                            try:
-                                server._on_accept(conn)
-                            except Exception as exc:
-                                self._report(exc, conn.udata)
-                        else:
-                            conn.abort()  # nobody to hand it to
-                    elif listener is not None and conn is None:
-                        pass  # a listener nobody claimed
-                    continue
-                try:
-                    if t == _EV_DATA:
-                        ud._on_data(buf)
-                    elif t == _EV_WRITABLE:
-                        ud._on_writable()
-                    elif t == _EV_EOF:
-                        ud._on_eof()
-                    elif t == _EV_CLOSED:
-                        ud._on_closed(res)
-                    elif t == _EV_CONNECT:
-                        ud._on_connect(res)
-                    elif t == _EV_ERROR:
-                        ud._on_error(res)
-                except Exception as exc:
-                    self._report(exc, ud)
-        except BaseException:
-            # KeyboardInterrupt or the like from a callback: deliver the
-            # rest of the batch on the next run (no event may be lost).
-            self._leftover = list(it)
-            raise
+            if t == _EV_DATA:
+                ud._on_data(buf)
+            elif t == _EV_WRITABLE:
+                ud._on_writable()
+            elif t == _EV_EOF:
+                ud._on_eof()
+            elif t == _EV_CLOSED:
+                ud._on_closed(res)
+            elif t == _EV_CONNECT:
+                ud._on_connect(res)
+            elif t == _EV_ERROR:
+                ud._on_error(res)
+        except Exception as exc:
+            self._report(exc, ud)
 
     def _report(self, exc: Exception, ud: Any) -> None:
         context: Dict[str, Any] = {"message": "exception in a protocol "
