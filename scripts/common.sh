@@ -25,6 +25,8 @@ UB_DEPS=(
 	lua-luv lua-cqueues python3-uvloop gnuplot-nox
 	# bench/run's redis group: redis-benchmark through each proxy.
 	redis-server redis-tools
+	# bench/run's http group: wrk against the httpd examples and peers.
+	wrk
 	# The man pages' checks render them and look them up once installed.
 	groff-base man-db
 )
