@@ -182,9 +182,9 @@ from .server import (  # noqa: E402,F401  (re-exported)
 
 
 def __getattr__(name: str):  # PEP 562: uringbuf.asyncio on first use
-    if name == "asyncio":
+    if name in ("asyncio", "workers"):
         import importlib
-        return importlib.import_module(".asyncio", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 

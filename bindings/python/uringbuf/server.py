@@ -1113,7 +1113,7 @@ class EventLoop:
 
 def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
           port: Optional[int] = 0, *, loop: Optional[EventLoop] = None,
-          **kwargs: Any) -> Server:
+          workers: int = 1, **kwargs: Any) -> Any:
     """Listen on host:port (see EventLoop.create_server()) on loop, or on a
     new EventLoop that Server.serve_forever() closes when it returns.
     kwargs as for EventLoop.create_server(): backlog, reuse_port, sock,
@@ -1124,7 +1124,23 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
                              idle_timeout=300, max_connections=10000)
         print("listening on", srv.address, flush=True)
         srv.serve_forever()      # until SIGINT/SIGTERM
+
+    workers=N (N > 1; 0: one per CPU this process may run on) forks N
+    worker processes, each with its own loop and its own SO_REUSEPORT
+    listener on host:port, and returns a uringbuf.workers.WorkerGroup
+    (address, pids, serve_forever(), close()) instead of a Server; see
+    uringbuf.workers.  Not with loop= or sock=; call it before making other
+    loops in this process.
     """
+    if workers != 1:
+        if workers == 0:
+            workers = len(os.sched_getaffinity(0))
+        if workers != 1:
+            from .workers import start_workers
+            if loop is not None:
+                raise ValueError("workers > 1 and loop= are exclusive")
+            return start_workers(workers, protocol_factory, host, port,
+                                 kwargs)
     owns = loop is None
     if loop is None:
         loop = EventLoop()
