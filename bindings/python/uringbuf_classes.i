@@ -13,6 +13,7 @@
 /* The per-buffer hot path: one positional argument (METH_O, no keyword
  * parsing). */
 %feature("kwargs", "0") ubpy_conn::_wsend;
+%feature("kwargs", "0") ubpy_conn::_wsendv;
 
 typedef int ubpy_rc;
 typedef long long ubpy_n;
@@ -746,6 +747,60 @@ transport learns both in one call.";
 			return ubpy__none_or_raise(n);
 		return PyLong_FromLongLong(2 * n + (ub_conn_queued_bytes(c) >
 						    ub_conn_high_water(c)));
+	}
+
+	%feature("docstring") _wsendv
+	"_wsendv(items) -> (done, partial, above)
+
+_wsend() of each item of a list or tuple in turn, in one call, for
+uringbuf.Transport.writelines(): stops at the first item that is not
+queued whole: refused (above the high water mark), only partly copied, or
+failing (the transport then write()s it, which raises the error or does
+what write() does for it).  done: items queued whole; partial: bytes of
+item done that were queued (a copy cut short); above: the queue is now
+above its high water mark.";
+	PyObject *_wsendv(PyObject *items)
+	{
+		ub_conn *c = ubpy__conn_get($self);
+		PyTypeObject *buftype = ((SwigPyClientData *)SWIGTYPE_p_ubpy_buf->clientdata)->pytype;
+		Py_ssize_t i, n;
+		long long partial = 0;
+
+		if (!c)
+			return NULL;
+		if (!PyList_Check(items) && !PyTuple_Check(items)) {
+			PyErr_SetString(PyExc_TypeError,
+					"_wsendv() needs a list or a tuple");
+			return NULL;
+		}
+		n = PySequence_Fast_GET_SIZE(items);
+		for (i = 0; i < n; i++) {
+			PyObject *it = PySequence_Fast_GET_ITEM(items, i);
+			Py_buffer view;
+			long long r;
+
+			if (PyObject_TypeCheck(it, buftype)) {
+				r = ubpy__send_buf($self, it);
+			} else if (PyObject_GetBuffer(it, &view,
+						      PyBUF_SIMPLE) < 0) {
+				r = UBPY_EXC;
+			} else {
+				r = ub_conn_send(c, view.buf, (size_t)view.len);
+				if (r >= 0 && r < view.len)
+					partial = r;
+				PyBuffer_Release(&view);
+				if (partial)
+					break;
+			}
+			if (r < 0) {
+				/* write() redoes it and reports it properly */
+				PyErr_Clear();
+				break;
+			}
+		}
+		return Py_BuildValue("(nLO)", i, partial,
+				     ub_conn_queued_bytes(c) >
+				     ub_conn_high_water(c) ? Py_True : Py_False);
 	}
 
 	%feature("docstring") send_buf

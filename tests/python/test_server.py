@@ -226,6 +226,56 @@ class ServerApi(unittest.TestCase):
         tr.abort()
         b.close()
 
+    def test_writelines_one_call_in_order(self):
+        """writelines() of Buffers and bytes-likes (a list, a tuple, past
+        the high water mark, with an empty Buffer and a bad item in the
+        middle): every byte arrives once, in order; the bad item raises
+        after the items before it were queued; pause_writing() comes."""
+        a, b = socket.socketpair()
+        b.settimeout(DEADLINE)
+        tr, p = self.ev.connect_accepted_socket(Recorder, a)
+        events = []
+        p.pause_writing = lambda: events.append("pause")
+        p.resume_writing = lambda: events.append("resume")
+        pool = self.ev.loop.send_pool()
+        expect = bytearray()
+
+        def buf(data):
+            x = pool.acquire()
+            x.fill(data)
+            expect.extend(data)
+            return x
+
+        def raw(data):
+            expect.extend(data)
+            return data
+        tr.writelines([buf(b"a" * 10), raw(b"bc"), raw(bytearray(b"de")),
+                       raw(memoryview(b"fghi")[1:3]), buf(b"j")])
+        tr.writelines((raw(b"tuple"), buf(b"T")))
+        tr.writelines([])
+        empty = pool.acquire()  # valid and empty: nothing to send
+        tr.writelines([raw(b"x"), empty, raw(b"y")])
+        with self.assertRaises(TypeError):
+            tr.writelines([raw(b"before"), "text", b"never"])
+        tr.set_write_buffer_limits(high=64 * 1024)
+        big = pattern(3, 1 << 20)  # 16 x 64 KiB: past the high mark
+        tr.writelines([raw(big[i:i + 65536])
+                       for i in range(0, len(big), 65536)])
+        self.assertEqual(events[:1], ["pause"])
+        got = bytearray()
+        deadline = time.monotonic() + DEADLINE
+        while len(got) < len(expect) and time.monotonic() < deadline:
+            self.ev.run_once(0)
+            try:
+                got += b.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                time.sleep(0.001)
+        self.assertEqual(bytes(got), bytes(expect))
+        self.ev.run_until(lambda: "resume" in events, timeout=DEADLINE)
+        self.assertEqual(events, ["pause", "resume"])
+        tr.abort()
+        b.close()
+
     def test_forwarding_returns_buffers_to_the_receive_pool(self):
         """data_received(buf) -> other.write(buf): zero copy both ways, and
         every buffer back in its pool afterwards."""

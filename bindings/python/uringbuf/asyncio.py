@@ -208,9 +208,8 @@ class AsyncioTransport(Transport):
             loop._kick()
 
     def writelines(self, list_of_data: List[Any]) -> None:
-        """write() each item in turn."""
-        for data in list_of_data:
-            Transport.write(self, data)
+        """write() each item in turn (see uringbuf.Transport.writelines())."""
+        Transport.writelines(self, list_of_data)
         self._loop._kick()
 
     def write_eof(self) -> None:

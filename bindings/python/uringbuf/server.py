@@ -147,6 +147,7 @@ class Transport:
     ``uringbuf.Connection``."""
 
     __slots__ = ("_loop", "_conn", "_protocol", "_server", "_send", "_wsend",
+                 "_wsendv",
                  "_backlog", "_backlog_bytes", "_stash", "_reading",
                  "_paused", "_closing", "_close_pending", "_eof_pending",
                  "_eof_written", "_eof_stashed", "_lost", "_connected", "_high", "_low",
@@ -161,6 +162,7 @@ class Transport:
         self._server = server
         self._send = conn.send
         self._wsend = conn._wsend
+        self._wsendv = conn._wsendv
         # made on first use: an idle connection's transport stays small
         # (an empty deque is ~600 bytes)
         self._backlog: Optional[Deque[Union[Buffer, bytes, memoryview]]] = None
@@ -276,8 +278,25 @@ class Transport:
             self._check_pause()
 
     def writelines(self, list_of_data: List[Union[Buffer, BytesLike]]) -> None:
-        """write() each item in turn."""
-        for data in list_of_data:
+        """write() each item in turn: a list or tuple in one call into C
+        while the queue takes every item whole (Buffers without copying)."""
+        if (type(list_of_data) is list or type(list_of_data) is tuple) and \
+                not (self._backlog or self._closing or self._eof_written or
+                     self._eof_pending):
+            done, partial, above = self._wsendv(list_of_data)
+            if done == len(list_of_data):
+                if (above or not self._high) and done and not self._paused:
+                    self._paused = True
+                    self._protocol.pause_writing()
+                return
+            rest = list(list_of_data[done:])
+            if partial:
+                # The copy of item done was cut short: keep its tail
+                # (write() copies it into the backlog, in order).
+                rest[0] = memoryview(rest[0]).cast("B")[partial:]
+        else:
+            rest = list_of_data
+        for data in rest:
             self.write(data)
 
     def write_eof(self) -> None:
