@@ -5,7 +5,12 @@
 
   httpd.py --listen HOST:PORT [--mode bundle|ring|serial|auto]
            [--buf-size BYTES] [--buf-count N] [--recv-budget BYTES]
-           [--idle-timeout MS] [--max-conns N]
+           [--idle-timeout MS] [--max-conns N] [--workers N]
+
+--workers N (N > 1; 0: one per CPU) serves from N processes, each with its
+own loop and its own SO_REUSEPORT listener (uringbuf.serve(workers=N));
+SIGINT/SIGTERM stop them all, and the parent exits 1 if one of them failed.
+--max-conns then holds per worker.
 
 The examples' command line (examples/echo.py): prints "listening on
 HOST:PORT" (the real port when 0 was asked) and exits 0 on SIGINT/SIGTERM,
@@ -37,6 +42,7 @@ import time
 from time import time as _now
 
 import uringbuf
+import uringbuf.workers
 
 PROG = "httpd"
 
@@ -274,14 +280,46 @@ def parse_args(argv):
                         "for MS milliseconds (default: never)")
     p.add_argument("--max-conns", type=_uint(1, 1000000), metavar="N",
                    help="accept at most N connections at once")
+    p.add_argument("--workers", type=_uint(0, 1024), default=1, metavar="N",
+                   help="worker processes (SO_REUSEPORT; 0: one per CPU; "
+                        "default 1)")
     args = p.parse_args(argv)
     if not 0 <= args.buf_size <= 1 << 30 or not 0 <= args.buf_count <= 32768:
         p.error("--buf-size wants 1..1073741824, --buf-count 1..32768")
     return args
 
 
+def serve_workers(args):
+    """--workers N: uringbuf.serve(workers=N), the parent supervising."""
+    with uringbuf.Loop() as probe:  # closed before the workers fork
+        why = probe.mode_check(args.mode)
+    if why:
+        sys.exit("%s: mode %s unavailable: %s" % (PROG, args.mode, why))
+    host, _, port = args.listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") else host
+    try:
+        group = uringbuf.serve(
+            HTTP, host, int(port), workers=args.workers,
+            pool_count=args.buf_count, pool_size=args.buf_size,
+            mode=args.mode, max_connections=args.max_conns,
+            recv_budget=args.recv_budget,
+            idle_timeout=(None if args.idle_timeout is None
+                          else args.idle_timeout / 1000))
+    except (OSError, ValueError, uringbuf.workers.WorkerError) as e:
+        sys.exit("%s: cannot listen on %s: %s" % (PROG, args.listen, e))
+    print("listening on %s" % group.address, flush=True)
+    try:
+        group.serve_forever()
+    except uringbuf.workers.WorkerError as e:
+        print("%s: %s" % (PROG, e), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.workers != 1:
+        return serve_workers(args)
     try:
         loop = uringbuf.EventLoop(pool_count=args.buf_count,
                                   pool_size=args.buf_size)

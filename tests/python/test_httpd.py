@@ -429,6 +429,19 @@ class HttpdTest(HttpChecks, NeverReading, unittest.TestCase):
         wrk_check(self, self.srv.url)
 
 
+class HttpdWorkersTest(HttpChecks, unittest.TestCase):
+    """examples/httpd.py --workers 2 (uringbuf.serve(workers=2)): every
+    check again against two SO_REUSEPORT worker processes; SIGTERM to the
+    parent ends all with status 0 and an empty stderr."""
+
+    def setUp(self):
+        self.srv = Server([sys.executable, HTTPD, "--listen", "127.0.0.1:0",
+                           "--workers", "2"])
+
+    def tearDown(self):
+        self.stop_server()
+
+
 class HttpdModesTest(HttpBase, ModeTestCase):
     """examples/httpd.py in every send mode: pipelining and keep-alive."""
 

@@ -26,9 +26,12 @@ class Pid(uringbuf.Protocol):
     def connection_made(self, transport):
         self.transport = transport
     def data_received(self, buf):
-        self.transport.write(b"%d:" % os.getpid() + bytes(buf))
+        n = self.transport.loop.loop.recv_pool().count
+        self.transport.write(b"%d:%d:" % (os.getpid(), n) + bytes(buf))
 
-g = uringbuf.serve(Pid, "127.0.0.1", 0, workers=int(sys.argv[1]))
+# pool_count: an EventLoop() option every worker's loop gets
+g = uringbuf.serve(Pid, "127.0.0.1", 0, workers=int(sys.argv[1]),
+                   pool_count=128)
 print("listening on", g.address, flush=True)
 print("pids", " ".join(map(str, g.pids)), flush=True)
 try:
@@ -100,6 +103,10 @@ def ask(address, msg):
                 break
             data += b
     pid, _, rest = data.partition(b":")
+    count, _, rest = rest.partition(b":")
+    if count != b"128":
+        raise AssertionError("a worker's pool has %r buffers, not 128"
+                             % count)
     return int(pid), rest
 
 
@@ -177,6 +184,8 @@ class Workers(unittest.TestCase):
         with uringbuf.EventLoop() as loop:
             with self.assertRaises(ValueError):
                 uringbuf.serve(P, "127.0.0.1", 0, workers=2, loop=loop)
+            with self.assertRaises(ValueError):  # a new loop's option
+                uringbuf.serve(P, "127.0.0.1", 0, loop=loop, pool_count=8)
         with self.assertRaises(ValueError):
             uringbuf.serve(P, "unix:/tmp/x", None, workers=2)
 

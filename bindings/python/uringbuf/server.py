@@ -1130,6 +1130,9 @@ class EventLoop:
         self.call_exception_handler(context)
 
 
+_LOOP_OPTS = ("entries", "pool_count", "pool_size", "disable")
+
+
 def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
           port: Optional[int] = 0, *, loop: Optional[EventLoop] = None,
           workers: int = 1, **kwargs: Any) -> Any:
@@ -1137,7 +1140,8 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
     new EventLoop that Server.serve_forever() closes when it returns.
     kwargs as for EventLoop.create_server(): backlog, reuse_port, sock,
     max_connections, and the connection options (mode, recv_budget,
-    idle_timeout, close_timeout, ...).
+    idle_timeout, close_timeout, ...); without loop=, also EventLoop()'s
+    entries, pool_count, pool_size and disable.
 
         srv = uringbuf.serve(Echo, "127.0.0.1", 0, mode="bundle",
                              idle_timeout=300, max_connections=10000)
@@ -1151,6 +1155,10 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
     uringbuf.workers.  Not with loop= or sock=; call it before making other
     loops in this process.
     """
+    loop_opts = {k: kwargs.pop(k) for k in _LOOP_OPTS if k in kwargs}
+    if loop_opts and loop is not None:
+        raise ValueError("%s: options of a new EventLoop, not with loop="
+                         % ", ".join(sorted(loop_opts)))
     if workers != 1:
         if workers == 0:
             workers = len(os.sched_getaffinity(0))
@@ -1159,10 +1167,10 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
             if loop is not None:
                 raise ValueError("workers > 1 and loop= are exclusive")
             return start_workers(workers, protocol_factory, host, port,
-                                 kwargs)
+                                 kwargs, loop_opts)
     owns = loop is None
     if loop is None:
-        loop = EventLoop()
+        loop = EventLoop(**loop_opts)
     try:
         server = loop.create_server(protocol_factory, host, port, **kwargs)
     except BaseException:

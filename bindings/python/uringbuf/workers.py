@@ -86,10 +86,16 @@ def _ignore() -> None:
 
 
 def _worker(wfd: int, factory: Callable[[], Protocol], host: str, port: int,
-            parent: int, kwargs: Dict[str, Any]) -> int:
+            parent: int, kwargs: Dict[str, Any],
+            loop_opts: Dict[str, Any]) -> int:
     """The body of a worker process; returns its exit status."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    loop = EventLoop()
+    try:
+        loop = EventLoop(**loop_opts)
+    except BaseException as exc:
+        os.write(wfd, ("E%d %s: %s\n" % (os.getpid(), type(exc).__name__,
+                                         exc)).encode())
+        return 1
     try:
         server = loop.create_server(factory, host, port, reuse_port=True,
                                     **kwargs)
@@ -232,7 +238,8 @@ class WorkerGroup:
 
 def start_workers(n: int, factory: Callable[[], Protocol],
                   host: Optional[str], port: Optional[int],
-                  kwargs: Dict[str, Any]) -> WorkerGroup:
+                  kwargs: Dict[str, Any],
+                  loop_opts: Optional[Dict[str, Any]] = None) -> WorkerGroup:
     """Fork n workers serving host:port (see the module's docstring)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError("workers must be an int >= 1, not %r" % (n,))
@@ -259,7 +266,7 @@ def start_workers(n: int, factory: Callable[[], Protocol],
                         os.close(rfd)
                         hold.close()
                         status = _worker(wfd, factory, host, port, parent,
-                                         kwargs)
+                                         kwargs, loop_opts or {})
                     except BaseException:
                         import traceback
                         traceback.print_exc()
