@@ -59,6 +59,11 @@ typedef long long ubpy_n;
 	if (PyErr_Occurred())
 		SWIG_fail;
 }
+%exception ubpy_conn::on_buffers {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
 %exception ubpy_conn::on_data {
 	$action
 	if (PyErr_Occurred())
@@ -684,6 +689,7 @@ typedef struct ubpy_conn {} ubpy_conn;
 	{
 		Py_CLEAR($self->o.udata);
 		Py_CLEAR($self->o.on_data);
+		Py_CLEAR($self->o.on_buffers);
 		ubpy__loop_unref($self->o.L);
 		free($self);
 	}
@@ -992,6 +998,8 @@ without a refused send.";
 	PyObject *udata;
 	%feature("docstring") on_data "A callable or None: Loop.dispatch() calls on_data(buf) with each received Buffer of this connection instead of delivering an EV_DATA event (wait() ignores it).  Cleared once the connection is gone.";
 	PyObject *on_data;
+	%feature("docstring") on_buffers "A callable or None: like on_data, but called with a list of the Buffers of consecutive EV_DATA events of this connection in a batch (one receive bundle, or several receives); takes precedence over on_data.";
+	PyObject *on_buffers;
 }
 
 /* ==================================================================== */
@@ -1413,21 +1421,38 @@ static PyObject *ubpy_conn_on_data_get(ubpy_conn *h)
 	Py_INCREF(o);
 	return o;
 }
-static void ubpy_conn_on_data_set(ubpy_conn *h, PyObject *v)
+/* Set a dispatch callable (on_data, on_buffers) of a connection. */
+static void ubpy__set_callable(ubpy_conn *h, PyObject **slot, PyObject *v,
+			       const char *what)
 {
-	PyObject *old = h->o.on_data;
+	PyObject *old = *slot;
 
 	if (v != Py_None && !PyCallable_Check(v)) {
-		PyErr_SetString(PyExc_TypeError,
-				"on_data must be callable or None");
+		PyErr_Format(PyExc_TypeError, "%s must be callable or None",
+			     what);
 		return;
 	}
 	/* A gone connection gets no DATA: keep no reference (cycles). */
 	if (!h->o.ptr || h->o.closed)
 		v = Py_None;
 	Py_INCREF(v);
-	h->o.on_data = v == Py_None ? (Py_DECREF(v), NULL) : v;
+	*slot = v == Py_None ? (Py_DECREF(v), NULL) : v;
 	Py_XDECREF(old);
+}
+static void ubpy_conn_on_data_set(ubpy_conn *h, PyObject *v)
+{
+	ubpy__set_callable(h, &h->o.on_data, v, "on_data");
+}
+static PyObject *ubpy_conn_on_buffers_get(ubpy_conn *h)
+{
+	PyObject *o = h->o.on_buffers ? h->o.on_buffers : Py_None;
+
+	Py_INCREF(o);
+	return o;
+}
+static void ubpy_conn_on_buffers_set(ubpy_conn *h, PyObject *v)
+{
+	ubpy__set_callable(h, &h->o.on_buffers, v, "on_buffers");
 }
 
 static PyObject *ubpy_conn_recv_held_get(ubpy_conn *h)

@@ -134,6 +134,9 @@ struct ubpy_obj {
 	/* Connections: what Loop.dispatch() calls with each DATA buffer
 	 * instead of building an Event (NULL: the event goes the slow way). */
 	PyObject *on_data;
+	/* Like on_data, with a list of the buffers of consecutive DATA
+	 * events (one receive bundle, or several receives in one batch). */
+	PyObject *on_buffers;
 	ubpy_obj *zombie;       /* next in L->zombies */
 	int closed;             /* CLOSED returned */
 	int is_conn;
@@ -537,6 +540,7 @@ static void ubpy__bury(ubpy_loop *L)
 		o->self = NULL;
 		Py_CLEAR(o->udata);
 		Py_CLEAR(o->on_data);
+		Py_CLEAR(o->on_buffers);
 		if (self && PySet_Discard(L->live, self) < 0)
 			PyErr_Clear();
 	}
@@ -599,6 +603,7 @@ static int ubpy__loop_shut(ubpy_loop *L)
 
 		Py_CLEAR(o->udata);
 		Py_CLEAR(o->on_data);
+		Py_CLEAR(o->on_buffers);
 	}
 	Py_XDECREF(items);
 	PyDict_Clear(L->pools);
@@ -1279,6 +1284,34 @@ static PyObject *ubpy__loop_wait(ubpy_loop *L, int max, int min, int timeout)
 	return list;
 }
 
+/* A list of Buffer objects for the DATA events ev[i, j) (new reference).
+ * Every buffer of them is the list's or released, also on failure. */
+static PyObject *ubpy__bufs_list(ubpy_loop *L, int i, int j)
+{
+	PyObject *list = PyList_New(j - i);
+	int k;
+
+	for (k = i; k < j; k++) {
+		ub_event *e = &L->ev[k];
+		PyObject *b = list ? ubpy__buf_obj(L, e->buf) : NULL;
+
+		if (!b) {
+			if (list)
+				e->buf = NULL; /* ubpy__buf_obj released it */
+			for (; k < j; k++) {
+				if (L->ev[k].buf)
+					ub_buf_release(L->ev[k].buf);
+				L->ev[k].buf = NULL;
+			}
+			Py_XDECREF(list); /* and the Buffers in it */
+			return NULL;
+		}
+		e->buf = NULL;
+		PyList_SET_ITEM(list, k - i, b);
+	}
+	return list;
+}
+
 /* The exception being raised, normalized, with its traceback (new
  * reference); the error indicator is cleared. */
 static PyObject *ubpy__take_exc(void)
@@ -1326,21 +1359,37 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 	for (i = i0; i < n; i++) {
 		ub_event *e = &L->ev[i];
 		PyObject *cb = NULL, *ud = NULL, *arg, *r;
+		int many = 0;
 
 		if (e->type == UB_EV_DATA && e->conn && e->buf) {
 			PyObject *co = ub_conn_udata(e->conn);
 			ubpy_obj *h = co ? ((SwigPyObject *)co)->ptr : NULL;
 
-			if (h && h->on_data) {
-				cb = h->on_data;
+			if (h && (h->on_buffers || h->on_data)) {
+				many = h->on_buffers != NULL;
+				cb = many ? h->on_buffers : h->on_data;
 				ud = h->udata ? h->udata : Py_None;
 			}
 		}
-		if (cb) {
+		if (many) {
+			int j;
+
+			/* this event and every DATA of the same connection
+			 * right after it: one list, one call */
+			for (j = i + 1; j < n && L->ev[j].type == UB_EV_DATA &&
+			     L->ev[j].conn == e->conn && L->ev[j].buf; j++)
+				;
+			arg = ubpy__bufs_list(L, i, j);
+			i = j - 1; /* the last of the run: leftovers follow it */
+			if (!arg)
+				goto stop;
+		} else if (cb) {
 			arg = ubpy__buf_obj(L, e->buf);
 			e->buf = NULL; /* ours now (or released) */
 			if (!arg)
 				goto stop;
+		}
+		if (cb) {
 			/* on_data may clear itself or the udata: hold both */
 			Py_INCREF(cb);
 			Py_INCREF(ud);

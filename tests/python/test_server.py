@@ -276,6 +276,58 @@ class ServerApi(unittest.TestCase):
         tr.abort()
         b.close()
 
+    def test_buffers_received_lists_in_order(self):
+        """A protocol with buffers_received() gets lists of Buffers, in
+        order, byte-exact (several per list under a burst); pausing inside
+        it holds the rest back in order, and the stash comes back as a
+        list too; writelines(bufs) echoes them zero copy."""
+        class Many(uringbuf.Protocol):
+            def __init__(self):
+                self.lists = []
+                self.data = bytearray()
+
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def buffers_received(self, bufs):
+                self.lists.append(len(bufs))
+                for b in bufs:
+                    self.data += b.tobytes()
+                self.transport.writelines(bufs)
+                if len(self.lists) == 3:
+                    self.transport.pause_reading()
+                    self.transport.loop.call_later(
+                        0.05, self.transport.resume_reading)
+
+            def data_received(self, buf):  # never: buffers_received wins
+                raise AssertionError("data_received called")
+        a, b = socket.socketpair()
+        b.settimeout(DEADLINE)
+        tr, p = self.ev.connect_accepted_socket(Many, a)
+        data = pattern(5, 2 << 20)
+        got = bytearray()
+
+        def pump():
+            while len(got) < len(data):
+                chunk = b.recv(1 << 20)
+                if not chunk:
+                    return
+                got.extend(chunk)
+        threads = [threading.Thread(target=pump, daemon=True),
+                   threading.Thread(target=b.sendall, args=(data,),
+                                    daemon=True)]
+        for t in threads:
+            t.start()
+        self.ev.run_until(lambda: len(p.data) >= len(data) and
+                          len(got) >= len(data), timeout=DEADLINE)
+        for t in threads:
+            t.join(DEADLINE)
+        self.assertEqual(bytes(p.data), data)
+        self.assertEqual(bytes(got), data)
+        self.assertGreater(max(p.lists), 1, p.lists[:20])
+        tr.abort()
+        b.close()
+
     def test_forwarding_returns_buffers_to_the_receive_pool(self):
         """data_received(buf) -> other.write(buf): zero copy both ways, and
         every buffer back in its pool afterwards."""

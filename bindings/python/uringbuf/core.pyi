@@ -186,6 +186,7 @@ class Connection:
     def close_timeout(self) -> float: ...
     udata: Any
     on_data: Optional[Callable[["Buffer"], Any]]
+    on_buffers: Optional[Callable[[List["Buffer"]], Any]]
     def _wsend(self, data: Any) -> int: ...
 
 class Listener:

@@ -115,7 +115,13 @@ class Protocol:
     """Base class for protocols: override what you need (asyncio names).
 
     Callbacks run on the event loop's thread; an exception escaping one is
-    reported (EventLoop.set_exception_handler) and aborts its transport."""
+    reported (EventLoop.set_exception_handler) and aborts its transport.
+
+    Optional: a protocol that defines buffers_received(self, bufs) gets
+    the Buffers of consecutive receives (one receive bundle, or every
+    receive of one batch) as one list, in order, instead of one
+    data_received() call per buffer; transport.writelines(bufs) sends
+    them on in one call.  It is looked up when the protocol is set."""
 
     def connection_made(self, transport: "Transport") -> None:
         """The connection is up (accepted, or connected)."""
@@ -467,7 +473,11 @@ class Transport:
 
     def _on_data(self, buf: Buffer) -> None:
         if self._reading and not self._stash and self._piped is None:
-            self._protocol.data_received(buf)
+            many = getattr(self._protocol, "buffers_received", None)
+            if many is not None:
+                many([buf])
+            else:
+                self._protocol.data_received(buf)
         elif self._piped is not None:
             # Received before pipe() took effect: forward it, in order
             # (what the core forwards itself is queued after it), unless
@@ -483,8 +493,14 @@ class Transport:
             self._stash.append(buf)
 
     def _deliver_stash(self) -> None:
+        many = getattr(self._protocol, "buffers_received", None)
         while self._stash and self._reading and not self._closing:
-            self._protocol.data_received(self._stash.popleft())
+            if many is not None:
+                bufs = list(self._stash)
+                self._stash.clear()
+                many(bufs)
+            else:
+                self._protocol.data_received(self._stash.popleft())
         self._set_fast()
         if self._eof_stashed and not self._stash and self._reading:
             self._eof_stashed = False
@@ -494,14 +510,15 @@ class Transport:
         """Have Loop.dispatch() hand received buffers straight to
         data_received() (conn.on_data) exactly when _on_data() would; else
         DATA takes the slow path through _on_data()."""
-        fast = None
+        fast = many = None
         if (self._reading and not self._stash and self._piped is None and
                 not self._lost and self._protocol is not None):
-            fast = self._protocol.data_received
-        try:
-            self._conn.on_data = fast
-        except ClosedError:
-            pass
+            many = getattr(self._protocol, "buffers_received", None)
+            if many is None:
+                fast = self._protocol.data_received
+        conn = self._conn
+        conn.on_data = fast
+        conn.on_buffers = many
 
     def _on_writable(self) -> None:
         if self._backlog and not self._flush():
