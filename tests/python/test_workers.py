@@ -152,16 +152,34 @@ class Workers(unittest.TestCase):
         finally:
             g.kill_all()
 
-    def test_a_killed_worker_ends_the_group_with_an_error(self):
+    def test_a_killed_worker_is_reported_and_the_other_serves_on(self):
         g = Group(2)
         try:
-            victim = g.pids[0]
+            victim, other = g.pids
             os.kill(victim, signal.SIGKILL)
+            self.assertTrue(gone_within([victim], 5))
+            time.sleep(0.2)  # the parent's next look (every 50 ms)
+            for i in range(20):  # every connection reaches the survivor
+                pid, rest = ask(g.address, b"after %d" % i)
+                self.assertEqual((pid, rest), (other, b"after %d" % i))
+            status, err = g.stop(signal.SIGTERM)
+            self.assertEqual(status, 3, err)  # WorkerError after shutdown
+            self.assertIn("uringbuf: worker %d died on its own: killed by "
+                          "SIGKILL" % victim, err)
+            self.assertIn("group failed", err)
+            self.assertTrue(gone_within(g.pids, 5), "workers left behind")
+        finally:
+            g.kill_all()
+
+    def test_no_worker_left_ends_the_group(self):
+        g = Group(2)
+        try:
+            for pid in g.pids:
+                os.kill(pid, signal.SIGKILL)
             status, err = g.stop(None)  # the parent ends by itself
             self.assertEqual(status, 3, err)
-            self.assertIn("%d died on its own: killed by SIGKILL" % victim,
-                          err)
-            self.assertTrue(gone_within(g.pids, 5), "workers left behind")
+            for pid in g.pids:
+                self.assertIn("%d died on its own" % pid, err)
         finally:
             g.kill_all()
 
@@ -188,6 +206,8 @@ class Workers(unittest.TestCase):
                 uringbuf.serve(P, "127.0.0.1", 0, loop=loop, pool_count=8)
         with self.assertRaises(ValueError):
             uringbuf.serve(P, "unix:/tmp/x", None, workers=2)
+        with self.assertRaises(ValueError):
+            uringbuf.serve(P, "127.0.0.1", 0, on_worker_exit=print)
 
 
 if __name__ == "__main__":

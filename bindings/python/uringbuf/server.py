@@ -1169,10 +1169,12 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
     worker processes, each with its own loop and its own SO_REUSEPORT
     listener on host:port, and returns a uringbuf.workers.WorkerGroup
     (address, pids, serve_forever(), close()) instead of a Server; see
-    uringbuf.workers.  Not with loop= or sock=; call it before making other
+    uringbuf.workers.  on_worker_exit(pid, description): called in this
+    process when a worker ends on its own (default: a line on stderr).  Not with loop= or sock=; call it before making other
     loops in this process.
     """
     loop_opts = {k: kwargs.pop(k) for k in _LOOP_OPTS if k in kwargs}
+    on_worker_exit = kwargs.pop("on_worker_exit", None)
     if loop_opts and loop is not None:
         raise ValueError("%s: options of a new EventLoop, not with loop="
                          % ", ".join(sorted(loop_opts)))
@@ -1184,7 +1186,9 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
             if loop is not None:
                 raise ValueError("workers > 1 and loop= are exclusive")
             return start_workers(workers, protocol_factory, host, port,
-                                 kwargs, loop_opts)
+                                 kwargs, loop_opts, on_worker_exit)
+    if on_worker_exit is not None:
+        raise ValueError("on_worker_exit needs workers > 1")
     owns = loop is None
     if loop is None:
         loop = EventLoop(**loop_opts)

@@ -13,11 +13,13 @@ first, which fixes the port when 0 was asked and reserves it, forks, waits
 until every worker listens, then only supervises: WorkerGroup.serve_forever()
 waits for SIGINT/SIGTERM, sends SIGTERM to every worker (each closes its
 server and loop and exits 0) and waits for all of them.  A worker that dies
-on its own ends the whole group: the others are stopped and serve_forever()
-raises WorkerError naming it (a server that silently lost part of its
-capacity is worse than one that stops).  Workers ignore SIGINT (a terminal's
-Ctrl-C reaches the whole process group; the parent forwards it as SIGTERM)
-and stop by themselves when the parent goes away (they watch getppid()).
+on its own is reported (on_worker_exit(pid, description), by default a line
+on stderr) and the others serve on (the kernel spreads new connections over
+the listeners left); serve_forever() raises WorkerError naming it after the
+shutdown, and at once when no worker is left.  The Lua binding's workers
+behave the same.  Workers ignore SIGINT (a terminal's Ctrl-C reaches the
+whole process group; the parent forwards it as SIGTERM) and stop by
+themselves when the parent goes away (they watch getppid()).
 
 Fork before any io_uring exists in the parent: serve(workers=N) refuses a
 loop= and must be called before the process makes other uringbuf loops
@@ -27,6 +29,7 @@ import errno
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -134,12 +137,15 @@ class WorkerGroup:
     """What serve(..., workers=N) returns in the parent: N worker
     processes, each serving the same address."""
 
-    def __init__(self, address: str, pids: List[int]) -> None:
+    def __init__(self, address: str, pids: List[int],
+                 on_worker_exit: Optional[Callable[[int, str], Any]] = None
+                 ) -> None:
         self._address = address
         self._pids = list(pids)
         self._status: Dict[int, int] = {}
         self._stopping = False
         self._failures: List[Tuple[int, str]] = []
+        self._on_exit = on_worker_exit or _report_exit
 
     @property
     def address(self) -> str:
@@ -171,8 +177,9 @@ class WorkerGroup:
             if got:
                 self._status[pid] = status
                 if not self._stopping:
-                    self._failures.append((pid, "died on its own: " +
-                                           _describe(status)))
+                    what = "died on its own: " + _describe(status)
+                    self._failures.append((pid, what))
+                    self._on_exit(pid, what)
 
     def _signal_all(self, sig: int) -> None:
         for pid in self._pids:
@@ -215,9 +222,10 @@ class WorkerGroup:
                 "%d %s" % f for f in failures), failures)
 
     def serve_forever(self, timeout: float = 30.0) -> None:
-        """Serve until SIGINT/SIGTERM (then stop every worker, as close())
-        or until a worker dies on its own (then stop the others and raise
-        WorkerError).  Main thread only."""
+        """Serve until SIGINT/SIGTERM, then stop every worker (as close()).
+        A worker that dies on its own is reported (on_worker_exit) and the
+        others serve on; WorkerError names it after the shutdown, and comes
+        at once when no worker is left.  Main thread only."""
         stop = []
 
         def handler(signum: int, frame: Any) -> None:
@@ -225,7 +233,7 @@ class WorkerGroup:
         old = {sig: signal.signal(sig, handler)
                for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while not stop and not self._failures:
+            while not stop:
                 self._reap()
                 if len(self._status) == len(self._pids):
                     break
@@ -236,10 +244,19 @@ class WorkerGroup:
         self.close(timeout)
 
 
+def _report_exit(pid: int, what: str) -> None:
+    """The default on_worker_exit: one line on stderr (as the Lua
+    binding's default)."""
+    print("uringbuf: worker %d %s" % (pid, what), file=sys.stderr,
+          flush=True)
+
+
 def start_workers(n: int, factory: Callable[[], Protocol],
                   host: Optional[str], port: Optional[int],
                   kwargs: Dict[str, Any],
-                  loop_opts: Optional[Dict[str, Any]] = None) -> WorkerGroup:
+                  loop_opts: Optional[Dict[str, Any]] = None,
+                  on_worker_exit: Optional[Callable[[int, str], Any]] = None
+                  ) -> WorkerGroup:
     """Fork n workers serving host:port (see the module's docstring)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError("workers must be an int >= 1, not %r" % (n,))
@@ -276,7 +293,8 @@ def start_workers(n: int, factory: Callable[[], Protocol],
             os.close(wfd)
             wfd = -1
             group = WorkerGroup("[%s]:%d" % (host, port) if ":" in host
-                                else "%s:%d" % (host, port), pids)
+                                else "%s:%d" % (host, port), pids,
+                                on_worker_exit)
             _await_ready(rfd, group, n)
             return group
         finally:
