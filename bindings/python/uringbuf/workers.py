@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -146,6 +147,25 @@ class WorkerGroup:
         self._stopping = False
         self._failures: List[Tuple[int, str]] = []
         self._on_exit = on_worker_exit or _report_exit
+        self._signals: List[int] = []
+        self._old: Dict[int, Any] = {}
+
+    def _catch(self) -> None:
+        """Catch SIGINT/SIGTERM from now until close() (main thread only):
+        one that comes before serve_forever() runs still stops the group,
+        instead of killing the parent and orphaning the workers."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            self._signals.append(signum)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, handler)
+
+    def _release(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        self._old.clear()
 
     @property
     def address(self) -> str:
@@ -216,31 +236,23 @@ class WorkerGroup:
             status = self._status.get(pid, 0)
             if status and not any(p == pid for p, _ in self._failures):
                 self._failures.append((pid, _describe(status)))
+        self._release()
         if self._failures:
             failures, self._failures = self._failures, []
             raise WorkerError("worker(s) failed: " + "; ".join(
                 "%d %s" % f for f in failures), failures)
 
     def serve_forever(self, timeout: float = 30.0) -> None:
-        """Serve until SIGINT/SIGTERM, then stop every worker (as close()).
+        """Serve until SIGINT/SIGTERM (caught from serve() on, so one that
+        came before this call counts), then stop every worker (as close()).
         A worker that dies on its own is reported (on_worker_exit) and the
         others serve on; WorkerError names it after the shutdown, and comes
         at once when no worker is left.  Main thread only."""
-        stop = []
-
-        def handler(signum: int, frame: Any) -> None:
-            stop.append(signum)
-        old = {sig: signal.signal(sig, handler)
-               for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while not stop:
-                self._reap()
-                if len(self._status) == len(self._pids):
-                    break
-                time.sleep(_WAIT_POLL)
-        finally:
-            for sig, h in old.items():
-                signal.signal(sig, h)
+        while not self._signals:
+            self._reap()
+            if len(self._status) == len(self._pids):
+                break
+            time.sleep(_WAIT_POLL)
         self.close(timeout)
 
 
@@ -295,6 +307,7 @@ def start_workers(n: int, factory: Callable[[], Protocol],
             group = WorkerGroup("[%s]:%d" % (host, port) if ":" in host
                                 else "%s:%d" % (host, port), pids,
                                 on_worker_exit)
+            group._catch()
             _await_ready(rfd, group, n)
             return group
         finally:
