@@ -3,8 +3,9 @@
  *
  * Owns: the handle userdata of every core object, the tokens that tell a
  * handle whether its object still exists, the per-loop registry tables, the
- * event batch, buffer access (#, byte, sub, find, write, tostring) and the
- * signal flag.
+ * Lua layer's per-handle state slot, the event batch, buffer access (#,
+ * byte, sub, find, write, tostring), the signal flag, and the few process
+ * calls that workers need (fork, waitpid, kill, pipes).
  *
  * Invariants:
  *  - a loop handle holds one reference on its loop token and one on each
@@ -14,20 +15,27 @@
  *    alive (so the descriptors exist), state APP, generation unchanged;
  *  - a conn/listener handle's pointer is cut (set NULL) before the core
  *    frees the object: at the start of the wait after its CLOSED event, or
- *    when the loop is freed;
+ *    when the loop is freed; its state slot is cleared at the same moment,
+ *    so per-connection Lua state never outlives the connection;
  *  - nothing here calls into Lua while core code runs (the core never calls
  *    back), so a __gc that releases a buffer never re-enters the core.
  */
 #include "uringbuf_lua.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Events fetched per ub_loop_wait() crossing. */
 #define UBL_BATCH 256
@@ -53,7 +61,16 @@ enum {
 	UV_ZOMBIES,  /* handles whose CLOSED went out: cut next wait */
 	UV_POOLS,    /* lightuserdata(ub_pool) -> pool handle        */
 	UV_EVENTS,   /* the default event table                      */
-	UV_NLOOP = UV_EVENTS
+	UV_LSTATE,   /* the Lua layer's value for this loop (state()) */
+	UV_NLOOP = UV_LSTATE
+};
+
+/* User values of a conn or listener handle. */
+enum {
+	UV_OLOOP = 1, /* its loop handle (keeps the loop's tables alive)    */
+	UV_OSTATE,    /* the Lua layer's value (state()): gone with the
+		       * handle's object, cleared when the handle is cut   */
+	UV_NOBJ = UV_OSTATE
 };
 
 struct ubl_pool {
@@ -208,7 +225,7 @@ void ubl_push_loop(lua_State *L, ub_loop *loop)
 	}
 	h->tok->refs = 1;
 	h->tok->alive = 1;
-	for (i = 1; i <= UV_NLOOP; i++) {
+	for (i = 1; i < UV_LSTATE; i++) { /* UV_LSTATE starts nil */
 		lua_newtable(L);
 		lua_setiuservalue(L, -2, i);
 	}
@@ -373,7 +390,7 @@ static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int is_conn)
 		return;
 	if (id)
 		lua_pop(L, 1);
-	h = lua_newuserdatauv(L, sizeof(*h), 1);
+	h = lua_newuserdatauv(L, sizeof(*h), UV_NOBJ);
 	h->p = p;
 	h->tok = tok_ref(lh->tok);
 	h->id = ++lh->next_id;
@@ -383,7 +400,7 @@ static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int is_conn)
 	else
 		ub_listener_set_udata(p, (void *)(intptr_t)h->id);
 	lua_pushvalue(L, lidx);
-	lua_setiuservalue(L, -2, 1);
+	lua_setiuservalue(L, -2, UV_OLOOP);
 	lua_pushvalue(L, -1);
 	lua_rawseti(L, oidx, h->id);
 }
@@ -708,6 +725,20 @@ void ubl_check_addr(lua_State *L, int idx, struct sockaddr_storage *ss,
 
 /* ---- loop: close and wait ---------------------------------------------- */
 
+/* Cut the conn/listener handle on top of the stack from its core object,
+ * and drop its Lua state with it: state kept by the Lua layer lives exactly
+ * as long as the object, whoever still holds the handle. */
+static void cut_top(lua_State *L)
+{
+	struct ubl_obj *h = lua_touserdata(L, -1);
+
+	if (!h)
+		return;
+	h->p = NULL;
+	lua_pushnil(L);
+	lua_setiuservalue(L, -2, UV_OSTATE);
+}
+
 /* Cut every handle in table t (at idx) from its core object. */
 static void cut_all(lua_State *L, int idx)
 {
@@ -715,10 +746,7 @@ static void cut_all(lua_State *L, int idx)
 		return; /* a handle that died half made */
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
-		struct ubl_obj *h = lua_touserdata(L, -1);
-
-		if (h)
-			h->p = NULL;
+		cut_top(L);
 		lua_pop(L, 1);
 	}
 }
@@ -754,6 +782,8 @@ int ubl_loop_close(lua_State *L)
 	lua_getiuservalue(L, 1, UV_ZOMBIES);
 	cut_all(L, 3);
 	lua_settop(L, 1);
+	lua_pushnil(L);
+	lua_setiuservalue(L, 1, UV_LSTATE);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &loops_key);
 	lua_pushnil(L);
 	lua_rawsetp(L, -2, loop);
@@ -794,12 +824,8 @@ int ubl_loop_wait(lua_State *L)
 	/* The core frees what was CLOSED in the last batch now. */
 	n = (int)lua_rawlen(L, iz);
 	for (i = 1; i <= n; i++) {
-		struct ubl_obj *o;
-
 		lua_rawgeti(L, iz, i);
-		o = lua_touserdata(L, -1);
-		if (o)
-			o->p = NULL;
+		cut_top(L);
 		lua_pop(L, 1);
 		lua_pushnil(L);
 		lua_rawseti(L, iz, i);
@@ -814,10 +840,11 @@ int ubl_loop_wait(lua_State *L)
 		return ubl_push_error(L, n);
 	for (i = 0; i < n; i++) {
 		const ub_event *e = &h->ev[i];
+		int have_state = 0;
 
 		if (lua_rawgeti(L, ie, i + 1) != LUA_TTABLE) {
 			lua_pop(L, 1);
-			lua_createtable(L, 0, 5);
+			lua_createtable(L, 0, 6);
 			lua_pushvalue(L, -1);
 			lua_rawseti(L, ie, i + 1);
 		}
@@ -825,10 +852,16 @@ int ubl_loop_wait(lua_State *L)
 		lua_setfield(L, -2, "type");
 		lua_pushinteger(L, e->res);
 		lua_setfield(L, -2, "res");
-		if (e->listener)
+		if (e->listener) {
 			push_obj_in(L, 1, io, e->listener, 0);
-		else
+			if (!e->conn) {
+				lua_getiuservalue(L, -1, UV_OSTATE);
+				lua_setfield(L, -3, "state");
+				have_state = 1;
+			}
+		} else {
 			lua_pushnil(L);
+		}
 		if (e->type == UB_EV_CLOSED && e->listener && !e->conn) {
 			struct ubl_obj *o = lua_touserdata(L, -1);
 
@@ -840,6 +873,11 @@ int ubl_loop_wait(lua_State *L)
 		lua_setfield(L, -2, "listener");
 		if (e->conn) {
 			push_obj_in(L, 1, io, e->conn, 1);
+			/* The server helper's per-connection state, handed over
+			 * with the event: no lookup by handle in Lua. */
+			lua_getiuservalue(L, -1, UV_OSTATE);
+			lua_setfield(L, -3, "state");
+			have_state = 1;
 			if (e->type == UB_EV_CLOSED) {
 				struct ubl_obj *o = lua_touserdata(L, -1);
 
@@ -853,6 +891,10 @@ int ubl_loop_wait(lua_State *L)
 			lua_pushnil(L);
 		}
 		lua_setfield(L, -2, "conn");
+		if (!have_state) {
+			lua_pushnil(L);
+			lua_setfield(L, -2, "state");
+		}
 		if (e->type == UB_EV_DATA && e->buf) {
 			ub_pool *p = ub_buf_pool(e->buf);
 
@@ -879,6 +921,8 @@ int ubl_loop_wait(lua_State *L)
 			lua_setfield(L, -2, "conn");
 			lua_pushnil(L);
 			lua_setfield(L, -2, "listener");
+			lua_pushnil(L);
+			lua_setfield(L, -2, "state");
 		}
 		lua_pop(L, 1);
 	}
@@ -1169,6 +1213,61 @@ int ubl_handle_valid(lua_State *L)
 	return 1;
 }
 
+/* state(handle): the Lua value the layer above keeps with a conn, listener
+ * or loop handle (nil until set_state; nil again once the handle is cut or
+ * its loop closed).  Readable on a dead handle, so that code asking "is this
+ * connection managed?" gets nil rather than an error. */
+int ubl_handle_state(lua_State *L)
+{
+	if (luaL_testudata(L, 1, UBL_CONN) ||
+	    luaL_testudata(L, 1, UBL_LISTENER))
+		lua_getiuservalue(L, 1, UV_OSTATE);
+	else if (luaL_testudata(L, 1, UBL_LOOP))
+		lua_getiuservalue(L, 1, UV_LSTATE);
+	else
+		return luaL_typeerror(L, 1, UBL_CONN ", " UBL_LISTENER " or "
+				      UBL_LOOP);
+	return 1;
+}
+
+/* conn_state(conn): state() of a connection handle only (the server
+ * helper's methods must not take a loop's state for a connection's). */
+int ubl_conn_state(lua_State *L)
+{
+	luaL_checkudata(L, 1, UBL_CONN);
+	lua_getiuservalue(L, 1, UV_OSTATE);
+	return 1;
+}
+
+/* set_state(handle, value): a value only on a live handle (one set on a
+ * dead handle could never be cleared); nil on any. */
+int ubl_handle_set_state(lua_State *L)
+{
+	int slot, set;
+
+	luaL_checkany(L, 2);
+	lua_settop(L, 2);
+	set = !lua_isnil(L, 2);
+	if (luaL_testudata(L, 1, UBL_CONN)) {
+		if (set)
+			ubl_check_conn(L, 1);
+		slot = UV_OSTATE;
+	} else if (luaL_testudata(L, 1, UBL_LISTENER)) {
+		if (set)
+			ubl_check_listener(L, 1);
+		slot = UV_OSTATE;
+	} else if (luaL_testudata(L, 1, UBL_LOOP)) {
+		if (set)
+			ubl_check_loop(L, 1);
+		slot = UV_LSTATE;
+	} else {
+		return luaL_typeerror(L, 1, UBL_CONN ", " UBL_LISTENER " or "
+				      UBL_LOOP);
+	}
+	lua_setiuservalue(L, 1, slot);
+	return 0;
+}
+
 /* send(conn, string [, i [, j]]) copies (string.sub's i, j) through the
  * send pool; send(conn, buf) queues the buffer itself, zero copy.  Returns
  * the bytes queued (a string may be taken in part, like write(2)), or nil,
@@ -1282,6 +1381,189 @@ int ubl_signaled(lua_State *L)
 	return 1;
 }
 
+/* ---- processes (workers) ----------------------------------------------
+ * Thin wrappers, each one system call, for the Lua layer's workers: Lua's
+ * standard library has none of them.  Failures return nil, message, errno.
+ * Only positive pids are taken: a pid of 0 or -1 would reach process groups
+ * or every process, and waitpid(-1) would reap children that are not ours
+ * (io.popen's). */
+
+static pid_t check_pid(lua_State *L, int idx)
+{
+	return (pid_t)ubl_check_int(L, idx, 1, INT_MAX);
+}
+
+static int check_sig(lua_State *L, int idx)
+{
+	return (int)ubl_check_int(L, idx, 0, SIGRTMAX);
+}
+
+static int check_fd(lua_State *L, int idx)
+{
+	return (int)ubl_check_int(L, idx, 0, INT_MAX);
+}
+
+/* fork() -> pid (0 in the child).  stdio is flushed first: buffered output
+ * would otherwise be written by both processes.  The child starts with no
+ * caught signal pending. */
+int ubl_fork(lua_State *L)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return ubl_push_error(L, -errno);
+	if (pid == 0)
+		ubl_sig = 0;
+	lua_pushinteger(L, (lua_Integer)pid);
+	return 1;
+}
+
+/* waitpid(pid [, nohang]) -> pid, "exited", status | pid, "signaled",
+ * signo; 0 if nohang and still running. */
+int ubl_waitpid(lua_State *L)
+{
+	pid_t pid = check_pid(L, 1);
+	int status = 0, r;
+
+	r = waitpid(pid, &status, lua_toboolean(L, 2) ? WNOHANG : 0);
+	if (r < 0)
+		return ubl_push_error(L, -errno);
+	lua_pushinteger(L, r);
+	if (r == 0)
+		return 1;
+	if (WIFSIGNALED(status)) {
+		lua_pushliteral(L, "signaled");
+		lua_pushinteger(L, WTERMSIG(status));
+	} else {
+		lua_pushliteral(L, "exited");
+		lua_pushinteger(L, WEXITSTATUS(status));
+	}
+	return 3;
+}
+
+/* kill(pid, sig) -> true (sig 0: does it exist?) */
+int ubl_kill(lua_State *L)
+{
+	pid_t pid = check_pid(L, 1);
+	int sig = check_sig(L, 2);
+
+	if (kill(pid, sig) < 0)
+		return ubl_push_error(L, -errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+int ubl_getpid(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)getpid());
+	return 1;
+}
+
+int ubl_getppid(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)getppid());
+	return 1;
+}
+
+/* set_pdeathsig(sig): the kernel sends sig to this process when its parent
+ * exits, however it exits (prctl PR_SET_PDEATHSIG; 0 clears).  A parent that
+ * died before the call is not covered: compare getppid() afterwards. */
+int ubl_set_pdeathsig(lua_State *L)
+{
+	int sig = check_sig(L, 1);
+
+	if (prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0) < 0)
+		return ubl_push_error(L, -errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* pipe() -> read fd, write fd; both non-blocking and close-on-exec. */
+int ubl_pipe(lua_State *L)
+{
+	int fds[2];
+
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+		return ubl_push_error(L, -errno);
+	lua_pushinteger(L, fds[0]);
+	lua_pushinteger(L, fds[1]);
+	return 2;
+}
+
+/* fd_read(fd, max) -> string ("" at end of file), or nil, msg, EAGAIN when
+ * a non-blocking fd has nothing. */
+int ubl_fd_read(lua_State *L)
+{
+	int fd = check_fd(L, 1);
+	size_t max = (size_t)ubl_check_int(L, 2, 1, 1 << 20);
+	luaL_Buffer b;
+	char *p = luaL_buffinitsize(L, &b, max);
+	ssize_t r = read(fd, p, max);
+
+	if (r < 0)
+		return ubl_push_error(L, -errno);
+	luaL_pushresultsize(&b, (size_t)r);
+	return 1;
+}
+
+/* fd_write(fd, s) -> bytes written (maybe fewer than #s). */
+int ubl_fd_write(lua_State *L)
+{
+	int fd = check_fd(L, 1);
+	size_t len;
+	const char *s = luaL_checklstring(L, 2, &len);
+	ssize_t r = write(fd, s, len);
+
+	if (r < 0)
+		return ubl_push_error(L, -errno);
+	lua_pushinteger(L, (lua_Integer)r);
+	return 1;
+}
+
+int ubl_fd_close(lua_State *L)
+{
+	if (close(check_fd(L, 1)) < 0)
+		return ubl_push_error(L, -errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* sleep(seconds) -> true, or nil, msg, EINTR when a signal cut it short
+ * (a caught SIGINT/SIGTERM: see catch_signals). */
+int ubl_sleep(lua_State *L)
+{
+	lua_Number s = luaL_checknumber(L, 1);
+	struct timespec ts;
+
+	if (!(s >= 0 && s <= 86400))
+		luaL_argerror(L, 1, "seconds out of range (0..86400)");
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
+	if (ts.tv_nsec > 999999999)
+		ts.tv_nsec = 999999999;
+	if (nanosleep(&ts, NULL) < 0)
+		return ubl_push_error(L, -errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ncpus(): the CPUs this process may run on (its affinity mask, which
+ * taskset and cpusets narrow), at least 1. */
+int ubl_ncpus(lua_State *L)
+{
+	cpu_set_t set;
+	long n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n < 1)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	lua_pushinteger(L, n < 1 ? 1 : n);
+	return 1;
+}
+
 /* ---- set-up ------------------------------------------------------------ */
 
 void ubl_init(lua_State *L)
@@ -1387,7 +1669,22 @@ void ubl_init(lua_State *L)
 	UBL_ERRNO(EIO);
 	UBL_ERRNO(EADDRINUSE);
 	UBL_ERRNO(EBADF);
+	UBL_ERRNO(ESRCH);
+	UBL_ERRNO(ECHILD);
 #undef UBL_ERRNO
 	lua_setfield(L, mod, "errno");
+
+	lua_newtable(L);
+#define UBL_SIGNAL(s) (lua_pushinteger(L, s), lua_setfield(L, -2, #s))
+	UBL_SIGNAL(SIGHUP);
+	UBL_SIGNAL(SIGINT);
+	UBL_SIGNAL(SIGQUIT);
+	UBL_SIGNAL(SIGKILL);
+	UBL_SIGNAL(SIGUSR1);
+	UBL_SIGNAL(SIGUSR2);
+	UBL_SIGNAL(SIGTERM);
+	UBL_SIGNAL(SIGCHLD);
+#undef UBL_SIGNAL
+	lua_setfield(L, mod, "signals");
 	lua_settop(L, mod);
 }

@@ -18,6 +18,10 @@
  *    (keyed by an id stored as the core object's udata) until its CLOSED
  *    event, and is cut from the core object at the next wait, when the core
  *    frees it.
+ * State.  Conn, listener and loop handles carry one Lua value for the layer
+ * above (a user value: state(), set_state(), and the "state" field of each
+ * event); it is dropped when the handle is cut or its loop closed, so the
+ * server helper's per-connection state needs no table keyed by handle.
  * Every check that fails raises a Lua error ("bad argument #n to 'f' (...)");
  * nothing ever touches freed memory.
  */
@@ -81,5 +85,22 @@ int ubl_set_buffers(lua_State *L);
 int ubl_now(lua_State *L);
 int ubl_strerror(lua_State *L);
 int ubl_conn_set_idle_timeout(lua_State *L);
+int ubl_handle_state(lua_State *L);
+int ubl_conn_state(lua_State *L);
+int ubl_handle_set_state(lua_State *L);
+
+/* Process calls for workers (one system call each). */
+int ubl_fork(lua_State *L);
+int ubl_waitpid(lua_State *L);
+int ubl_kill(lua_State *L);
+int ubl_getpid(lua_State *L);
+int ubl_getppid(lua_State *L);
+int ubl_set_pdeathsig(lua_State *L);
+int ubl_pipe(lua_State *L);
+int ubl_fd_read(lua_State *L);
+int ubl_fd_write(lua_State *L);
+int ubl_fd_close(lua_State *L);
+int ubl_sleep(lua_State *L);
+int ubl_ncpus(lua_State *L);
 
 #endif /* URINGBUF_LUA_H */

@@ -13,7 +13,8 @@
  *    triple; constructors (int *err) give the handle or the triple;
  *  - options structs are Lua tables, addresses are "HOST:PORT" strings.
  * What SWIG cannot generate (the event batch, buffer contents, pool_free,
- * send, signals) is in uringbuf_lua.c and registered with %native.
+ * send, signals, per-handle state, process calls) is in uringbuf_lua.c and
+ * registered with %native.
  * The idiomatic API is uringbuf.lua, on top of this module.
  */
 
@@ -173,6 +174,12 @@ UBL_STATUS(ub_listener_set_max_conns)
 %ignore ub_listener_udata;
 %ignore ub_listener_set_udata;
 %ignore ub_addr_format;
+/* Core objects without a checked Lua handle type are not exposed: SWIG's
+ * default would take any userdata for them as a raw pointer (a crash on a
+ * wrong argument).  Datagram endpoints wait for a handle of their own. */
+%rename("$ignore", regextarget=1) "^ub_dgram";
+%ignore ub_buf_addr;   /* a datagram's source: raw sockaddr, socklen_t * */
+
 /* Replaced by natives that also retire handles or take Lua strings. */
 %ignore ub_loop_free;
 %ignore ub_loop_wait;
@@ -191,6 +198,22 @@ UBL_STATUS(ub_listener_set_max_conns)
 %native(now) int ubl_now(lua_State *L);
 %native(strerror) int ubl_strerror(lua_State *L);
 %native(conn_set_idle_timeout) int ubl_conn_set_idle_timeout(lua_State *L);
+%native(state) int ubl_handle_state(lua_State *L);
+%native(conn_state) int ubl_conn_state(lua_State *L);
+%native(set_state) int ubl_handle_set_state(lua_State *L);
+/* Processes, for the Lua layer's workers. */
+%native(fork) int ubl_fork(lua_State *L);
+%native(waitpid) int ubl_waitpid(lua_State *L);
+%native(kill) int ubl_kill(lua_State *L);
+%native(getpid) int ubl_getpid(lua_State *L);
+%native(getppid) int ubl_getppid(lua_State *L);
+%native(set_pdeathsig) int ubl_set_pdeathsig(lua_State *L);
+%native(pipe) int ubl_pipe(lua_State *L);
+%native(fd_read) int ubl_fd_read(lua_State *L);
+%native(fd_write) int ubl_fd_write(lua_State *L);
+%native(fd_close) int ubl_fd_close(lua_State *L);
+%native(sleep) int ubl_sleep(lua_State *L);
+%native(ncpus) int ubl_ncpus(lua_State *L);
 
 %init %{
 	ubl_init(L);

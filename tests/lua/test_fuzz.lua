@@ -132,7 +132,7 @@ local function new_world(rng)
 		local bad
 		if type(e) ~= "string" then
 			bad = "error value of type " .. type(e)
-		elseif e:find("uringbuf%.lua:%d+: attempt to") or
+		elseif e:find("uringbuf[%w/]*%.lua:%d+: attempt to") or
 			e:find("stack overflow") or e:find("C stack") then
 			bad = "runtime fault in the module"
 		end

@@ -201,6 +201,11 @@ function M.server(cq, t)
 	if t.signals then
 		argerror(2, "server", "field 'signals': use cqueues.signal")
 	end
+	if t.workers ~= nil then
+		-- worker processes each run their own loop: only the
+		-- module's own server can fork them
+		argerror(2, "server", "field 'workers': not with cqueues (use uringbuf.server)")
+	end
 	local st = {}
 	for k, v in pairs(t) do
 		if k ~= "rounds" then st[k] = v end

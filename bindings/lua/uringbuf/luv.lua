@@ -178,6 +178,11 @@ function M.server(t)
 	if t.signals then
 		argerror(1, "server", "field 'signals': use uv.new_signal with luv")
 	end
+	if t.workers ~= nil then
+		-- worker processes each run their own loop: only the
+		-- module's own server can fork them
+		argerror(1, "server", "field 'workers': not with luv (use uringbuf.server)")
+	end
 	local st = {}
 	for k, v in pairs(t) do
 		if k ~= "rounds" and k ~= "on_error" then st[k] = v end
