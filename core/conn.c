@@ -119,6 +119,7 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		ret = -ENOMEM;
 		goto fail;
 	}
+	c->obj.kind = UB_KIND_CONN;
 	c->loop = loop;
 	c->fd = fd;
 	c->mode = o.mode == UB_MODE_AUTO ? loop->best_mode : o.mode;
@@ -322,10 +323,10 @@ static unsigned recv_allowance(const ub_conn *c, const ub_pool *p,
 			half = 1;
 		if (half < cap) {
 			cap = half;
-			*need = p->reserve + 2 * (c->rheld + 1);
+			*need = p->reserve + 2 * (c->obj.rheld + 1);
 		}
 	}
-	allow = c->rheld < cap ? cap - c->rheld : 0;
+	allow = c->obj.rheld < cap ? cap - c->obj.rheld : 0;
 	if (!allow && c->closing)
 		allow = 1;
 	return allow;
@@ -580,7 +581,7 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 			c->handoff = NULL;
 			b->pool->handoff--;
 			ub__buf_set_state(b, UB_BUF_APP);
-			ub__buf_charge(b, c);
+			ub__buf_charge(b, &c->obj);
 			b->len = (uint32_t)res;
 			b->sent = 0;
 			c->bytes_recv += (unsigned)res;
@@ -605,7 +606,7 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		/* Take every buffer of the bundle before delivering any:
 		 * delivering may recycle buffers into ring slots. */
 		n = ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
-				       (unsigned)res, c, bufs,
+				       (unsigned)res, &c->obj, bufs,
 				       c->loop->scratch_cap);
 		for (i = 0; i < n; i++)
 			got += bufs[i]->len;
@@ -873,8 +874,8 @@ void ub__conn_free(ub_conn *c)
 		set_throttled(c, false, 0);
 	if (c->rpool) {
 		set_promise(c, 0); /* nothing is armed any more */
-		if (c->rheld)
-			ub__pool_disown(c->rpool, c);
+		if (c->obj.rheld)
+			ub__pool_disown(c->rpool, &c->obj);
 		c->rpool->users--;
 		c->rpool = NULL;
 	}
@@ -1138,7 +1139,7 @@ void ub_conn_set_udata(ub_conn *c, void *udata) { if (c) c->udata = udata; }
 uint64_t ub_conn_bytes_sent(const ub_conn *c) { return c ? c->bytes_sent : 0; }
 uint64_t ub_conn_bytes_received(const ub_conn *c) { return c ? c->bytes_recv : 0; }
 size_t ub_conn_recv_budget(const ub_conn *c) { return c ? c->rbudget : 0; }
-unsigned ub_conn_recv_held(const ub_conn *c) { return c ? c->rheld : 0; }
+unsigned ub_conn_recv_held(const ub_conn *c) { return c ? c->obj.rheld : 0; }
 int ub_conn_recv_throttled(const ub_conn *c) { return c ? c->throttled : -EINVAL; }
 
 unsigned ub_conn_idle_timeout(const ub_conn *c) { return c ? c->idle_ms : 0; }

@@ -18,6 +18,8 @@
 #include "uringbuf.h"
 
 #include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <stdint.h>
 
 #define UB_UNUSED(x) ((void)(x))
@@ -70,20 +72,60 @@ static inline uint64_t ub__tag(const void *obj, enum ub_op op)
 	return (uint64_t)(uintptr_t)obj | (uint64_t)op;
 }
 
+/*
+ * Object kinds.  The tag's 3 op bits are all used, and RECV, SEND and
+ * CANCEL mean different work for a connection and a datagram endpoint; so
+ * every object such a tag can name starts with a byte saying what it is,
+ * and loop.c reads that byte (through unsigned char, which may alias
+ * anything) to route the CQE.  One load of a line the handler touches
+ * anyway; no alignment bits to find, and any number of kinds.
+ */
+enum ub_kind {
+	UB_KIND_CONN = 1,
+	UB_KIND_DGRAM,  /* a datagram endpoint: RECV, CANCEL */
+	UB_KIND_DSEND,  /* one datagram being sent (struct ub_dsend): SEND */
+};
+
+static inline enum ub_kind ub__kind(const void *obj)
+{
+	return (enum ub_kind)*(const unsigned char *)obj;
+}
+
+/* What a receive-pool buffer is charged to (ub_buf.owner): a connection or
+ * a datagram endpoint, which both begin with one.  pool.c counts it. */
+struct ub_obj {
+	uint8_t kind;   /* enum ub_kind; first, see above */
+	unsigned rheld; /* buffers of its receive pool charged to it */
+};
+
 /* ---- buffers and pools (pool.c) ---- */
 struct ub_buf {
 	ub_pool *pool;
 	struct ub_buf *next; /* free list or send queue */
-	/* receive pool: the connection that received it and is charged for
-	 * it until it comes back (NULL: in the ring, or its receiver is
-	 * gone) */
-	ub_conn *owner;
+	/* receive pool: the connection or endpoint that received it and is
+	 * charged for it until it comes back (NULL: in the ring, or its
+	 * receiver is gone) */
+	struct ub_obj *owner;
 	uint32_t len;        /* bytes of data */
 	uint32_t sent;       /* bytes of it already sent (while QUEUED) */
 	uint32_t gen;
 	uint16_t idx;
 	uint8_t state;
+	uint8_t dflags;      /* UB_BUF_F_*: a received datagram (its data
+				starts UB_DGRAM_HDR bytes in); cleared when
+				it goes back to its pool */
 };
+
+enum {
+	UB_BUF_F_DGRAM = 1u << 0, /* recvmsg layout: header, address, data */
+	UB_BUF_F_TRUNC = 1u << 1, /* the datagram did not fit */
+};
+
+/* Where a buffer's data starts within its slot of the pool. */
+static inline unsigned ub__buf_off(const struct ub_buf *b)
+{
+	return (b->dflags & UB_BUF_F_DGRAM) ? UB_DGRAM_HDR : 0;
+}
 
 struct ub_pool {
 	ub_loop *loop;
@@ -110,6 +152,9 @@ struct ub_pool {
 	struct ub_list throttled;    /* conns stopped by budget or share */
 	unsigned wake_level;         /* wake them at this many free buffers */
 	struct ub_list send_waiters; /* conns refused for want of buffers */
+	struct ub_list dgram_waiters;  /* endpoints whose receive waits for a
+					  buffer in the ring */
+	struct ub_list dsend_waiters;  /* endpoints refused for want of one */
 	struct ub_list link;         /* loop->pools */
 };
 
@@ -119,11 +164,11 @@ void ub__buf_recycle(ub_buf *buf);
 /* Turn a receive CQE into APP buffers charged to owner; returns how many
  * were filled in out[]. */
 unsigned ub__pool_take_recv(ub_pool *pool, unsigned bid, unsigned bytes,
-			    ub_conn *owner, ub_buf **out, unsigned max);
-/* Charge a buffer the connection received to it. */
-void ub__buf_charge(ub_buf *buf, ub_conn *owner);
-/* A connection is going: its buffers still out are charged to nobody. */
-void ub__pool_disown(ub_pool *pool, ub_conn *owner);
+			    struct ub_obj *owner, ub_buf **out, unsigned max);
+/* Charge a buffer the connection or endpoint received to it. */
+void ub__buf_charge(ub_buf *buf, struct ub_obj *owner);
+/* A receiver is going: its buffers still out are charged to nobody. */
+void ub__pool_disown(ub_pool *pool, struct ub_obj *owner);
 void ub__pool_destroy(ub_pool *pool);
 /* KERNEL buffers that are in the ring (not handed to a waiter). */
 static inline unsigned ub__pool_in_ring(const ub_pool *p)
@@ -157,6 +202,7 @@ void ub__sendq_destroy(ub_conn *c);
 
 /* ---- connections (conn.c) ---- */
 struct ub_conn {
+	struct ub_obj obj;      /* first: kind UB_KIND_CONN, rheld */
 	ub_loop *loop;
 	int fd;
 	int mode;
@@ -174,14 +220,14 @@ struct ub_conn {
 	 * CONNECT completes; allocated only for connects (idle accepted
 	 * connections are the many) */
 	struct sockaddr_storage *caddr;
-	/* receive budget: buffers of rpool charged to us (ub_buf.owner) and
-	 * the budget in bytes.  An armed receive carries a byte limit
+	/* receive budget: buffers of rpool charged to us (ub_buf.owner,
+	 * counted in obj.rheld) and the budget in bytes.  An armed receive carries a byte limit
 	 * (arm_left, what it may still take); the buffers that limit could
 	 * still fill are promised (promise, summed in rpool->promised), so
 	 * that many receives armed at once cannot promise more than the pool
 	 * has above its reserve.  rwnd: buffers the next arm asks for; it
 	 * grows while arms end at their limit with full buffers (bulk). */
-	unsigned rheld, rwnd, promise;
+	unsigned rwnd, promise;
 	size_t rbudget;
 	uint32_t arm_left, arm_bytes, arm_bufs;
 	bool throttled;         /* on rpool->throttled: receive not re-armed
@@ -253,6 +299,58 @@ void ub__listener_conn_gone(ub_listener *l);
 /* Arm the first accept of listeners created since the last round. */
 void ub__listeners_start(ub_loop *loop);
 
+/* ---- datagram endpoints (dgram.c) ---- */
+
+/* One datagram queued for sending: what sendmsg reads lives here until its
+ * CQE (the tag names the slot, so completions may come in any order). */
+struct ub_dsend {
+	uint8_t kind;              /* UB_KIND_DSEND; first (ub__kind) */
+	ub_dgram *ep;
+	ub_buf *buf;
+	struct ub_dsend *next;     /* free list or the not yet armed FIFO */
+	struct msghdr mh;
+	struct iovec iov;
+	struct sockaddr_storage to;
+};
+
+struct ub_dgram {
+	struct ub_obj obj;         /* first: kind UB_KIND_DGRAM, rheld */
+	ub_loop *loop;
+	int fd, family;
+	unsigned flags;
+	void *udata;
+	ub_pool *rpool, *spool;
+	/* the multishot recvmsg's msghdr: only msg_namelen matters (room for
+	 * the address in each buffer); kept while the receive is armed */
+	struct msghdr rmh;
+	uint32_t arm_tail;         /* rpool->br_tail when the receive was armed */
+	size_t rbudget;
+	/* send: slots[queue_max], free ones on sfree, queued but not yet
+	 * armed ones on phead..ptail; nqueued counts armed ones too */
+	struct ub_dsend *slots, *sfree, *phead, *ptail;
+	unsigned nslots, nqueued;
+	size_t qbytes, high, low;
+	uint64_t nrecv, nsent, nobufs;
+	unsigned inflight;         /* operations armed in the kernel */
+	int close_res;
+	bool recv_armed, recv_cancelling, recv_waiting, throttled,
+		recv_started, user_paused, want_writable, want_spool,
+		connected, closing, cancel_sent, closed, dirty;
+	char *unix_path;           /* bound by ub_dgram_open(): unlinked */
+	struct ub_list link;       /* loop->dgrams */
+	struct ub_list dirty_link; /* loop->ddirty */
+	struct ub_list wait_link;  /* rpool->dgram_waiters */
+	struct ub_list swait_link; /* spool->dsend_waiters */
+};
+
+void ub__dgram_dirty(ub_dgram *d);
+void ub__dgram_update(ub_dgram *d);
+void ub__dgram_cqe(ub_dgram *d, enum ub_op op, int res, unsigned cflags);
+void ub__dgram_send_cqe(struct ub_dsend *s, int res);
+/* Close now (ub_loop_free()): as ub_dgram_close(), no events wanted. */
+void ub__dgram_fail(ub_dgram *d, int err);
+void ub__dgram_free(ub_dgram *d);
+
 /* ---- loop (loop.c) and probe (probe.c) ---- */
 #define UB_NFEAT 8
 
@@ -273,6 +371,9 @@ struct ub_loop {
 	/* objects whose CLOSED event went out: freed on the next wait */
 	struct ub_list zombies;
 	struct ub_list zombie_listeners;
+	/* datagram endpoints: live, dirty (updated in run_dirty like
+	 * connections) and CLOSED ones to free on the next wait */
+	struct ub_list dgrams, ddirty, dlater, zombie_dgrams;
 	/* buffer group ids */
 	uint16_t *free_bgid;
 	unsigned nfree_bgid, cap_free_bgid;
@@ -309,6 +410,8 @@ int ub__buf_ring_head(ub_loop *loop, int bgid, unsigned *head);
 struct io_uring_sqe *ub__sqe(ub_loop *loop);
 int ub__emit(ub_loop *loop, int type, int res, ub_conn *c, ub_listener *l,
 	     ub_buf *buf);
+int ub__emit_dgram(ub_loop *loop, int type, int res, ub_dgram *d,
+		   ub_buf *buf);
 /* Room for n more events beyond the CLOSED of every live object; -ENOMEM. */
 int ub__evq_reserve(ub_loop *loop, unsigned n);
 int ub__bgid_alloc(ub_loop *loop);

@@ -2,7 +2,8 @@
  * loop.c - the ring, the event queue and the wait call.
  *
  * Owns: the struct io_uring, the queue of events not yet returned, the lists
- * of connections, listeners and pools, and the buffer group id allocator.
+ * of connections, listeners, datagram endpoints and pools, and the buffer
+ * group id allocator.
  * Invariants: CQEs are turned into events in the order the kernel posted
  * them; an object is freed only at the start of the wait call after the one
  * that returned its CLOSED event; every SQE prepared is submitted before
@@ -88,7 +89,18 @@ int ub__emit(ub_loop *loop, int type, int res, ub_conn *c, ub_listener *l,
 	e->listener = l;
 	e->buf = buf;
 	e->udata = NULL;
+	e->dgram = NULL;
 	return 0;
+}
+
+int ub__emit_dgram(ub_loop *loop, int type, int res, ub_dgram *d, ub_buf *buf)
+{
+	int ret = ub__emit(loop, type, res, NULL, NULL, buf);
+
+	if (ret == 0)
+		loop->evq[(loop->evq_head + loop->evq_len - 1) % loop->evq_cap]
+			.dgram = d;
+	return ret;
 }
 
 int ub__bgid_alloc(ub_loop *loop)
@@ -147,6 +159,10 @@ ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
 	ub__list_init(&loop->later);
 	ub__list_init(&loop->zombies);
 	ub__list_init(&loop->zombie_listeners);
+	ub__list_init(&loop->dgrams);
+	ub__list_init(&loop->ddirty);
+	ub__list_init(&loop->dlater);
+	ub__list_init(&loop->zombie_dgrams);
 	loop->evfd = -1;
 	loop->pool_count = o.pool_count ? o.pool_count : 1024;
 	loop->pool_size = o.pool_size ? o.pool_size : 4096;
@@ -179,6 +195,13 @@ static void free_zombies(ub_loop *loop)
 		ub__list_del(&l->link);
 		free(l);
 	}
+	while (!ub__list_empty(&loop->zombie_dgrams)) {
+		ub_dgram *d = ub__container_of(loop->zombie_dgrams.next,
+					       ub_dgram, link);
+
+		ub__list_del(&d->link);
+		free(d);
+	}
 }
 
 static void run_dirty(ub_loop *loop)
@@ -190,17 +213,34 @@ static void run_dirty(ub_loop *loop)
 		ub__list_del(n);
 		ub__list_add_tail(&loop->dirty, n);
 	}
+	while (!ub__list_empty(&loop->dlater)) {
+		struct ub_list *n = loop->dlater.next;
+
+		ub__list_del(n);
+		ub__list_add_tail(&loop->ddirty, n);
+	}
 	/* update() may dirty other connections (pipes, pool waiters): loop
 	 * until quiet; each pass makes progress, so bound it generously. */
 	unsigned rounds = 0;
 
-	while (!ub__list_empty(&loop->dirty) && rounds++ < 1000000) {
-		ub_conn *c = ub__container_of(loop->dirty.next, ub_conn,
-					      dirty_link);
+	while ((!ub__list_empty(&loop->dirty) ||
+		!ub__list_empty(&loop->ddirty)) &&
+	       rounds++ < 1000000) {
+		if (!ub__list_empty(&loop->dirty)) {
+			ub_conn *c = ub__container_of(loop->dirty.next, ub_conn,
+						      dirty_link);
 
-		ub__list_del(&c->dirty_link);
-		c->dirty = false;
-		ub__conn_update(c);
+			ub__list_del(&c->dirty_link);
+			c->dirty = false;
+			ub__conn_update(c);
+		} else {
+			ub_dgram *d = ub__container_of(loop->ddirty.next,
+						       ub_dgram, dirty_link);
+
+			ub__list_del(&d->dirty_link);
+			d->dirty = false;
+			ub__dgram_update(d);
+		}
 	}
 	ub__listeners_start(loop);
 	timers_arm(loop);
@@ -369,7 +409,19 @@ static void handle_cqe(ub_loop *loop, const struct io_uring_cqe *cqe)
 	case UB_OP_SEND:
 	case UB_OP_CONNECT:
 	case UB_OP_CANCEL:
-		ub__conn_cqe(obj, op, cqe->res, cqe->flags);
+		/* Shared by connections and datagram endpoints: the object's
+		 * first byte says which (internal.h, ub__kind). */
+		switch (ub__kind(obj)) {
+		case UB_KIND_DGRAM:
+			ub__dgram_cqe(obj, op, cqe->res, cqe->flags);
+			break;
+		case UB_KIND_DSEND:
+			ub__dgram_send_cqe(obj, cqe->res);
+			break;
+		default:
+			ub__conn_cqe(obj, op, cqe->res, cqe->flags);
+			break;
+		}
 		break;
 	case UB_OP_TIMER:
 		if (obj == loop) {
@@ -460,6 +512,8 @@ static bool work_left(const ub_loop *loop)
 	       !ub__list_empty(&loop->dirty) ||
 	       !ub__list_empty(&loop->lstart) ||
 	       !ub__list_empty(&loop->later) ||
+	       !ub__list_empty(&loop->ddirty) ||
+	       !ub__list_empty(&loop->dlater) ||
 	       io_uring_cq_ready(&loop->ring) || loop->evq_len;
 }
 
@@ -510,6 +564,8 @@ int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 			e->udata = e->conn->udata;
 		else if (e->listener)
 			e->udata = e->listener->udata;
+		else if (e->dgram)
+			e->udata = e->dgram->udata;
 		ev[i] = *e;
 		if (e->type == UB_EV_CLOSED && e->conn) {
 			ub__list_del(&e->conn->link);
@@ -518,6 +574,10 @@ int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 			ub__list_del(&e->listener->link);
 			ub__list_add_tail(&loop->zombie_listeners,
 					  &e->listener->link);
+		} else if (e->type == UB_EV_CLOSED && e->dgram) {
+			ub__list_del(&e->dgram->link);
+			ub__list_add_tail(&loop->zombie_dgrams,
+					  &e->dgram->link);
 		}
 	}
 	/* With an eventfd, come back for what is left (work_left()): the
@@ -595,6 +655,12 @@ int ub_loop_free(ub_loop *loop)
 		if (!c->closed)
 			ub__conn_fail(c, -ECANCELED);
 	}
+	for (n = loop->dgrams.next; n != &loop->dgrams; n = n->next) {
+		ub_dgram *d = ub__container_of(n, ub_dgram, link);
+
+		if (!d->closed)
+			ub__dgram_fail(d, -ECANCELED);
+	}
 	/* Reap until the kernel holds nothing of ours (bounded: cancels
 	 * complete promptly; 10 s is a safety net, not an expected wait). */
 	deadline = ub__now_ms() + 10000;
@@ -608,6 +674,9 @@ int ub_loop_free(ub_loop *loop)
 		for (n = loop->listeners.next; n != &loop->listeners;
 		     n = n->next)
 			if (!ub__container_of(n, ub_listener, link)->closed)
+				busy = true;
+		for (n = loop->dgrams.next; n != &loop->dgrams; n = n->next)
+			if (!ub__container_of(n, ub_dgram, link)->closed)
 				busy = true;
 		if (!busy)
 			break;
@@ -641,6 +710,14 @@ int ub_loop_free(ub_loop *loop)
 		ub__list_del(&l->link);
 		ub__listener_free(l);
 		free(l);
+	}
+	while (!ub__list_empty(&loop->dgrams)) {
+		ub_dgram *d = ub__container_of(loop->dgrams.next, ub_dgram,
+					       link);
+
+		ub__list_del(&d->link);
+		ub__dgram_free(d);
+		free(d);
 	}
 	free_zombies(loop);
 	while (!ub__list_empty(&loop->pools))

@@ -9,7 +9,10 @@
  * it (QUEUED); a receive-pool buffer out of the ring (APP, QUEUED, or
  * handed to a waiter and filled) is charged to the connection that received
  * it (ub_buf.owner, counted in its rheld) until it comes back, so that a
- * connection's budget counts it wherever it went.
+ * connection's budget counts it wherever it went; a datagram endpoint's
+ * buffers are charged the same way (dgram.c).  A received datagram's data
+ * starts UB_DGRAM_HDR bytes into its slot (ub_buf.dflags), after the
+ * kernel's recvmsg header and the source address.
  */
 #include "internal.h"
 
@@ -48,6 +51,15 @@ static void ring_add(ub_pool *p, ub_buf *b)
 /* Buffers came back: senders refused for want of one may go on. */
 static void wake_senders(ub_pool *p)
 {
+	while (!ub__list_empty(&p->dsend_waiters)) {
+		ub_dgram *d = ub__container_of(p->dsend_waiters.next, ub_dgram,
+					       swait_link);
+
+		ub__list_del(&d->swait_link);
+		d->want_spool = false;
+		d->want_writable = true;
+		ub__dgram_dirty(d);
+	}
 	while (!ub__list_empty(&p->send_waiters)) {
 		ub_conn *c = ub__container_of(p->send_waiters.next, ub_conn,
 					      swait_link);
@@ -59,7 +71,7 @@ static void wake_senders(ub_pool *p)
 	}
 }
 
-void ub__buf_charge(ub_buf *b, ub_conn *owner)
+void ub__buf_charge(ub_buf *b, struct ub_obj *owner)
 {
 	b->owner = owner;
 	owner->rheld++;
@@ -79,7 +91,7 @@ static void wake_throttled(ub_pool *p)
 	}
 }
 
-void ub__pool_disown(ub_pool *p, ub_conn *owner)
+void ub__pool_disown(ub_pool *p, struct ub_obj *owner)
 {
 	unsigned i;
 
@@ -99,16 +111,28 @@ void ub__buf_recycle(ub_buf *b)
 	b->gen++;
 	b->len = 0;
 	b->sent = 0;
+	b->dflags = 0;
 	b->next = NULL;
 	if (p->flags & UB_POOL_RECV) {
-		ub_conn *o = b->owner;
+		struct ub_obj *o = b->owner;
 
 		if (o) {
 			/* Its receiver may take one more: let it look. */
 			b->owner = NULL;
 			o->rheld--;
-			if (o->throttled)
-				ub__conn_dirty(o);
+			if (o->kind == UB_KIND_DGRAM) {
+				ub_dgram *d = ub__container_of(o, ub_dgram,
+							       obj);
+
+				if (d->throttled)
+					ub__dgram_dirty(d);
+			} else {
+				ub_conn *c = ub__container_of(o, ub_conn,
+							      obj);
+
+				if (c->throttled)
+					ub__conn_dirty(c);
+			}
 		}
 		ub__buf_set_state(b, UB_BUF_KERNEL);
 		if (!ub__list_empty(&p->recv_waiters)) {
@@ -132,6 +156,17 @@ void ub__buf_recycle(ub_buf *b)
 			ub__conn_dirty(c);
 		} else {
 			ring_add(p, b);
+			/* A receive that ended for want of a buffer goes
+			 * again (dgram.c). */
+			while (!ub__list_empty(&p->dgram_waiters)) {
+				ub_dgram *d = ub__container_of(
+					p->dgram_waiters.next, ub_dgram,
+					wait_link);
+
+				ub__list_del(&d->wait_link);
+				d->recv_waiting = false;
+				ub__dgram_dirty(d);
+			}
 			/* Enough free again for a connection stopped at its
 			 * share (conn.c, recv_allowance) to take one more. */
 			if (ub__pool_in_ring(p) >= p->wake_level)
@@ -147,7 +182,7 @@ void ub__buf_recycle(ub_buf *b)
 }
 
 unsigned ub__pool_take_recv(ub_pool *p, unsigned bid, unsigned bytes,
-			    ub_conn *owner, ub_buf **out, unsigned max)
+			    struct ub_obj *owner, ub_buf **out, unsigned max)
 {
 	unsigned mask = p->br_entries - 1;
 	unsigned n = 0;
@@ -262,6 +297,8 @@ ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 	p->bgid = -1;
 	ub__list_init(&p->recv_waiters);
 	ub__list_init(&p->send_waiters);
+	ub__list_init(&p->dgram_waiters);
+	ub__list_init(&p->dsend_waiters);
 	ub__list_init(&p->throttled);
 	p->wake_level = UINT_MAX;
 	/* A quarter of a receive pool is kept for connections that hold
@@ -405,10 +442,15 @@ ub_buf *ub_pool_buf(ub_pool *p, unsigned index)
 
 void *ub_buf_data(const ub_buf *b)
 {
-	return b ? b->pool->mem + (size_t)b->idx * b->pool->size : NULL;
+	return b ? b->pool->mem + (size_t)b->idx * b->pool->size +
+			   ub__buf_off(b)
+		 : NULL;
 }
 size_t ub_buf_len(const ub_buf *b) { return b ? b->len : 0; }
-size_t ub_buf_capacity(const ub_buf *b) { return b ? b->pool->size : 0; }
+size_t ub_buf_capacity(const ub_buf *b)
+{
+	return b ? b->pool->size - ub__buf_off(b) : 0;
+}
 int ub_buf_state(const ub_buf *b) { return b ? b->state : -EINVAL; }
 unsigned ub_buf_index(const ub_buf *b) { return b ? b->idx : 0; }
 ub_pool *ub_buf_pool(const ub_buf *b) { return b ? b->pool : NULL; }
@@ -416,7 +458,7 @@ uint32_t ub_buf_gen(const ub_buf *b) { return b ? b->gen : 0; }
 
 int ub_buf_set_len(ub_buf *b, size_t len)
 {
-	if (!b || b->state != UB_BUF_APP || len > b->pool->size)
+	if (!b || b->state != UB_BUF_APP || len > ub_buf_capacity(b))
 		return -EINVAL;
 	b->len = (uint32_t)len;
 	return 0;

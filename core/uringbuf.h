@@ -13,6 +13,8 @@
  *   ub_conn      one stream socket: multishot receive on a pool, and a send
  *                queue drained in order by the kernel (BUNDLE, RING or SERIAL).
  *   ub_listener  multishot accept; accepted sockets become connections.
+ *   ub_dgram     one datagram socket (UDP, Unix): multishot recvmsg on a
+ *                pool, each datagram with its source address in one buffer.
  *
  * Conventions: functions return 0 (or a count) on success and a negative
  * errno on failure; constructors return NULL and store -errno in *err.  A call
@@ -54,6 +56,7 @@ typedef struct ub_pool ub_pool;
 typedef struct ub_buf ub_buf;
 typedef struct ub_conn ub_conn;
 typedef struct ub_listener ub_listener;
+typedef struct ub_dgram ub_dgram; /* datagram endpoint, see "datagrams" */
 
 /* ---- events ------------------------------------------------------------ */
 
@@ -61,7 +64,9 @@ enum ub_event_type {
 	UB_EV_NONE = 0,
 	UB_EV_ACCEPT,   /* conn: new connection, listener: where; res: fd      */
 	UB_EV_CONNECT,  /* conn; res: 0, or -errno (then CLOSED follows)       */
-	UB_EV_DATA,     /* conn, buf (owned by the application now); res: len  */
+	UB_EV_DATA,     /* conn, buf (owned by the application now); res: len.
+			   dgram: res is the datagram's length as sent, more
+			   than ub_buf_len(buf) when it was truncated       */
 	UB_EV_SENT,     /* conn; res: bytes the kernel took (opt-in, see flags) */
 	UB_EV_WRITABLE, /* conn: queue fell to the low water mark after having
 			   been above high, or a refused send can now go       */
@@ -85,6 +90,10 @@ typedef struct ub_event {
 				   batch: one set while handling an earlier
 				   event of the batch (an ACCEPT) shows in
 				   ub_conn_udata(), not here */
+	ub_dgram *dgram;        /* a datagram endpoint's event (DATA,
+				   WRITABLE, ERROR, CLOSED); conn and
+				   listener are NULL then.  Last, so that
+				   every field above keeps its offset */
 } ub_event;
 
 UB_EXTERN const char *ub_event_name(int type);
@@ -511,6 +520,166 @@ UB_EXTERN unsigned ub_listener_conns(const ub_listener *l);
 UB_EXTERN int ub_listener_fd(const ub_listener *l); /* -EINVAL if NULL */
 UB_EXTERN void *ub_listener_udata(const ub_listener *l);
 UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
+
+/* ---- datagrams --------------------------------------------------------- */
+
+/*
+ * A datagram endpoint: one UDP (IPv4, IPv6) or Unix datagram socket.
+ * Receiving is one multishot recvmsg into a receive pool: each datagram
+ * lands in one buffer, its source address in the buffer's first
+ * UB_DGRAM_HDR bytes (the kernel's struct io_uring_recvmsg_out and the
+ * address), its payload after them: ub_buf_data() points at the payload,
+ * ub_buf_addr() at the address, and ub_buf_capacity() is the pool's buffer
+ * size less UB_DGRAM_HDR.  A datagram larger than that is truncated and
+ * said so: the DATA event's res is its full length, ub_buf_truncated() 1.
+ * Each DATA event carries the endpoint (ub_event.dgram), the buffer and
+ * res; sending is one sendmsg per datagram, each buffer one datagram,
+ * never coalesced.  ERROR (res -errno) reports a failed send or an error
+ * the socket reported (an ICMP port unreachable after a send on a
+ * connected endpoint: -ECONNREFUSED); the endpoint stays open.  Other
+ * receive errors close it: ERROR, then CLOSED.
+ * Pool exhaustion: when the receive pool has no free buffer the kernel ends
+ * the multishot receive (-ENOBUFS); datagrams arriving meanwhile wait in the
+ * socket or, once its buffer is full, are dropped by the kernel, which
+ * nobody can count exactly.  ub_dgram_nobufs() counts those endings; the
+ * receive re-arms as soon as a buffer comes back.
+ * Minimum kernel: 6.0 (multishot recvmsg); older kernels: ub_dgram_open()
+ * fails with -EOPNOTSUPP.
+ */
+#define UB_DGRAM_HDR 128u
+
+enum ub_dgram_flags {
+	UB_DGRAM_NO_RECV = 1u << 0,   /* do not start receiving            */
+	UB_DGRAM_REUSEPORT = 1u << 1, /* ub_dgram_open: SO_REUSEPORT       */
+};
+
+typedef struct ub_dgram_opts {
+	ub_pool *recv_pool;  /* NULL: the loop's default receive pool; its
+				buffers must be larger than UB_DGRAM_HDR    */
+	ub_pool *send_pool;  /* for ub_dgram_send() copies; NULL: default   */
+	unsigned queue_max;  /* datagrams queued for sending at most (1 ..
+				32768); 0 = 256                              */
+	size_t high_water;   /* queued bytes at which sends are refused;
+				0 = 1 MiB                                    */
+	size_t low_water;    /* WRITABLE once at or below this and at most
+				queue_max / 4 datagrams; default high/4      */
+	size_t recv_budget;  /* bytes of its receive pool the endpoint may
+				hold; 0 = UB_DEF_RECV_BUDGET                 */
+	unsigned flags;      /* enum ub_dgram_flags                         */
+	void *udata;
+} ub_dgram_opts;
+
+/* Fill opts with the defaults. */
+UB_EXTERN void ub_dgram_opts_init(ub_dgram_opts *opts);
+
+/*
+ * Open a datagram socket bound to addr (INET or INET6, port 0: the kernel
+ * picks one; UNIX: a path, which ub_dgram_close() unlinks, an abstract
+ * name, or addrlen sizeof(sa_family_t): an autobound abstract name) and
+ * start receiving.  opts may be NULL.  Errors: -EINVAL (loop NULL or being
+ * freed, bad address or opts, a receive pool with buffers of UB_DGRAM_HDR
+ * bytes or less), -EOPNOTSUPP (no multishot recvmsg: Linux 6.0), -ENOMEM,
+ * or what socket, setsockopt(SO_REUSEPORT) or bind say.
+ */
+UB_EXTERN ub_dgram *ub_dgram_open(ub_loop *loop, const struct sockaddr *addr,
+				  socklen_t addrlen, const ub_dgram_opts *opts,
+				  int *err);
+
+/* Take over a datagram socket (bound or not, connected or not), which the
+ * endpoint then owns (on failure the caller keeps it).  Errors: -EINVAL
+ * (loop NULL or being freed, bad opts, not a datagram socket of a family
+ * above), -EOPNOTSUPP, -EBADF, -ENOTSOCK, -ENOMEM. */
+UB_EXTERN ub_dgram *ub_dgram_adopt(ub_loop *loop, int fd,
+				   const ub_dgram_opts *opts, int *err);
+
+/* Set the default peer (connect(2), which does not block for datagrams):
+ * sends without an address go there, and only its datagrams are received.
+ * Errors: -EINVAL (ep NULL, bad address or another family than the
+ * endpoint's), -EPIPE (closing), or what connect says. */
+UB_EXTERN int ub_dgram_connect(ub_dgram *ep, const struct sockaddr *addr,
+			       socklen_t addrlen);
+
+/*
+ * Queue an APP buffer as one datagram of ub_buf_len() bytes (0 allowed) to
+ * addr (NULL: the connected peer), zero copy: a received buffer (from any
+ * endpoint or connection of the loop; ub_buf_addr() of it replies to its
+ * sender) or one acquired and filled.  It becomes QUEUED and returns to its
+ * own pool when the send completes.  Errors: -EINVAL (ep or buf NULL, buf
+ * not APP or of another loop, addr of another family than the endpoint's or
+ * of a bad length), -EDESTADDRREQ (addr NULL and not connected), -EAGAIN
+ * (queue_max datagrams or high water bytes queued; WRITABLE follows),
+ * -EPIPE (closing).  The kernel's verdict (EMSGSIZE for a datagram over
+ * 65507 bytes of UDP, ENETUNREACH, ...) comes as an ERROR event.
+ */
+UB_EXTERN int ub_dgram_send_buf(ub_dgram *ep, ub_buf *buf,
+				const struct sockaddr *addr, socklen_t addrlen);
+
+/* Copy len bytes into one buffer of the send pool and queue it as one
+ * datagram, as ub_dgram_send_buf().  Returns len, or -EINVAL (ep NULL, data
+ * NULL with len > 0, bad addr), -EMSGSIZE (len larger than a send pool
+ * buffer: never split), -EDESTADDRREQ, -EAGAIN (queue full, or no free
+ * buffer in the send pool; WRITABLE follows), -EPIPE, -ENOMEM (the default
+ * send pool could not be made). */
+UB_EXTERN ssize_t ub_dgram_send(ub_dgram *ep, const void *data, size_t len,
+				const struct sockaddr *addr, socklen_t addrlen);
+
+/* Close: stop receiving; queued datagrams are handed to the kernel first
+ * and those it cannot take at once are cancelled; every queued buffer
+ * returns to its pool, and CLOSED follows once the kernel holds nothing of
+ * the endpoint.  Buffers the application holds stay its own.  -EPIPE if
+ * already closing, -EINVAL if ep is NULL. */
+UB_EXTERN int ub_dgram_close(ub_dgram *ep);
+
+/* Stop / restart receiving (datagrams wait in the socket, then the kernel
+ * drops what does not fit).  -EINVAL (NULL), -EPIPE (closing). */
+UB_EXTERN int ub_dgram_pause_recv(ub_dgram *ep);
+UB_EXTERN int ub_dgram_resume_recv(ub_dgram *ep);
+
+/* Ask for one UB_EV_WRITABLE once the queue is at its low water mark (next
+ * wait if it is already).  -EINVAL (NULL), -EPIPE (closing). */
+UB_EXTERN int ub_dgram_want_writable(ub_dgram *ep);
+/* Set both byte marks (low <= high, high > 0): -EINVAL otherwise. */
+UB_EXTERN int ub_dgram_set_water(ub_dgram *ep, size_t high, size_t low);
+
+/* Accessors: 0 or NULL if ep is NULL, but fd and recv_throttled return
+ * -EINVAL then.  fd is -1 once closed. */
+UB_EXTERN int ub_dgram_fd(const ub_dgram *ep);
+UB_EXTERN ub_loop *ub_dgram_loop(const ub_dgram *ep);
+UB_EXTERN void *ub_dgram_udata(const ub_dgram *ep);
+UB_EXTERN void ub_dgram_set_udata(ub_dgram *ep, void *udata);
+UB_EXTERN size_t ub_dgram_queued_bytes(const ub_dgram *ep);
+UB_EXTERN unsigned ub_dgram_queued_bufs(const ub_dgram *ep);
+/* Datagrams received and sent (completed) since the endpoint began. */
+UB_EXTERN uint64_t ub_dgram_received(const ub_dgram *ep);
+UB_EXTERN uint64_t ub_dgram_sent(const ub_dgram *ep);
+/* Times the kernel ended the receive for want of a buffer (ENOBUFS): not
+ * the datagrams lost, which the kernel does not report per socket. */
+UB_EXTERN uint64_t ub_dgram_nobufs(const ub_dgram *ep);
+/* Receive budget, as for connections: the buffers of its receive pool the
+ * endpoint received and that have not come back (held by the application,
+ * queued on any send queue) count against it; at the budget the receive is
+ * cancelled, and it resumes when one comes back.  Not exact: a multishot
+ * receive has no count limit, so datagrams the kernel delivered before the
+ * cancel took effect still arrive, and a receive re-armed while datagrams
+ * wait in the socket takes those waiting in one pass (at most what the
+ * pool's ring holds).  Budget in bytes of buffers (at least one). */
+UB_EXTERN size_t ub_dgram_recv_budget(const ub_dgram *ep);
+/* bytes > 0, else -EINVAL. */
+UB_EXTERN int ub_dgram_set_recv_budget(ub_dgram *ep, size_t bytes);
+UB_EXTERN unsigned ub_dgram_recv_held(const ub_dgram *ep);
+UB_EXTERN int ub_dgram_recv_throttled(const ub_dgram *ep);
+
+/* A received datagram's source address, inside the buffer (valid while the
+ * buffer is APP or QUEUED): NULL, *addrlen 0, for a buffer that is not a
+ * received datagram or whose sender had no address (an unbound Unix
+ * socket).  addrlen may be NULL. */
+UB_EXTERN const struct sockaddr *ub_buf_addr(const ub_buf *buf,
+					     socklen_t *addrlen);
+/* That address formatted as ub_addr_format() does.  Returns the length, or
+ * -EINVAL (NULL, or no address), -ENOSPC (out too small). */
+UB_EXTERN int ub_buf_addr_format(const ub_buf *buf, char *out, size_t outlen);
+/* 1 if the buffer holds a received datagram that did not fit, else 0. */
+UB_EXTERN int ub_buf_truncated(const ub_buf *buf);
 
 /* ---- addresses --------------------------------------------------------- */
 

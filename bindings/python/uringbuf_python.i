@@ -1900,6 +1900,10 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 %ignore ub_listener_udata;
 %ignore ub_listener_set_udata;
 %ignore ub_addr_format;
+/* Datagram endpoints wait for a checked handle type of their own (as in
+ * the Lua binding): SWIG's default would pass raw pointers. */
+%rename("$ignore", regextarget=1) "^ub_dgram";
+%ignore ub_buf_addr;   /* a datagram's source: raw sockaddr, socklen_t * */
 
 %include "python/uringbuf_classes.i"
 

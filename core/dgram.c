@@ -1,0 +1,902 @@
+/*
+ * dgram.c - datagram endpoints: UDP (IPv4, IPv6) and Unix datagram sockets.
+ *
+ * Owns: the socket, its one multishot recvmsg, the slots of the datagrams it
+ * is sending, and its life cycle.
+ *
+ * Receive: one multishot IORING_OP_RECVMSG with buffer select on a receive
+ * pool.  The kernel writes each datagram into one buffer as struct
+ * io_uring_recvmsg_out, the source address (room: UB_DGRAM_HDR less the
+ * header, enough for any family we take) and the payload, which thus
+ * always starts UB_DGRAM_HDR bytes in: ub_buf.dflags tells ub_buf_data()
+ * so, and ub_buf_addr() reads the address where the kernel put it (no copy,
+ * valid exactly as long as the buffer, and it travels with it).  MSG_TRUNC
+ * is passed so that the header's payloadlen is the datagram's real length:
+ * a datagram cut to fit is reported (DATA res > ub_buf_len), never silently.
+ * Receive bundles do not apply: one datagram is one buffer.
+ *
+ * Buffers received are charged to the endpoint (ub_buf.owner, pool.c) as
+ * for connections, so its receive budget counts what the application and
+ * any send queue hold.  At the budget the multishot receive is cancelled;
+ * a buffer coming back dirties the endpoint, which re-arms.  When the
+ * pool runs dry the kernel ends the receive with -ENOBUFS: counted
+ * (ub_dgram_nobufs), and the endpoint waits on the pool's dgram_waiters
+ * until a buffer is back in the ring (pool.c), unless one was added since
+ * the receive was armed (then at once: our ring count lags the kernel).
+ *
+ * Send: each datagram has a slot (struct ub_dsend) holding its msghdr,
+ * iovec and destination until its CQE; the CQE's tag names the slot, so
+ * sends complete in any order.  Every queued datagram is armed as one
+ * IORING_OP_SENDMSG at the next round (queue_max bounds them); a buffer is
+ * never coalesced with another and returns to its pool on completion.
+ *
+ * As in conn.c, API calls only record what they want and mark the endpoint
+ * dirty; ub__dgram_update() (run by the loop) talks to the kernel.  Close:
+ * queued datagrams are armed, then one cancel of everything on the fd;
+ * once the last CQE is in, the socket closes and CLOSED goes out.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define UB_DG_DEF_QUEUE 256u
+#define UB_DG_MAX_QUEUE 32768u
+#define UB_DG_DEF_HIGH (1u << 20)
+/* Room for the source address in each buffer. */
+#define UB_DG_NAMELEN (UB_DGRAM_HDR - sizeof(struct io_uring_recvmsg_out))
+
+_Static_assert(sizeof(struct io_uring_recvmsg_out) == 16,
+	       "the kernel's recvmsg header is 16 bytes");
+_Static_assert(UB_DG_NAMELEN >= sizeof(struct sockaddr_un) &&
+		       UB_DG_NAMELEN >= sizeof(struct sockaddr_in6),
+	       "every family's address fits in a buffer's header");
+
+void ub_dgram_opts_init(ub_dgram_opts *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof(*o));
+	o->queue_max = UB_DG_DEF_QUEUE;
+	o->high_water = UB_DG_DEF_HIGH;
+	o->low_water = UB_DG_DEF_HIGH / 4;
+	o->recv_budget = UB_DEF_RECV_BUDGET;
+}
+
+void ub__dgram_dirty(ub_dgram *d)
+{
+	if (d->dirty || d->closed)
+		return;
+	d->dirty = true;
+	ub__list_add_tail(&d->loop->ddirty, &d->dirty_link);
+}
+
+/* No SQE even after a submit: the next round, not this one (a spin). */
+static void retry_later(ub_dgram *d)
+{
+	if (d->dirty)
+		ub__list_del(&d->dirty_link);
+	d->dirty = true;
+	ub__list_add_tail(&d->loop->dlater, &d->dirty_link);
+}
+
+/* A receive pool an endpoint can use: its buffers hold the header and
+ * address before the data, and start 8-aligned so the address is. */
+static bool rpool_ok(const ub_pool *p)
+{
+	return p->size > UB_DGRAM_HDR && p->size % 8 == 0;
+}
+
+static int check_opts(ub_loop *loop, const ub_dgram_opts *o)
+{
+	if (o->queue_max > UB_DG_MAX_QUEUE)
+		return -EINVAL;
+	if (o->low_water > (o->high_water ? o->high_water : UB_DG_DEF_HIGH))
+		return -EINVAL;
+	if (o->flags & ~(unsigned)(UB_DGRAM_NO_RECV | UB_DGRAM_REUSEPORT))
+		return -EINVAL;
+	if (o->recv_pool && (o->recv_pool->loop != loop ||
+			     !(o->recv_pool->flags & UB_POOL_RECV) ||
+			     !rpool_ok(o->recv_pool)))
+		return -EINVAL;
+	if (!o->recv_pool && (loop->pool_size <= UB_DGRAM_HDR ||
+			      loop->pool_size % 8))
+		return -EINVAL; /* the default pool would not do */
+	if (o->send_pool && (o->send_pool->loop != loop ||
+			     (o->send_pool->flags & UB_POOL_RECV)))
+		return -EINVAL;
+	return 0;
+}
+
+static bool family_ok(int family)
+{
+	return family == AF_INET || family == AF_INET6 || family == AF_UNIX;
+}
+
+/* An address of family fam with a length that family allows. */
+static bool addr_fits(const struct sockaddr *a, socklen_t len, int fam)
+{
+	if (!a || len < sizeof(sa_family_t) ||
+	    len > sizeof(struct sockaddr_storage) || a->sa_family != fam)
+		return false;
+	switch (fam) {
+	case AF_INET:
+		return len >= sizeof(struct sockaddr_in);
+	case AF_INET6:
+		return len >= sizeof(struct sockaddr_in6);
+	case AF_UNIX:
+		return len <= sizeof(struct sockaddr_un);
+	default:
+		return false;
+	}
+}
+
+static ub_dgram *new_ep(ub_loop *loop, int fd, int family,
+			const ub_dgram_opts *opts, int *err)
+{
+	ub_dgram_opts o;
+	ub_dgram *d;
+	unsigned i;
+	int ret;
+
+	if (opts)
+		o = *opts;
+	else
+		ub_dgram_opts_init(&o);
+	ret = ub__evq_reserve(loop, 1);
+	if (ret < 0)
+		goto fail;
+	ret = -ENOMEM;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		goto fail;
+	d->nslots = o.queue_max ? o.queue_max : UB_DG_DEF_QUEUE;
+	d->slots = calloc(d->nslots, sizeof(*d->slots));
+	if (!d->slots) {
+		free(d);
+		goto fail;
+	}
+	d->rpool = o.recv_pool;
+	if (!d->rpool) {
+		d->rpool = ub_loop_recv_pool(loop, &ret);
+		if (!d->rpool) {
+			free(d->slots);
+			free(d);
+			goto fail;
+		}
+	}
+	d->rpool->users++;
+	d->spool = o.send_pool;
+	if (d->spool)
+		d->spool->users++;
+	for (i = d->nslots; i-- > 0;) {
+		d->slots[i].kind = UB_KIND_DSEND;
+		d->slots[i].ep = d;
+		d->slots[i].next = d->sfree;
+		d->sfree = &d->slots[i];
+	}
+	d->obj.kind = UB_KIND_DGRAM;
+	d->loop = loop;
+	d->fd = fd;
+	d->family = family;
+	d->flags = o.flags;
+	d->udata = o.udata;
+	d->rmh.msg_namelen = UB_DG_NAMELEN;
+	d->rbudget = o.recv_budget ? o.recv_budget : UB_DEF_RECV_BUDGET;
+	d->high = o.high_water ? o.high_water : UB_DG_DEF_HIGH;
+	d->low = o.low_water ? o.low_water : d->high / 4;
+	d->recv_started = !(o.flags & UB_DGRAM_NO_RECV);
+	ub__list_init(&d->dirty_link);
+	ub__list_init(&d->wait_link);
+	ub__list_init(&d->swait_link);
+	ub__list_add_tail(&loop->dgrams, &d->link);
+	loop->nlive++;
+	ub__dgram_dirty(d);
+	if (err)
+		*err = 0;
+	return d;
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+/* What every constructor checks first; a failure changes nothing. */
+static int check_new(ub_loop *loop, const ub_dgram_opts *opts)
+{
+	int ret;
+
+	if (!loop || loop->freeing)
+		return -EINVAL;
+	if (opts && (ret = check_opts(loop, opts)) < 0)
+		return ret;
+	if (!opts) {
+		ub_dgram_opts o;
+
+		ub_dgram_opts_init(&o);
+		if ((ret = check_opts(loop, &o)) < 0)
+			return ret;
+	}
+	if (!(loop->features & UB_FEAT_RECV_MULTISHOT))
+		return -EOPNOTSUPP;
+	return 0;
+}
+
+ub_dgram *ub_dgram_open(ub_loop *loop, const struct sockaddr *addr,
+			socklen_t addrlen, const ub_dgram_opts *opts, int *err)
+{
+	const struct sockaddr_un *un = (const void *)addr;
+	ub_dgram *d;
+	int fd, ret;
+
+	ret = check_new(loop, opts);
+	if (ret < 0)
+		goto fail;
+	if (!addr || addrlen < sizeof(sa_family_t) ||
+	    !family_ok(addr->sa_family) ||
+	    !addr_fits(addr, addrlen, addr->sa_family)) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (opts && (opts->flags & UB_DGRAM_REUSEPORT)) {
+		int one = 1;
+
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+			       sizeof(one)) < 0) {
+			ret = -errno;
+			close(fd);
+			goto fail;
+		}
+	}
+	if (bind(fd, addr, addrlen) < 0) {
+		ret = -errno;
+		close(fd);
+		goto fail;
+	}
+	d = new_ep(loop, fd, addr->sa_family, opts, &ret);
+	if (!d) {
+		close(fd);
+		goto fail;
+	}
+	if (addr->sa_family == AF_UNIX &&
+	    addrlen > offsetof(struct sockaddr_un, sun_path) &&
+	    un->sun_path[0] != '\0') {
+		/* A path we bound: ours to unlink on close (best effort: a
+		 * path we cannot remember is simply left behind). */
+		d->unix_path = strndup(un->sun_path,
+				       addrlen - offsetof(struct sockaddr_un,
+							  sun_path));
+	}
+	return d;
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+ub_dgram *ub_dgram_adopt(ub_loop *loop, int fd, const ub_dgram_opts *opts,
+			 int *err)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(int);
+	int type = 0, family = 0, fl, ret;
+	ub_dgram *d;
+
+	ret = check_new(loop, opts);
+	if (ret < 0)
+		goto fail;
+	if (fd < 0) {
+		ret = -EBADF;
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	len = sizeof(family);
+	if (type != SOCK_DGRAM ||
+	    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) < 0 ||
+	    !family_ok(family)) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	d = new_ep(loop, fd, family, opts, &ret);
+	if (!d)
+		goto fail;
+	/* io_uring waits itself; a non-blocking file would make some kernels
+	 * fail operations with -EAGAIN instead. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	len = sizeof(ss);
+	d->connected = getpeername(fd, (struct sockaddr *)&ss, &len) == 0;
+	return d;
+fail:
+	if (err)
+		*err = ret;
+	return NULL;
+}
+
+/* ---- receive ---- */
+
+/* The budget in whole buffers of p: at least one, at most the pool. */
+static unsigned budget_bufs(const ub_dgram *d, const ub_pool *p)
+{
+	size_t n = d->rbudget / p->size;
+
+	if (n < 1)
+		n = 1;
+	if (n > p->count)
+		n = p->count;
+	return (unsigned)n;
+}
+
+static void stop_waiting(ub_dgram *d)
+{
+	if (d->recv_waiting) {
+		d->recv_waiting = false;
+		ub__list_del(&d->wait_link);
+	}
+}
+
+static int arm_recv(ub_dgram *d)
+{
+	ub_pool *p = d->rpool;
+	struct io_uring_sqe *sqe;
+
+	/* No buffer in the ring: wait for one rather than have the kernel
+	 * fail the receive at once (pool.c wakes us). */
+	if (ub__pool_in_ring(p) == 0) {
+		d->recv_waiting = true;
+		ub__list_add_tail(&p->dgram_waiters, &d->wait_link);
+		return 0;
+	}
+	sqe = ub__sqe(d->loop);
+	if (!sqe)
+		return -EBUSY;
+	/* MSG_TRUNC: the header's payloadlen is the datagram's real length. */
+	io_uring_prep_recvmsg_multishot(sqe, d->fd, &d->rmh, MSG_TRUNC);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = (uint16_t)p->bgid;
+	io_uring_sqe_set_data64(sqe, ub__tag(d, UB_OP_RECV));
+	d->arm_tail = p->br_tail;
+	d->recv_armed = true;
+	d->inflight++;
+	return 0;
+}
+
+static int cancel_op(ub_dgram *d, uint64_t what, bool all)
+{
+	struct io_uring_sqe *sqe = ub__sqe(d->loop);
+
+	if (!sqe)
+		return -EBUSY;
+	if (all)
+		io_uring_prep_cancel_fd(sqe, d->fd, IORING_ASYNC_CANCEL_ALL);
+	else
+		io_uring_prep_cancel64(sqe, what, 0);
+	io_uring_sqe_set_data64(sqe, ub__tag(d, UB_OP_CANCEL));
+	d->inflight++;
+	return 0;
+}
+
+/* Errors the socket reports about an earlier datagram (ICMP) or a
+ * passing condition: told, and the endpoint goes on. */
+static bool soft_error(int res)
+{
+	return res == -ECONNREFUSED || res == -EHOSTUNREACH ||
+	       res == -ENETUNREACH || res == -EHOSTDOWN ||
+	       res == -ENETDOWN || res == -EMSGSIZE || res == -EINTR ||
+	       res == -EAGAIN || res == -ENOMEM || res == -EPERM;
+}
+
+/* One datagram in buffer b, res bytes written by the kernel. */
+static void deliver(ub_dgram *d, ub_buf *b, int res)
+{
+	char *base = d->rpool->mem + (size_t)b->idx * d->rpool->size;
+	struct io_uring_recvmsg_out *o, hdr;
+	int full;
+
+	o = io_uring_recvmsg_validate(base, res, &d->rmh);
+	if (!o) {
+		ub__buf_recycle(b);
+		ub__dgram_fail(d, -EIO); /* the kernel and we disagree */
+		return;
+	}
+	memcpy(&hdr, o, sizeof(hdr));
+	b->dflags = UB_BUF_F_DGRAM;
+	b->len = io_uring_recvmsg_payload_length(o, res, &d->rmh);
+	if (hdr.flags & MSG_TRUNC)
+		b->dflags |= UB_BUF_F_TRUNC;
+	full = (hdr.flags & MSG_TRUNC) && hdr.payloadlen > b->len
+		       ? (hdr.payloadlen > INT_MAX ? INT_MAX
+						   : (int)hdr.payloadlen)
+		       : (int)b->len;
+	d->nrecv++;
+	if (d->closing) {
+		ub__buf_recycle(b); /* nobody wants it any more */
+		return;
+	}
+	if (ub__emit_dgram(d->loop, UB_EV_DATA, full, d, b) < 0)
+		ub__buf_recycle(b); /* out of memory: cannot deliver */
+}
+
+static void on_recv(ub_dgram *d, int res, unsigned cflags)
+{
+	ub_pool *p = d->rpool;
+
+	if (!(cflags & IORING_CQE_F_MORE)) {
+		d->recv_armed = false;
+		d->recv_cancelling = false;
+		d->inflight--;
+	}
+	if (cflags & IORING_CQE_F_BUFFER) {
+		ub_buf *b = NULL;
+
+		if (res <= 0 ||
+		    ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
+				       (unsigned)res, &d->obj, &b, 1) != 1) {
+			ub__dgram_fail(d, -EIO);
+			ub__dgram_dirty(d);
+			return;
+		}
+		deliver(d, b, res);
+	} else if (res == -ENOBUFS) {
+		/* The ring was empty.  Only a buffer added since the receive
+		 * was armed says that trying again can work now. */
+		d->nobufs++;
+		if (!d->recv_waiting &&
+		    (p->br_tail == d->arm_tail || ub__pool_in_ring(p) == 0)) {
+			d->recv_waiting = true;
+			ub__list_add_tail(&p->dgram_waiters, &d->wait_link);
+		}
+	} else if (res < 0 && res != -ECANCELED) {
+		if (soft_error(res)) {
+			if (!d->closing)
+				ub__emit_dgram(d->loop, UB_EV_ERROR, res, d,
+					       NULL);
+		} else {
+			ub__dgram_fail(d, res);
+		}
+	}
+	ub__dgram_dirty(d);
+}
+
+/* ---- send ---- */
+
+static void arm_sends(ub_dgram *d)
+{
+	while (d->phead) {
+		struct ub_dsend *s = d->phead;
+		struct io_uring_sqe *sqe = ub__sqe(d->loop);
+
+		if (!sqe) {
+			retry_later(d);
+			return;
+		}
+		d->phead = s->next;
+		if (!d->phead)
+			d->ptail = NULL;
+		s->next = NULL;
+		io_uring_prep_sendmsg(sqe, d->fd, &s->mh, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, ub__tag(s, UB_OP_SEND));
+		d->inflight++;
+		if (d->cancel_sent)
+			d->cancel_sent = false; /* armed after it: once more */
+	}
+}
+
+void ub__dgram_send_cqe(struct ub_dsend *s, int res)
+{
+	ub_dgram *d = s->ep;
+	ub_buf *b = s->buf;
+
+	d->inflight--;
+	d->nqueued--;
+	d->qbytes -= b->len;
+	if (res >= 0)
+		d->nsent++;
+	else if (!d->closing)
+		ub__emit_dgram(d->loop, UB_EV_ERROR, res, d, NULL);
+	s->buf = NULL;
+	s->next = d->sfree;
+	d->sfree = s;
+	ub__buf_recycle(b); /* the kernel is done with it */
+	ub__dgram_dirty(d);
+}
+
+/* Whether a datagram to addr may be queued now. */
+static int check_sendable(ub_dgram *d, const struct sockaddr *addr)
+{
+	if (d->closing || d->closed)
+		return -EPIPE;
+	if (!addr && !d->connected)
+		return -EDESTADDRREQ;
+	return 0;
+}
+
+static int check_room(ub_dgram *d)
+{
+	if (!d->sfree || d->qbytes >= d->high) {
+		d->want_writable = true;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+static void queue_buf(ub_dgram *d, ub_buf *b, const struct sockaddr *addr,
+		      socklen_t addrlen)
+{
+	struct ub_dsend *s = d->sfree;
+
+	d->sfree = s->next;
+	s->next = NULL;
+	s->buf = b;
+	memset(&s->mh, 0, sizeof(s->mh));
+	if (addr) {
+		/* Copied first: addr may lie in b itself (a reply). */
+		memcpy(&s->to, addr, addrlen);
+		s->mh.msg_name = &s->to;
+		s->mh.msg_namelen = addrlen;
+	}
+	ub__buf_set_state(b, UB_BUF_QUEUED);
+	b->gen++; /* the application's handle is spent */
+	s->iov.iov_base = ub_buf_data(b);
+	s->iov.iov_len = b->len;
+	s->mh.msg_iov = &s->iov;
+	s->mh.msg_iovlen = 1;
+	if (d->ptail)
+		d->ptail->next = s;
+	else
+		d->phead = s;
+	d->ptail = s;
+	d->nqueued++;
+	d->qbytes += b->len;
+	if (d->qbytes >= d->high || !d->sfree)
+		d->want_writable = true;
+	ub__dgram_dirty(d);
+}
+
+int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
+		      socklen_t addrlen)
+{
+	int ret;
+
+	if (!d || !buf || buf->state != UB_BUF_APP ||
+	    buf->pool->loop != d->loop ||
+	    (addr && !addr_fits(addr, addrlen, d->family)))
+		return -EINVAL;
+	ret = check_sendable(d, addr);
+	if (ret < 0)
+		return ret;
+	ret = check_room(d);
+	if (ret < 0)
+		return ret;
+	queue_buf(d, buf, addr, addrlen);
+	return 0;
+}
+
+ssize_t ub_dgram_send(ub_dgram *d, const void *data, size_t len,
+		      const struct sockaddr *addr, socklen_t addrlen)
+{
+	ub_buf *b;
+	int ret;
+
+	if (!d || (!data && len) ||
+	    (addr && !addr_fits(addr, addrlen, d->family)))
+		return -EINVAL;
+	ret = check_sendable(d, addr);
+	if (ret < 0)
+		return ret;
+	if (!d->spool) {
+		d->spool = ub_loop_send_pool(d->loop, &ret);
+		if (!d->spool)
+			return ret;
+		d->spool->users++;
+	}
+	if (len > d->spool->size)
+		return -EMSGSIZE; /* one datagram is one buffer: never split */
+	ret = check_room(d);
+	if (ret < 0)
+		return ret;
+	b = ub_pool_acquire(d->spool, NULL);
+	if (!b) {
+		/* WRITABLE once the pool has a buffer again (pool.c). */
+		d->want_writable = true;
+		d->want_spool = true;
+		if (ub__list_empty(&d->swait_link))
+			ub__list_add_tail(&d->spool->dsend_waiters,
+					  &d->swait_link);
+		return -EAGAIN;
+	}
+	if (len)
+		memcpy(ub_buf_data(b), data, len);
+	b->len = (uint32_t)len;
+	queue_buf(d, b, addr, addrlen);
+	return (ssize_t)len;
+}
+
+/* ---- the one place that talks to the kernel about an endpoint ---- */
+
+static void finalize(ub_dgram *d)
+{
+	ub__dgram_free(d);
+	d->closed = true;
+	ub__emit_dgram(d->loop, UB_EV_CLOSED, d->close_res, d, NULL);
+}
+
+void ub__dgram_update(ub_dgram *d)
+{
+	bool want_recv;
+
+	if (d->closed)
+		return;
+	arm_sends(d);
+	if (d->closing) {
+		stop_waiting(d);
+		d->throttled = false;
+		if (d->inflight == 0 && !d->phead) {
+			finalize(d);
+		} else if (!d->cancel_sent && d->inflight) {
+			/* After the sends above in the same submission: what
+			 * the socket takes at once has gone out. */
+			if (cancel_op(d, 0, true) == 0)
+				d->cancel_sent = true;
+			else
+				retry_later(d);
+		}
+		return;
+	}
+	if (d->want_writable && !d->want_spool && d->qbytes <= d->low &&
+	    d->nqueued <= d->nslots / 4) {
+		d->want_writable = false;
+		ub__emit_dgram(d->loop, UB_EV_WRITABLE, 0, d, NULL);
+	}
+	want_recv = d->recv_started && !d->user_paused;
+	/* The budget: at it, stop (datagrams wait in the socket) until a
+	 * buffer of ours comes back (pool.c dirties us then). */
+	d->throttled = want_recv &&
+		       d->obj.rheld >= budget_bufs(d, d->rpool);
+	if (d->throttled)
+		want_recv = false;
+	if (want_recv && !d->recv_armed && !d->recv_waiting) {
+		if (arm_recv(d) < 0)
+			retry_later(d);
+	} else if (!want_recv && d->recv_armed && !d->recv_cancelling) {
+		if (cancel_op(d, ub__tag(d, UB_OP_RECV), false) == 0)
+			d->recv_cancelling = true;
+		else
+			retry_later(d);
+	}
+	if (!want_recv)
+		stop_waiting(d);
+}
+
+void ub__dgram_cqe(ub_dgram *d, enum ub_op op, int res, unsigned cflags)
+{
+	switch (op) {
+	case UB_OP_RECV:
+		on_recv(d, res, cflags);
+		break;
+	case UB_OP_CANCEL:
+		d->inflight--;
+		/* Done when it found its operations or none (-ENOENT); what
+		 * it cancelled completes by itself.  Tried again only when
+		 * the kernel could not (-EALREADY: running). */
+		if (res < 0 && res != -ENOENT)
+			d->cancel_sent = false;
+		ub__dgram_dirty(d);
+		break;
+	default:
+		break;
+	}
+}
+
+void ub__dgram_fail(ub_dgram *d, int err)
+{
+	if (d->closing || d->closed)
+		return;
+	if (err && !(err == -ECANCELED && d->loop->freeing))
+		ub__emit_dgram(d->loop, UB_EV_ERROR, err, d, NULL);
+	d->closing = true;
+	d->close_res = err;
+	ub__list_del(&d->swait_link);
+	d->want_spool = false;
+	ub__dgram_dirty(d);
+}
+
+/* Release what the endpoint holds.  Idempotent; only when nothing is armed
+ * in the kernel. */
+void ub__dgram_free(ub_dgram *d)
+{
+	stop_waiting(d);
+	ub__list_del(&d->swait_link);
+	if (d->dirty) {
+		ub__list_del(&d->dirty_link);
+		d->dirty = false;
+	}
+	/* Queued but never armed (the loop is going): back to their pools. */
+	while (d->phead) {
+		struct ub_dsend *s = d->phead;
+
+		d->phead = s->next;
+		d->nqueued--;
+		d->qbytes -= s->buf->len;
+		ub__buf_recycle(s->buf);
+		s->buf = NULL;
+	}
+	d->ptail = NULL;
+	free(d->slots);
+	d->slots = d->sfree = NULL;
+	if (d->rpool) {
+		if (d->obj.rheld)
+			ub__pool_disown(d->rpool, &d->obj);
+		d->rpool->users--;
+		d->rpool = NULL;
+	}
+	if (d->spool) {
+		d->spool->users--;
+		d->spool = NULL;
+	}
+	if (d->fd >= 0) {
+		close(d->fd);
+		d->fd = -1;
+	}
+	if (d->unix_path) {
+		unlink(d->unix_path);
+		free(d->unix_path);
+		d->unix_path = NULL;
+	}
+}
+
+/* ---- public API ---- */
+
+int ub_dgram_connect(ub_dgram *d, const struct sockaddr *addr,
+		     socklen_t addrlen)
+{
+	if (!d || !addr_fits(addr, addrlen, d->family))
+		return -EINVAL;
+	if (d->closing || d->closed)
+		return -EPIPE;
+	if (connect(d->fd, addr, addrlen) < 0)
+		return -errno;
+	d->connected = true;
+	return 0;
+}
+
+int ub_dgram_close(ub_dgram *d)
+{
+	if (!d)
+		return -EINVAL;
+	if (d->closing || d->closed)
+		return -EPIPE;
+	d->closing = true;
+	d->close_res = 0;
+	d->want_writable = false;
+	ub__list_del(&d->swait_link);
+	d->want_spool = false;
+	ub__dgram_dirty(d);
+	return 0;
+}
+
+int ub_dgram_pause_recv(ub_dgram *d)
+{
+	if (!d)
+		return -EINVAL;
+	if (d->closing || d->closed)
+		return -EPIPE;
+	d->user_paused = true;
+	ub__dgram_dirty(d);
+	return 0;
+}
+
+int ub_dgram_resume_recv(ub_dgram *d)
+{
+	if (!d)
+		return -EINVAL;
+	if (d->closing || d->closed)
+		return -EPIPE;
+	d->user_paused = false;
+	d->recv_started = true;
+	ub__dgram_dirty(d);
+	return 0;
+}
+
+int ub_dgram_want_writable(ub_dgram *d)
+{
+	if (!d)
+		return -EINVAL;
+	if (d->closing || d->closed)
+		return -EPIPE;
+	d->want_writable = true;
+	ub__dgram_dirty(d);
+	return 0;
+}
+
+int ub_dgram_set_water(ub_dgram *d, size_t high, size_t low)
+{
+	if (!d || high == 0 || low > high)
+		return -EINVAL;
+	d->high = high;
+	d->low = low;
+	ub__dgram_dirty(d);
+	return 0;
+}
+
+int ub_dgram_set_recv_budget(ub_dgram *d, size_t bytes)
+{
+	if (!d || bytes == 0)
+		return -EINVAL;
+	d->rbudget = bytes;
+	ub__dgram_dirty(d); /* a larger budget may let it receive again */
+	return 0;
+}
+
+int ub_dgram_fd(const ub_dgram *d) { return d ? d->fd : -EINVAL; }
+ub_loop *ub_dgram_loop(const ub_dgram *d) { return d ? d->loop : NULL; }
+void *ub_dgram_udata(const ub_dgram *d) { return d ? d->udata : NULL; }
+void ub_dgram_set_udata(ub_dgram *d, void *udata) { if (d) d->udata = udata; }
+size_t ub_dgram_queued_bytes(const ub_dgram *d) { return d ? d->qbytes : 0; }
+unsigned ub_dgram_queued_bufs(const ub_dgram *d) { return d ? d->nqueued : 0; }
+uint64_t ub_dgram_received(const ub_dgram *d) { return d ? d->nrecv : 0; }
+uint64_t ub_dgram_sent(const ub_dgram *d) { return d ? d->nsent : 0; }
+uint64_t ub_dgram_nobufs(const ub_dgram *d) { return d ? d->nobufs : 0; }
+size_t ub_dgram_recv_budget(const ub_dgram *d) { return d ? d->rbudget : 0; }
+unsigned ub_dgram_recv_held(const ub_dgram *d) { return d ? d->obj.rheld : 0; }
+int ub_dgram_recv_throttled(const ub_dgram *d) { return d ? d->throttled : -EINVAL; }
+
+/* ---- received datagrams' buffers ---- */
+
+static bool is_dgram_buf(const ub_buf *b)
+{
+	return b && (b->dflags & UB_BUF_F_DGRAM) &&
+	       (b->state == UB_BUF_APP || b->state == UB_BUF_QUEUED);
+}
+
+const struct sockaddr *ub_buf_addr(const ub_buf *b, socklen_t *addrlen)
+{
+	struct io_uring_recvmsg_out hdr;
+	const char *base;
+
+	if (addrlen)
+		*addrlen = 0;
+	if (!is_dgram_buf(b))
+		return NULL;
+	base = b->pool->mem + (size_t)b->idx * b->pool->size;
+	memcpy(&hdr, base, sizeof(hdr));
+	if (hdr.namelen > UB_DG_NAMELEN)
+		hdr.namelen = UB_DG_NAMELEN; /* cut by the kernel: ours */
+	if (hdr.namelen < sizeof(sa_family_t))
+		return NULL; /* an unbound sender */
+	if (addrlen)
+		*addrlen = hdr.namelen;
+	/* 8-aligned: pool sizes are multiples of 8 (rpool_ok). */
+	return (const struct sockaddr *)(const void *)(base + sizeof(hdr));
+}
+
+int ub_buf_addr_format(const ub_buf *b, char *out, size_t outlen)
+{
+	socklen_t len;
+	const struct sockaddr *sa = ub_buf_addr(b, &len);
+
+	if (!sa)
+		return -EINVAL;
+	return ub_addr_format(sa, len, out, outlen);
+}
+
+int ub_buf_truncated(const ub_buf *b)
+{
+	return is_dgram_buf(b) && (b->dflags & UB_BUF_F_TRUNC);
+}
