@@ -7,7 +7,12 @@ httpd.lua - HTTP/1.1 "hello world" server (no framework): every request
   lua5.4 examples/httpd.lua --listen HOST:PORT [--mode bundle|ring|serial|auto]
                             [--buf-size BYTES] [--buf-count N]
                             [--recv-budget BYTES] [--idle-timeout MS]
-                            [--max-conns N]
+                            [--max-conns N] [--workers N]
+
+--workers N (N > 1; 0: one per CPU) serves from N processes, each with its
+own loop and its own SO_REUSEPORT listener (uringbuf.server{workers = N});
+SIGINT/SIGTERM stop them all, and the supervisor exits 1 if one of them
+failed.  --max-conns then holds per worker.
 
 The examples' command line (examples/echo.lua): prints "listening on
 HOST:PORT" (the real port after port 0) and exits 0 on SIGINT/SIGTERM, 1 on
@@ -45,7 +50,7 @@ local LINGER = 5         -- seconds a closing connection may stay silent
 local function usage(f)
 	f:write("usage: ", PROG, " --listen HOST:PORT [--mode bundle|ring|serial|auto]\n",
 		"       [--buf-size BYTES] [--buf-count N] [--recv-budget BYTES]\n",
-		"       [--idle-timeout MS] [--max-conns N]\n",
+		"       [--idle-timeout MS] [--max-conns N] [--workers N]\n",
 		"  --listen HOST:PORT   address to accept on (port 0: any free port)\n",
 		"  --mode M             send mode (default auto: the best available)\n",
 		"  --buf-size BYTES     receive pool buffer size (default 4096)\n",
@@ -55,6 +60,8 @@ local function usage(f)
 		"  --idle-timeout MS    close a connection that received and sent\n",
 		"                       nothing for MS (default: never)\n",
 		"  --max-conns N        accept at most N connections at once\n",
+		"  --workers N          worker processes (SO_REUSEPORT; 0: one per\n",
+		"                       CPU; default 1)\n",
 		"Prints \"listening on HOST:PORT\"; exits 0 on SIGINT/SIGTERM.\n")
 end
 
@@ -112,6 +119,8 @@ local function parse_args(argv)
 				86400000) / 1000
 		elseif name == "--max-conns" then
 			o.max_conns = parse_uint("--max-conns", value(), 1, 1000000)
+		elseif name == "--workers" then
+			o.workers = parse_uint("--workers", value(), 0, 1024)
 		elseif name == "--help" then
 			usage(io.stdout)
 			os.exit(0)
@@ -321,6 +330,48 @@ end
 
 local o = parse_args(arg)
 
+local function callbacks(t)
+	t.on_connect = function(conn) state[conn] = { skip = 0 } end
+	t.on_data = on_data
+	t.on_close = function(conn) state[conn] = nil end
+	t.on_listener_error = function(_, m)
+		io.stderr:write(PROG, ": accept: ", m, "\n")
+	end
+	return t
+end
+
+if o.workers and o.workers ~= 1 then
+	-- The mode check on a loop closed before the workers fork (a ring
+	-- does not survive fork); each worker makes its own loop.
+	local probe, perr = uringbuf.loop{}
+	if not probe then die("cannot create the io_uring loop: ", perr) end
+	local ok, reason = probe:mode_check(o.mode)
+	probe:close()
+	if not ok then die("mode ", o.mode, " unavailable: ", reason) end
+	if not uringbuf.parse_address(o.listen) then
+		die("bad --listen address '", o.listen, "': Invalid argument")
+	end
+	local group, msg = uringbuf.server(callbacks{
+		workers = o.workers,
+		listen = o.listen,
+		pool_count = o.buf_count, pool_size = o.buf_size,
+		mode = o.mode,
+		recv_budget = o.recv_budget,
+		idle_timeout = o.idle_timeout,
+		max_connections = o.max_conns,
+	})
+	if not group then die("cannot listen on ", o.listen, ": ", msg) end
+	io.stdout:write("listening on ", group.address, "\n")
+	io.stdout:flush()
+	local done, why = group:run()
+	group:close()
+	if not done then
+		io.stderr:write(PROG, ": ", why, "\n")
+		os.exit(1)
+	end
+	os.exit(0)
+end
+
 local loop, err = uringbuf.loop{ pool_count = o.buf_count, pool_size = o.buf_size }
 if not loop then die("cannot create the io_uring loop: ", err) end
 local ok, reason = loop:mode_check(o.mode)
@@ -333,7 +384,7 @@ if not uringbuf.parse_address(o.listen) then
 	die("bad --listen address '", o.listen, "': Invalid argument")
 end
 
-local srv, msg = uringbuf.server{
+local srv, msg = uringbuf.server(callbacks{
 	loop = loop,
 	listen = o.listen,
 	mode = o.mode,
@@ -341,13 +392,7 @@ local srv, msg = uringbuf.server{
 	idle_timeout = o.idle_timeout,
 	max_connections = o.max_conns,
 	signals = true,
-	on_connect = function(conn) state[conn] = { skip = 0 } end,
-	on_data = on_data,
-	on_close = function(conn) state[conn] = nil end,
-	on_listener_error = function(_, m)
-		io.stderr:write(PROG, ": accept: ", m, "\n")
-	end,
-}
+})
 if not srv then
 	loop:close()
 	die("cannot listen on ", o.listen, ": ", msg)

@@ -223,6 +223,12 @@ with_httpd("keep-alive: 1,000 requests on one connection", function(srv, addr)
 	keepalive(srv, addr, 1000)
 end)
 
+with_httpd("--workers 2: keep-alive on 40 connections, pipelining; SIGTERM ends all with 0",
+	function(srv, addr)
+		for _ = 1, 40 do keepalive(srv, addr, 3) end
+		pipelined(srv, addr, 200, 4, false)
+	end, "--listen 127.0.0.1:0 --workers 2")
+
 with_httpd("200 pipelined requests in one write", function(srv, addr)
 	pipelined(srv, addr, 200, 1, false)
 end)
