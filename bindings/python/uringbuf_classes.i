@@ -21,12 +21,14 @@ typedef long long ubpy_n;
 %nodefaultctor ubpy_pool;
 %nodefaultctor ubpy_conn;
 %nodefaultctor ubpy_listener;
+%nodefaultctor ubpy_dgram;
 %nodefaultctor ubpy_buf;
 
 %rename(Loop) ubpy_loop;
 %rename(Pool) ubpy_pool;
 %rename(Connection) ubpy_conn;
 %rename(Listener) ubpy_listener;
+%rename(Datagram) ubpy_dgram;
 %rename(Buffer) ubpy_buf;
 
 %feature("python:bf_getbuffer", functype="getbufferproc") ubpy_buf "ubpy__buf_getbuffer";
@@ -40,6 +42,7 @@ typedef long long ubpy_n;
 %feature("python:slot", "tp_repr", functype="reprfunc") ubpy_pool::__repr__;
 %feature("python:slot", "tp_repr", functype="reprfunc") ubpy_conn::__repr__;
 %feature("python:slot", "tp_repr", functype="reprfunc") ubpy_listener::__repr__;
+%feature("python:slot", "tp_repr", functype="reprfunc") ubpy_dgram::__repr__;
 %feature("python:slot", "tp_repr", functype="reprfunc") ubpy_buf::__repr__;
 
 /* The Loop object learns its own address (handles hand it out as .loop). */
@@ -70,6 +73,16 @@ typedef long long ubpy_n;
 		SWIG_fail;
 }
 %exception ubpy_conn::recv_budget {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
+%exception ubpy_dgram::recv_budget {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
+%exception ubpy_dgram::on_data {
 	$action
 	if (PyErr_Occurred())
 		SWIG_fail;
@@ -442,6 +455,83 @@ listen().";
 		return ubpy__listener_new($self, l, &o, maxc);
 	}
 
+	%feature("docstring") datagram
+	"datagram(addr, *, recv_pool=None, send_pool=None, queue_max=None,
+         high_water=None, low_water=None, recv_budget=None,
+         reuseport=False, no_recv=False) -> Datagram
+
+Open a datagram socket bound to addr (\"HOST:PORT\", \"[V6]:PORT\", a
+(host, port) tuple: UDP, port 0 picks a free port; \"unix:PATH\" or
+\"unix:@NAME\": Unix datagram) and receive with multishot recvmsg: every
+datagram is one EV_DATA event (Event.dgram this endpoint, Event.buf the
+payload, Buffer.source its sender, Event.res its full length: more than
+len(buf) when it was truncated, see Buffer.truncated).  Options (None:
+the default): recv_pool (a receive Pool of this loop whose buffers hold
+128 header bytes plus the largest datagram expected, a multiple of 8;
+default: the loop's), send_pool (for send() copies), queue_max (datagrams
+queued at most, 1..32768; default 256), high_water / low_water (queued
+bytes; default 1 MiB / high/4), recv_budget (bytes of the receive pool the
+endpoint may hold; see Connection.recv_budget), reuseport (SO_REUSEPORT),
+no_recv (do not start receiving: resume_recv() does).  OSError
+EOPNOTSUPP before Linux 6.0 (no multishot recvmsg).";
+	PyObject *datagram(PyObject *addr, PyObject *recv_pool = NULL,
+			   PyObject *send_pool = NULL,
+			   PyObject *queue_max = NULL,
+			   PyObject *high_water = NULL,
+			   PyObject *low_water = NULL,
+			   PyObject *recv_budget = NULL,
+			   PyObject *reuseport = NULL, PyObject *no_recv = NULL)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		struct sockaddr_storage ss;
+		socklen_t len;
+		ub_dgram_opts o;
+		ub_dgram *d;
+		int err = 0;
+
+		if (!loop || ubpy__addr_arg(addr, &ss, &len) < 0 ||
+		    ubpy__dgram_opts(&o, $self, recv_pool, send_pool,
+				     queue_max, high_water, low_water,
+				     recv_budget, reuseport, no_recv) < 0)
+			return NULL;
+		d = ub_dgram_open(loop, (struct sockaddr *)&ss, len, &o, &err);
+		if (!d)
+			return ubpy__none_or_raise(err);
+		return ubpy__dgram_new($self, d, &o);
+	}
+
+	%feature("docstring") adopt_datagram
+	"adopt_datagram(sock, *, <options as for datagram() but reuseport>)
+       -> Datagram
+
+Take over a datagram socket (UDP or Unix; bound or not, connected or not:
+a socket object, detached on success, or an int fd), which the endpoint
+then owns; on failure the caller keeps it.";
+	PyObject *adopt_datagram(PyObject *sock, PyObject *recv_pool = NULL,
+				 PyObject *send_pool = NULL,
+				 PyObject *queue_max = NULL,
+				 PyObject *high_water = NULL,
+				 PyObject *low_water = NULL,
+				 PyObject *recv_budget = NULL,
+				 PyObject *no_recv = NULL)
+	{
+		ub_loop *loop = ubpy__loop_get($self);
+		ub_dgram_opts o;
+		ub_dgram *d;
+		int fd, err = 0;
+
+		if (!loop || ubpy__fd_arg(sock, &fd) < 0 ||
+		    ubpy__dgram_opts(&o, $self, recv_pool, send_pool,
+				     queue_max, high_water, low_water,
+				     recv_budget, NULL, no_recv) < 0)
+			return NULL;
+		d = ub_dgram_adopt(loop, fd, &o, &err);
+		if (!d)
+			return ubpy__none_or_raise(err);
+		ubpy__detach(sock);
+		return ubpy__dgram_new($self, d, &o);
+	}
+
 	%feature("docstring") eventfd
 	"eventfd() -> int: an eventfd that becomes readable when this loop has
 completions to process, for driving it from another event loop (what
@@ -550,6 +640,8 @@ name) can be used on this loop, else the reason it cannot.";
 	PyObject *exports;
 	%feature("docstring") connections "The live Connection objects (CLOSED not yet returned).";
 	PyObject *connections;
+	%feature("docstring") datagrams "The live Datagram endpoints (CLOSED not yet returned).";
+	PyObject *datagrams;
 	%feature("docstring") pools "The Pool objects of this loop.";
 	PyObject *pools;
 	%mutable;
@@ -1059,6 +1151,205 @@ follows.";
 
 /* ==================================================================== */
 
+%feature("docstring") ubpy_dgram
+"A datagram endpoint (ub_dgram): one UDP (IPv4, IPv6) or Unix datagram
+socket with multishot recvmsg into a receive pool.
+
+From Loop.datagram() or Loop.adopt_datagram().  Every received datagram is
+an EV_DATA event with Event.dgram this object and Event.buf its payload (a
+read-only Buffer: Buffer.source is the sender, Buffer.truncated whether it
+was cut to fit); send() queues one datagram per call, never coalesced (a
+Buffer zero copy: send(buf, buf.source) echoes it).  EV_ERROR (res -errno)
+reports a failed send or an ICMP error and the endpoint stays open;
+EV_WRITABLE follows a refused send once the queue drained; EV_CLOSED ends
+it (after close(), or a receive error).  The object stays valid until the
+wait() after its EV_CLOSED; then it raises ClosedError.  udata is yours.";
+
+typedef struct ubpy_dgram {} ubpy_dgram;
+
+%extend ubpy_dgram {
+	~ubpy_dgram()
+	{
+		Py_CLEAR($self->o.udata);
+		Py_CLEAR($self->o.on_data);
+		Py_CLEAR($self->o.on_buffers);
+		ubpy__loop_unref($self->o.L);
+		free($self);
+	}
+
+	%feature("docstring") send
+	"send(data, addr=None) -> int
+
+Queue one datagram to addr (as for Loop.datagram(); None: the connected
+peer) and return its length.  A Buffer (a received one, or one acquired
+from a send pool and filled) goes without copying and the handle is stale
+from then on; anything else bytes-like is copied into one buffer of the
+send pool (never split: OSError EMSGSIZE if it does not fit one).  Refused,
+nothing queued: BlockingIOError (queue_max datagrams or high_water bytes
+queued, or no free send buffer; EV_WRITABLE follows), OSError
+EDESTADDRREQ (no addr and not connected), OSError EMSGSIZE (more than UDP
+carries: 65507 bytes over IPv4, 65527 over IPv6), BrokenPipeError
+(closing), ValueError (an address of another family, a buffer of another
+loop), BufferError (a view of the buffer is exported).  The kernel's
+verdict on a queued datagram (ENETUNREACH, ...) comes as EV_ERROR.";
+	PyObject *send(PyObject *data, PyObject *addr = NULL)
+	{
+		long long r = ubpy__dgram_send($self, data, addr);
+
+		if (r < 0)
+			return ubpy__none_or_raise(r);
+		return PyLong_FromLongLong(r);
+	}
+
+	%feature("docstring") connect
+	"connect(addr) -> None: set the default peer (connect(2), which does
+not block for datagrams): send() without an address goes there, and only
+its datagrams are received.";
+	ubpy_rc connect(PyObject *addr)
+	{
+		ub_dgram *d = ubpy__dgram_get($self);
+		struct sockaddr_storage ss;
+		socklen_t len;
+
+		if (!d || ubpy__addr_arg(addr, &ss, &len) < 0)
+			return UBPY_EXC;
+		if ($self->family && ss.ss_family != $self->family) {
+			PyErr_SetString(PyExc_ValueError,
+					"the address is of another family "
+					"than the endpoint's socket");
+			return UBPY_EXC;
+		}
+		return ub_dgram_connect(d, (struct sockaddr *)&ss, len);
+	}
+
+	%feature("docstring") close
+	"close() -> None: stop receiving; queued datagrams go to the kernel
+first (those it cannot take at once are cancelled) and every queued
+buffer returns to its pool; EV_CLOSED follows.  Buffers you hold stay
+yours.  BrokenPipeError if already closing.";
+	ubpy_rc close()
+	{
+		ub_dgram *d = ubpy__dgram_get($self);
+		int r;
+
+		if (!d)
+			return UBPY_EXC;
+		r = ub_dgram_close(d);
+		if (r == 0)
+			$self->closing = 1;
+		return r;
+	}
+
+	%feature("docstring") pause_recv
+	"pause_recv() -> None: stop receiving (datagrams wait in the socket;
+the kernel drops what does not fit there).";
+	ubpy_rc pause_recv()
+	{
+		ub_dgram *d = ubpy__dgram_get($self);
+
+		return d ? ub_dgram_pause_recv(d) : UBPY_EXC;
+	}
+
+	%feature("docstring") resume_recv
+	"resume_recv() -> None: (re)start receiving.";
+	ubpy_rc resume_recv()
+	{
+		ub_dgram *d = ubpy__dgram_get($self);
+
+		return d ? ub_dgram_resume_recv(d) : UBPY_EXC;
+	}
+
+	%feature("docstring") want_writable
+	"want_writable() -> None: ask for one EV_WRITABLE once the send queue
+is at its low water mark (at the next wait if it already is).";
+	ubpy_rc want_writable()
+	{
+		ub_dgram *d = ubpy__dgram_get($self);
+
+		return d ? ub_dgram_want_writable(d) : UBPY_EXC;
+	}
+
+	%feature("docstring") set_water
+	"set_water(high, low) -> None: send queue marks in bytes (0 < high,
+low <= high).  At high, send() is refused with BlockingIOError and
+EV_WRITABLE comes once the queue is at or below low.";
+	ubpy_rc set_water(size_t high, size_t low)
+	{
+		ub_dgram *d = ubpy__dgram_get($self);
+		int r;
+
+		if (!d)
+			return UBPY_EXC;
+		if (high == 0 || low > high) {
+			PyErr_SetString(PyExc_ValueError,
+					"set_water needs 0 < high and "
+					"low <= high");
+			return UBPY_EXC;
+		}
+		r = ub_dgram_set_water(d, high, low);
+		if (r == 0) {
+			$self->high = high;
+			$self->low = low;
+		}
+		return r;
+	}
+
+	PyObject *__repr__()
+	{
+		char s[96];
+
+		if (!$self->o.ptr)
+			return ubpy__repr_state("Datagram", $self, "closed");
+		snprintf(s, sizeof(s), "fd=%d%s", ub_dgram_fd($self->o.ptr),
+			 $self->o.closed ? " CLOSED"
+			 : $self->closing ? " closing" : "");
+		return ubpy__repr_state("Datagram", $self, s);
+	}
+
+	%immutable;
+	%feature("docstring") fd "The socket's file descriptor (-1 once closed by the core).";
+	PyObject *fd;
+	%feature("docstring") family "The socket's address family (socket.AF_INET, AF_INET6 or AF_UNIX).";
+	PyObject *family;
+	%feature("docstring") sockname "Local address, \"HOST:PORT\" (the real port when bound to 0; \"unix:PATH\", \"unix:@NAME\").";
+	PyObject *sockname;
+	%feature("docstring") peername "The connected peer's address (OSError ENOTCONN if not connected).";
+	PyObject *peername;
+	%feature("docstring") queued_bytes "Bytes queued for sending and not yet sent.";
+	PyObject *queued_bytes;
+	%feature("docstring") queued_bufs "Datagrams queued for sending and not yet sent.";
+	PyObject *queued_bufs;
+	%feature("docstring") high_water "High water mark of the send queue, bytes.";
+	PyObject *high_water;
+	%feature("docstring") low_water "Low water mark of the send queue, bytes.";
+	PyObject *low_water;
+	%feature("docstring") received "Datagrams received since the endpoint began.";
+	PyObject *received;
+	%feature("docstring") sent "Datagrams sent (completed) since the endpoint began.";
+	PyObject *sent;
+	%feature("docstring") nobufs "Times the kernel ended the receive for want of a free buffer (ENOBUFS; it re-arms as soon as one is back).  Not the datagrams lost: the kernel does not count those per socket.";
+	PyObject *nobufs;
+	%feature("docstring") recv_held "Buffers of its receive pool the endpoint holds now (received and not yet back: held by you or queued for sending anywhere).";
+	PyObject *recv_held;
+	%feature("docstring") recv_throttled "True while its receive is stopped by its recv_budget (datagrams wait in the socket).";
+	PyObject *recv_throttled;
+	%feature("docstring") closing "True once close() was accepted (or the endpoint is gone).";
+	PyObject *closing;
+	%feature("docstring") closed "True once EV_CLOSED was returned (or the loop closed).";
+	PyObject *closed;
+	%feature("docstring") loop "The endpoint's Loop.";
+	PyObject *loop;
+	%mutable;
+	%feature("docstring") recv_budget "Bytes of its receive pool the endpoint may hold (settable: an int > 0, counted in whole buffers); at the budget its receive stops until buffers come back (approximately: a multishot receive has no count limit).";
+	PyObject *recv_budget;
+	%feature("docstring") udata "Yours: any object, carried by its events as Event.udata.";
+	PyObject *udata;
+	%feature("docstring") on_data "A callable or None: Loop.dispatch() calls on_data(buf) with each received Buffer of this endpoint instead of delivering an EV_DATA event (wait() ignores it; buf.source is the sender, buf.truncated says whether it was cut).  Cleared once the endpoint is gone.";
+	PyObject *on_data;
+}
+
+/* ==================================================================== */
+
 %feature("docstring") ubpy_buf
 "One buffer of a pool, owned by you (ub_buf in APP state).
 
@@ -1221,6 +1512,10 @@ exported; TypeError for a received (read-only) buffer.";
 	PyObject *pool;
 	%feature("docstring") exports "Views currently exported.";
 	PyObject *exports;
+	%feature("docstring") source "A received datagram's sender, \"HOST:PORT\" (\"[V6]:PORT\", \"unix:PATH\", \"unix:@NAME\"), which Datagram.send() takes as its address; None for other buffers and for a sender without an address (an unbound Unix socket).";
+	PyObject *source;
+	%feature("docstring") truncated "True if the buffer holds a received datagram that was cut to fit it (the EV_DATA event's res is then its full length).";
+	PyObject *truncated;
 	%mutable;
 }
 
@@ -1274,7 +1569,7 @@ static PyObject *ubpy_loop_connections_get(ubpy_loop *L)
 	while ((o = PyIter_Next(it))) {
 		ubpy_obj *h = ((SwigPyObject *)o)->ptr;
 
-		if (h->is_conn && !h->closed && PyList_Append(list, o) < 0) {
+		if (h->is_conn == UBPY_CONN && !h->closed && PyList_Append(list, o) < 0) {
 			Py_DECREF(o);
 			Py_CLEAR(list);
 			break;
@@ -1596,7 +1891,169 @@ static void ubpy_listener_udata_set(ubpy_listener *h, PyObject *v)
 	ubpy_conn_udata_set((ubpy_conn *)h, v);
 }
 
+/* Datagram */
+static PyObject *ubpy_loop_datagrams_get(ubpy_loop *L)
+{
+	PyObject *list, *it, *o;
+
+	if (!ubpy__loop_get(L))
+		return NULL;
+	list = PyList_New(0);
+	it = list ? PyObject_GetIter(L->live) : NULL;
+	if (!it) {
+		Py_XDECREF(list);
+		return NULL;
+	}
+	while ((o = PyIter_Next(it))) {
+		ubpy_obj *h = ((SwigPyObject *)o)->ptr;
+
+		if (h->is_conn == UBPY_DGRAM && !h->closed &&
+		    PyList_Append(list, o) < 0) {
+			Py_DECREF(o);
+			Py_CLEAR(list);
+			break;
+		}
+		Py_DECREF(o);
+	}
+	Py_DECREF(it);
+	if (list && PyErr_Occurred())
+		Py_CLEAR(list);
+	return list;
+}
+static PyObject *ubpy_dgram_fd_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromLong(ub_dgram_fd(d)) : NULL;
+}
+static PyObject *ubpy_dgram_family_get(ubpy_dgram *h)
+{
+	return ubpy__dgram_get(h) ? PyLong_FromLong(h->family) : NULL;
+}
+static PyObject *ubpy_dgram_sockname_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? ubpy__sock_name(ub_dgram_fd(d), 0) : NULL;
+}
+static PyObject *ubpy_dgram_peername_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? ubpy__sock_name(ub_dgram_fd(d), 1) : NULL;
+}
+static PyObject *ubpy_dgram_queued_bytes_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromSize_t(ub_dgram_queued_bytes(d)) : NULL;
+}
+static PyObject *ubpy_dgram_queued_bufs_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromUnsignedLong(ub_dgram_queued_bufs(d)) : NULL;
+}
+static PyObject *ubpy_dgram_high_water_get(ubpy_dgram *h)
+{
+	return ubpy__dgram_get(h) ? PyLong_FromSize_t(h->high) : NULL;
+}
+static PyObject *ubpy_dgram_low_water_get(ubpy_dgram *h)
+{
+	return ubpy__dgram_get(h) ? PyLong_FromSize_t(h->low) : NULL;
+}
+static PyObject *ubpy_dgram_received_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromUnsignedLongLong(ub_dgram_received(d)) : NULL;
+}
+static PyObject *ubpy_dgram_sent_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromUnsignedLongLong(ub_dgram_sent(d)) : NULL;
+}
+static PyObject *ubpy_dgram_nobufs_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromUnsignedLongLong(ub_dgram_nobufs(d)) : NULL;
+}
+static PyObject *ubpy_dgram_recv_held_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromUnsignedLong(ub_dgram_recv_held(d)) : NULL;
+}
+static PyObject *ubpy_dgram_recv_throttled_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyBool_FromLong(ub_dgram_recv_throttled(d) > 0) : NULL;
+}
+static PyObject *ubpy_dgram_closing_get(ubpy_dgram *h)
+{
+	return PyBool_FromLong(!h->o.ptr || h->o.closed || h->closing);
+}
+static PyObject *ubpy_dgram_closed_get(ubpy_dgram *h)
+{
+	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+}
+static PyObject *ubpy_dgram_loop_get(ubpy_dgram *h)
+{
+	return ubpy__loop_objref(h->o.L);
+}
+static PyObject *ubpy_dgram_recv_budget_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromSize_t(ub_dgram_recv_budget(d)) : NULL;
+}
+static void ubpy_dgram_recv_budget_set(ubpy_dgram *h, PyObject *v)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	size_t n;
+	int r;
+
+	if (!d)
+		return;
+	if (!v || v == Py_None) {
+		PyErr_SetString(PyExc_TypeError,
+				"recv_budget must be an integer (bytes)");
+		return;
+	}
+	if (ubpy__bytes_arg(v, "recv_budget", &n) < 0)
+		return;
+	r = ub_dgram_set_recv_budget(d, n);
+	if (r < 0)
+		ubpy__raise(r);
+}
+static PyObject *ubpy_dgram_udata_get(ubpy_dgram *h)
+{
+	return ubpy_conn_udata_get((ubpy_conn *)h);
+}
+static void ubpy_dgram_udata_set(ubpy_dgram *h, PyObject *v)
+{
+	ubpy_conn_udata_set((ubpy_conn *)h, v);
+}
+static PyObject *ubpy_dgram_on_data_get(ubpy_dgram *h)
+{
+	return ubpy_conn_on_data_get((ubpy_conn *)h);
+}
+static void ubpy_dgram_on_data_set(ubpy_dgram *h, PyObject *v)
+{
+	ubpy__set_callable((ubpy_conn *)h, &h->o.on_data, v, "on_data");
+}
+
 /* Buffer */
+static PyObject *ubpy_buf_source_get(ubpy_buf *b)
+{
+	ub_buf *u = ubpy__buf_get(b, 0);
+	char s[256];
+	int r;
+
+	if (!u)
+		return NULL;
+	r = ub_buf_addr_format(u, s, sizeof(s));
+	if (r < 0)
+		Py_RETURN_NONE; /* not a datagram, or no address */
+	return PyUnicode_DecodeUTF8(s, r, "surrogateescape");
+}
+static PyObject *ubpy_buf_truncated_get(ubpy_buf *b)
+{
+	ub_buf *u = ubpy__buf_get(b, 0);
+	return u ? PyBool_FromLong(ub_buf_truncated(u) > 0) : NULL;
+}
 static PyObject *ubpy_buf_length_get(ubpy_buf *b)
 {
 	ub_buf *u = ubpy__buf_get(b, 0);

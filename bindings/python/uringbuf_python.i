@@ -7,14 +7,14 @@
  * needs it).
  *
  * Handles.  Python never holds a raw core pointer.  Loop, Pool, Connection,
- * Listener and Buffer are small C structs (ubpy_*) that SWIG wraps as
+ * Listener, Datagram and Buffer are small C structs (ubpy_*) that SWIG wraps as
  * classes; typemaps turn them into the core's pointers for every wrapped
  * core function, after checking that the object is still alive:
  *   - a Loop owns a ubpy_loop, which every other handle of that loop also
  *     references (a C refcount): the "loop alive" token.  Closing the loop
  *     sets every handle's pointer to NULL, so any later use raises
  *     uringbuf.ClosedError instead of touching freed memory.
- *   - a Connection or Listener stays referenced by its loop (ubpy_loop.live)
+ *   - a Connection, Listener or Datagram stays referenced by its loop (ubpy_loop.live)
  *     until the wait() after the one that returned its CLOSED event: that is
  *     when the core frees the object, and when the handle's pointer is
  *     cleared (ubpy__bury).  Its core udata points at the handle object, so
@@ -61,7 +61,7 @@
 (core/uringbuf.h; extension module uringbuf._core).
 
 Classes: Loop (one io_uring: wait() returns Event batches), Pool, Connection,
-Listener, Buffer (a zero-copy view of pool memory: memoryview(buf)), Event,
+Listener, Datagram (a UDP or Unix datagram endpoint), Buffer (a zero-copy view of pool memory: memoryview(buf)), Event,
 and the exceptions ClosedError and InvalidArgument.  The flat ub_* functions
 are the C API with the C names and meanings (ub_conn_send(conn, data),
 ub_pool_count_state(pool, state), ...), taking and returning those objects;
@@ -139,7 +139,7 @@ struct ubpy_obj {
 	PyObject *on_buffers;
 	ubpy_obj *zombie;       /* next in L->zombies */
 	int closed;             /* CLOSED returned */
-	int is_conn;
+	int is_conn;            /* UBPY_LISTENER, UBPY_CONN or UBPY_DGRAM */
 	/* The close deadline given to the core (ub_conn_opts.close_timeout_ms;
 	 * 0: the core's default), which the core does not report back: a
 	 * connection's own, or what a listener gives the connections it
@@ -147,7 +147,19 @@ struct ubpy_obj {
 	unsigned close_ms;
 };
 
+/* ubpy_obj.is_conn: what ptr is. */
+enum { UBPY_LISTENER = 0, UBPY_CONN = 1, UBPY_DGRAM = 2 };
+
 typedef struct ubpy_conn { ubpy_obj o; } ubpy_conn;
+/* A datagram endpoint.  The core reports neither its water marks nor
+ * whether it is closing: the handle remembers them. */
+typedef struct ubpy_dgram {
+	ubpy_obj o;
+	size_t high, low;       /* send queue byte marks */
+	int family;             /* AF_INET, AF_INET6 or AF_UNIX */
+	ub_pool *spool;         /* the send_pool option (NULL: the default) */
+	int closing;            /* close() accepted */
+} ubpy_dgram;
 typedef struct ubpy_listener {
 	ubpy_obj o;
 	unsigned max_conns;     /* ub_listener_set_max_conns; 0: no limit */
@@ -297,6 +309,12 @@ static ub_listener *ubpy__listener_get(ubpy_listener *h)
 	return ubpy__obj_get(h ? &h->o : NULL, "the listener is closed");
 }
 
+static ub_dgram *ubpy__dgram_get(ubpy_dgram *h)
+{
+	return ubpy__obj_get(h ? &h->o : NULL,
+			     "the datagram endpoint is closed");
+}
+
 static ub_pool *ubpy__pool_get(ubpy_pool *p)
 {
 	if (!p || !p->pool) {
@@ -395,14 +413,16 @@ static PyObject *ubpy__pool_obj(ubpy_loop *L, ub_pool *p)
  * nothing could ever close it. */
 static PyObject *ubpy__obj_obj(ubpy_loop *L, void *ptr, int is_conn)
 {
-	PyObject *o = is_conn ? ub_conn_udata(ptr) : ub_listener_udata(ptr);
+	PyObject *o = is_conn == UBPY_DGRAM ? ub_dgram_udata(ptr)
+		      : is_conn ? ub_conn_udata(ptr) : ub_listener_udata(ptr);
 	ubpy_obj *h;
 
 	if (o) {
 		Py_INCREF(o);
 		return o;
 	}
-	h = calloc(1, is_conn ? sizeof(ubpy_conn) : sizeof(ubpy_listener));
+	h = calloc(1, is_conn == UBPY_DGRAM ? sizeof(ubpy_dgram)
+		      : is_conn ? sizeof(ubpy_conn) : sizeof(ubpy_listener));
 	if (!h) {
 		PyErr_NoMemory();
 		goto fail;
@@ -411,8 +431,9 @@ static PyObject *ubpy__obj_obj(ubpy_loop *L, void *ptr, int is_conn)
 	h->L = L;
 	h->is_conn = is_conn;
 	L->refs++;
-	o = ubpy__wrap(h, is_conn ? SWIGTYPE_p_ubpy_conn
-				 : SWIGTYPE_p_ubpy_listener);
+	o = ubpy__wrap(h, is_conn == UBPY_DGRAM ? SWIGTYPE_p_ubpy_dgram
+			  : is_conn ? SWIGTYPE_p_ubpy_conn
+				    : SWIGTYPE_p_ubpy_listener);
 	if (!o) {
 		ubpy__loop_unref(L);
 		free(h);
@@ -424,17 +445,42 @@ static PyObject *ubpy__obj_obj(ubpy_loop *L, void *ptr, int is_conn)
 		goto fail;
 	}
 	h->self = o;
-	if (is_conn)
+	if (is_conn == UBPY_DGRAM)
+		ub_dgram_set_udata(ptr, o);
+	else if (is_conn)
 		ub_conn_set_udata(ptr, o);
 	else
 		ub_listener_set_udata(ptr, o);
 	return o;
 fail:
-	if (is_conn)
+	if (is_conn == UBPY_DGRAM)
+		ub_dgram_close(ptr);
+	else if (is_conn)
 		ub_conn_abort(ptr);
 	else
 		ub_listener_close(ptr);
 	return NULL;
+}
+
+/* The handle of a datagram endpoint just made with marks high and low
+ * (the core's defaults when 0) (new reference). */
+static PyObject *ubpy__dgram_new(ubpy_loop *L, ub_dgram *d,
+				 const ub_dgram_opts *o)
+{
+	PyObject *obj = ubpy__obj_obj(L, d, UBPY_DGRAM);
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	ubpy_dgram *h;
+
+	if (!obj)
+		return NULL;
+	h = ((SwigPyObject *)obj)->ptr;
+	h->high = o->high_water ? o->high_water : (size_t)1 << 20; /* core's */
+	h->low = o->high_water || o->low_water ? o->low_water : h->high / 4;
+	h->spool = o->send_pool;
+	if (getsockname(ub_dgram_fd(d), (struct sockaddr *)&ss, &len) == 0)
+		h->family = ss.ss_family;
+	return obj;
 }
 
 /* The handle of a connection just made with options o (new reference):
@@ -623,7 +669,8 @@ static int ubpy__hide_swig_api(void)
 	static int done;
 	swig_type_info *const tys[] = {
 		SWIGTYPE_p_ubpy_loop, SWIGTYPE_p_ubpy_pool, SWIGTYPE_p_ubpy_conn,
-		SWIGTYPE_p_ubpy_listener, SWIGTYPE_p_ubpy_buf };
+		SWIGTYPE_p_ubpy_listener, SWIGTYPE_p_ubpy_buf,
+		SWIGTYPE_p_ubpy_dgram };
 	static const char *const hide[] = { "own", "disown", "acquire",
 					    "append", "next", "this",
 					    "thisown" };
@@ -631,7 +678,7 @@ static int ubpy__hide_swig_api(void)
 
 	if (done)
 		return 0;
-	for (i = 0; i < 5; i++) {
+	for (i = 0; i < sizeof(tys) / sizeof(tys[0]); i++) {
 		SwigPyClientData *cd = tys[i]->clientdata;
 		PyTypeObject *t = cd ? cd->pytype : NULL;
 
@@ -1112,24 +1159,34 @@ static PyStructSequence_Field ubpy__event_fields[] = {
 	{ "conn", "the Connection, or None (listener events)" },
 	{ "listener", "the Listener (ACCEPT, listener ERROR/CLOSED), or None" },
 	{ "buf", "the received Buffer (DATA only; yours now), or None" },
-	{ "udata", "the connection's (else the listener's) udata" },
+	{ "udata", "the connection's (else the listener's or the datagram "
+		   "endpoint's) udata" },
+	{ "dgram", "the Datagram endpoint of the event, or None (an attribute "
+		   "only: the tuple keeps its 6 items)" },
 	{ NULL, NULL },
 };
 
 static PyStructSequence_Desc ubpy__event_desc = {
 	"uringbuf.Event",
 	"One event of a Loop.wait() batch: (type, res, conn, listener, buf, "
-	"udata), like the C struct ub_event.",
+	"udata), like the C struct ub_event; a datagram endpoint's events "
+	"carry it as ev.dgram (conn and listener None).",
 	ubpy__event_fields,
-	6,
+	6, /* dgram is not in the tuple: `t, res, c, l, b, u = ev` still works */
 };
 
 static PyObject *ubpy__event(ubpy_loop *L, ub_event *e)
 {
-	PyObject *conn = NULL, *lst = NULL, *buf = NULL, *ev, *res;
+	PyObject *conn = NULL, *lst = NULL, *buf = NULL, *dg = NULL, *ev, *res;
 	ubpy_obj *subject = NULL;
 	PyObject *ud;
 
+	if (e->dgram) {
+		dg = ubpy__obj_obj(L, e->dgram, UBPY_DGRAM);
+		if (!dg)
+			goto fail;
+		subject = ((SwigPyObject *)dg)->ptr;
+	}
 	if (e->conn) {
 		conn = ubpy__obj_obj(L, e->conn, 1);
 		if (!conn)
@@ -1170,8 +1227,10 @@ static PyObject *ubpy__event(ubpy_loop *L, ub_event *e)
 	PyStructSequence_SET_ITEM(ev, 3, lst ? lst : (Py_INCREF(Py_None), Py_None));
 	PyStructSequence_SET_ITEM(ev, 4, buf ? buf : (Py_INCREF(Py_None), Py_None));
 	PyStructSequence_SET_ITEM(ev, 5, ud);
+	PyStructSequence_SET_ITEM(ev, 6, dg ? dg : (Py_INCREF(Py_None), Py_None));
 	return ev;
 fail:
+	Py_XDECREF(dg);
 	Py_XDECREF(conn);
 	Py_XDECREF(lst);
 	Py_XDECREF(buf);
@@ -1191,7 +1250,9 @@ static void ubpy__events_drop(ubpy_loop *L, int i, int n)
 		e->buf = NULL;
 		if (e->type != UB_EV_CLOSED)
 			continue;
-		if (e->conn)
+		if (e->dgram)
+			o = ub_dgram_udata(e->dgram);
+		else if (e->conn)
 			o = ub_conn_udata(e->conn);
 		else if (e->listener)
 			o = ub_listener_udata(e->listener);
@@ -1361,8 +1422,9 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 		PyObject *cb = NULL, *ud = NULL, *arg, *r;
 		int many = 0;
 
-		if (e->type == UB_EV_DATA && e->conn && e->buf) {
-			PyObject *co = ub_conn_udata(e->conn);
+		if (e->type == UB_EV_DATA && (e->conn || e->dgram) && e->buf) {
+			PyObject *co = e->conn ? ub_conn_udata(e->conn)
+					       : ub_dgram_udata(e->dgram);
 			ubpy_obj *h = co ? ((SwigPyObject *)co)->ptr : NULL;
 
 			if (h && (h->on_buffers || h->on_data)) {
@@ -1377,7 +1439,8 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 			/* this event and every DATA of the same connection
 			 * right after it: one list, one call */
 			for (j = i + 1; j < n && L->ev[j].type == UB_EV_DATA &&
-			     L->ev[j].conn == e->conn && L->ev[j].buf; j++)
+			     L->ev[j].conn == e->conn &&
+			     L->ev[j].dgram == e->dgram && L->ev[j].buf; j++)
 				;
 			arg = ubpy__bufs_list(L, i, j);
 			i = j - 1; /* the last of the run: leftovers follow it */
@@ -1534,6 +1597,177 @@ static long long ubpy__send_buf(ubpy_conn *h, PyObject *bufobj)
 	return r < 0 ? r : (long long)len;
 }
 
+/* An address argument that may be None (*lenp 0: no address). */
+static int ubpy__addr_opt(PyObject *o, struct sockaddr_storage *ss,
+			  socklen_t *lenp)
+{
+	*lenp = 0;
+	if (!o || o == Py_None)
+		return 0;
+	return ubpy__addr_arg(o, ss, lenp);
+}
+
+/* The largest UDP payload of a family (IPv4: 65535 - 20 - 8; IPv6, whose
+ * payload length excludes its header: 65535 - 8), else 0 (no limit here). */
+static size_t ubpy__dgram_max(int family)
+{
+	return family == AF_INET ? 65507 : family == AF_INET6 ? 65527 : 0;
+}
+
+static int ubpy__msgsize(size_t len, size_t max, const char *what)
+{
+	PyObject *args = Py_BuildValue("(is)", EMSGSIZE, "");
+	PyObject *msg = PyUnicode_FromFormat(
+		"a datagram of %zu bytes is larger than %s (%zu bytes)%s", len,
+		what, max, strcmp(what, "UDP allows") ? ": give the endpoint a "
+		"send_pool of larger buffers, or send a Buffer" : "");
+
+	if (args && msg) {
+		PyTuple_SET_ITEM(args, 1, msg);
+		msg = NULL;
+		PyErr_SetObject(PyExc_OSError, args);
+	}
+	Py_XDECREF(msg);
+	Py_XDECREF(args);
+	return UBPY_EXC;
+}
+
+/*
+ * Datagram.send(): one datagram of data (a Buffer of this loop: queued
+ * zero copy, the handle stale afterwards; anything bytes-like: copied into
+ * one send-pool buffer) to addr (None: the connected peer).  Returns the
+ * bytes queued, or -errno / UBPY_EXC.  A UDP datagram over the protocol's
+ * limit is refused here (OSError EMSGSIZE) rather than by the kernel later
+ * (an EV_ERROR).
+ */
+static long long ubpy__dgram_send(ubpy_dgram *h, PyObject *data,
+				  PyObject *addr)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	PyTypeObject *buftype =
+		((SwigPyClientData *)SWIGTYPE_p_ubpy_buf->clientdata)->pytype;
+	struct sockaddr_storage ss;
+	socklen_t alen;
+	size_t max, len;
+	const struct sockaddr *sa;
+	long long r;
+
+	if (!d || ubpy__addr_opt(addr, &ss, &alen) < 0)
+		return UBPY_EXC;
+	sa = alen ? (struct sockaddr *)&ss : NULL;
+	if (sa && h->family && sa->sa_family != h->family) {
+		PyErr_SetString(PyExc_ValueError,
+				"the address is of another family than the "
+				"endpoint's socket");
+		return UBPY_EXC;
+	}
+	max = ubpy__dgram_max(h->family);
+	if (PyObject_TypeCheck(data, buftype)) {
+		ubpy_buf *b = ((SwigPyObject *)data)->ptr;
+		ub_buf *buf = b ? ubpy__buf_get(b, 1) : NULL;
+
+		if (!buf)
+			return UBPY_EXC;
+		if (ubpy__buf_loop(b) != h->o.L) {
+			PyErr_SetString(PyExc_ValueError,
+					"the buffer belongs to another loop");
+			return UBPY_EXC;
+		}
+		len = ub_buf_len(buf);
+		if (max && len > max)
+			return ubpy__msgsize(len, max, "UDP allows");
+		r = ub_dgram_send_buf(d, buf, sa, alen);
+		return r < 0 ? r : (long long)len;
+	} else {
+		Py_buffer view;
+
+		if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+			return UBPY_EXC;
+		len = (size_t)view.len;
+		if (max && len > max) {
+			PyBuffer_Release(&view);
+			return ubpy__msgsize(len, max, "UDP allows");
+		}
+		r = ub_dgram_send(d, view.buf, len, sa, alen);
+		PyBuffer_Release(&view);
+		if (r == -EMSGSIZE) {
+			int err = 0;
+			ub_pool *sp = h->spool ? h->spool
+				      : ub_loop_send_pool(h->o.L->loop, &err);
+
+			return ubpy__msgsize(len, sp ? ub_pool_buf_size(sp) : 0,
+					     "a buffer of its send pool");
+		}
+		return r;
+	}
+}
+
+/* Datagram options from keyword arguments (None: the default). */
+static int ubpy__dgram_opts(ub_dgram_opts *o, ubpy_loop *L,
+			    PyObject *recv_pool, PyObject *send_pool,
+			    PyObject *queue_max, PyObject *high_water,
+			    PyObject *low_water, PyObject *recv_budget,
+			    PyObject *reuseport, PyObject *no_recv)
+{
+	long long v;
+	int t;
+
+	ub_dgram_opts_init(o);
+	if (ubpy__opt_pool(recv_pool, L, 1, "recv_pool", &o->recv_pool) < 0 ||
+	    ubpy__opt_pool(send_pool, L, 0, "send_pool", &o->send_pool) < 0)
+		return -1;
+	if (o->recv_pool && (ub_pool_buf_size(o->recv_pool) <= UB_DGRAM_HDR ||
+			     ub_pool_buf_size(o->recv_pool) % 8)) {
+		PyErr_Format(PyExc_ValueError,
+			     "recv_pool: a datagram endpoint needs buffers of "
+			     "more than %u bytes (its header) and a multiple "
+			     "of 8, not %u",
+			     UB_DGRAM_HDR, ub_pool_buf_size(o->recv_pool));
+		return -1;
+	}
+	if (queue_max && queue_max != Py_None) {
+		if (ubpy__ll_arg(queue_max, 1, 32768, "queue_max", &v) < 0)
+			return -1;
+		o->queue_max = (unsigned)v;
+	}
+	if (high_water && high_water != Py_None) {
+		if (ubpy__size_arg(high_water, "high_water", &o->high_water) < 0)
+			return -1;
+		if (o->high_water == 0) {
+			PyErr_SetString(PyExc_ValueError,
+					"high_water must be > 0");
+			return -1;
+		}
+		o->low_water = o->high_water / 4;
+	}
+	if (low_water && low_water != Py_None) {
+		if (ubpy__size_arg(low_water, "low_water", &o->low_water) < 0)
+			return -1;
+		if (o->low_water > (o->high_water ? o->high_water
+						  : (size_t)1 << 20)) {
+			PyErr_SetString(PyExc_ValueError,
+					"low_water must not exceed high_water");
+			return -1;
+		}
+	}
+	if (recv_budget && recv_budget != Py_None &&
+	    ubpy__bytes_arg(recv_budget, "recv_budget", &o->recv_budget) < 0)
+		return -1;
+	if (reuseport && reuseport != Py_None) {
+		if ((t = PyObject_IsTrue(reuseport)) < 0)
+			return -1;
+		if (t)
+			o->flags |= UB_DGRAM_REUSEPORT;
+	}
+	if (no_recv && no_recv != Py_None) {
+		if ((t = PyObject_IsTrue(no_recv)) < 0)
+			return -1;
+		if (t)
+			o->flags |= UB_DGRAM_NO_RECV;
+	}
+	return 0;
+}
+
 static PyObject *ubpy__repr_state(const char *cls, const void *self,
 				 const char *state)
 {
@@ -1629,7 +1863,7 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 /* ">= 0 or -errno" -> int or raise. */
 %typemap(out) int ub_loop_pending, int ub_loop_best_mode, int ub_loop_eventfd,
 	int ub_mode_from_name, int ub_buf_state, int ub_conn_mode,
-	int ub_sock_name {
+	int ub_sock_name, int ub_buf_addr_format {
 	if ($1 < 0) {
 		ubpy__raise($1);
 		SWIG_fail;
@@ -1643,7 +1877,8 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 	}
 	$result = PyLong_FromSsize_t($1);
 }
-%typemap(out) int ub_conn_is_closing, int ub_conn_recv_throttled {
+%typemap(out) int ub_conn_is_closing, int ub_conn_recv_throttled,
+	int ub_buf_truncated {
 	$result = PyBool_FromLong($1 > 0);
 }
 /* Addresses, as ints. */
@@ -1846,9 +2081,10 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 	}
 }
 
-/* ub_sock_name(fd, peer) -> "HOST:PORT". */
+/* ub_sock_name(fd, peer), ub_buf_addr_format(buf) -> "HOST:PORT". */
 %typemap(in, numinputs=0, noblock=1) (char *out, size_t outlen)
 	(char name_[256]) {
+	name_[0] = 0;
 	$1 = name_;
 	$2 = sizeof(name_);
 }
@@ -1900,10 +2136,11 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 %ignore ub_listener_udata;
 %ignore ub_listener_set_udata;
 %ignore ub_addr_format;
-/* Datagram endpoints wait for a checked handle type of their own (as in
- * the Lua binding): SWIG's default would pass raw pointers. */
+/* Datagram endpoints: the Datagram class (Loop.datagram(),
+ * Loop.adopt_datagram()) covers every ub_dgram_* function; as flat
+ * functions SWIG would pass raw pointers and option structs. */
 %rename("$ignore", regextarget=1) "^ub_dgram";
-%ignore ub_buf_addr;   /* a datagram's source: raw sockaddr, socklen_t * */
+%ignore ub_buf_addr;   /* raw sockaddr: Buffer.source formats it */
 
 %include "python/uringbuf_classes.i"
 

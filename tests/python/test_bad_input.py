@@ -28,6 +28,7 @@ class Zoo:
         self.rpool = self.loop.pool(4, 64, recv=True)
         self.conn, self.peer = tcp_pair(self.loop)
         self.lst = self.loop.listen("127.0.0.1:0")
+        self.dgram = self.loop.datagram("127.0.0.1:0")
         self.buf = self.pool.acquire()
         self.buf.fill(b"live")
         self.other_buf = self.other.send_pool().acquire()
@@ -38,6 +39,7 @@ class Zoo:
         self.dead_loop_buf = self.dead_pool.acquire()
         dl_conn, self.dl_peer = tcp_pair(self.dead_loop)
         self.dead_loop_conn = dl_conn
+        self.dead_loop_dgram = self.dead_loop.datagram("127.0.0.1:0")
         self.dead_loop.close()
         self.freed_pool = self.loop.pool(2, 32)
         self.freed_pool.free()
@@ -49,6 +51,11 @@ class Zoo:
         self.loop.wait(min=0, timeout=0)  # the core frees it here
         self.closed_conn = c2
         p2.close()
+        d2 = self.loop.datagram("127.0.0.1:0")
+        d2.close()
+        wait_events(self.loop, lambda: d2.closed, lambda ev: None)
+        self.loop.wait(min=0, timeout=0)
+        self.closed_dgram = d2
 
     def garbage(self):
         return [None, -1, 0, 1, 2 ** 31, -2 ** 31 - 1, 2 ** 64, 2 ** 70,
@@ -60,7 +67,9 @@ class Zoo:
                 {"high_water": -5}, {"ring_entries": 3}, [], True, socket,
                 self.dead_loop, self.dead_pool, self.dead_loop_buf,
                 self.dead_loop_conn, self.freed_pool, self.released,
-                self.closed_conn, self.other_buf]
+                self.closed_conn, self.other_buf, self.dead_loop_dgram,
+                self.closed_dgram, self.dgram, ("::1", 9), "unix:@x",
+                "[::1]:9", "127.0.0.1:9", bytes(70000)]
 
     def close(self):
         self.peer.close()
@@ -111,6 +120,25 @@ class BadInput(unittest.TestCase):
                 f()
         self.assertTrue(z.closed_conn.closed)
         self.assertTrue(z.buf.valid)
+
+    def test_datagram_closed_and_closing(self):
+        z = self.z
+        for f in (lambda: z.closed_dgram.send(b"x", "127.0.0.1:9"),
+                  z.closed_dgram.close, lambda: z.closed_dgram.fd,
+                  lambda: z.closed_dgram.resume_recv(),
+                  lambda: z.dead_loop_dgram.send(b"x", "127.0.0.1:9"),
+                  lambda: z.dead_loop_dgram.sockname):
+            with self.assertRaises(uringbuf.ClosedError):
+                f()
+        with self.assertRaises(ValueError):
+            z.dgram.send(z.other_buf, "127.0.0.1:9")
+        with self.assertRaises(uringbuf.ClosedError):
+            z.dgram.send(z.released, "127.0.0.1:9")
+        with self.assertRaises(TypeError):
+            z.loop.datagram("127.0.0.1:0", recv_pool="p")
+        with self.assertRaises(ValueError):
+            z.loop.datagram("127.0.0.1:0", recv_pool=z.rpool)  # 64 bytes
+        self.assertTrue(z.other_buf.valid)
 
     def test_closing_connection(self):
         z = self.z
@@ -198,9 +226,10 @@ class BadInput(unittest.TestCase):
         garbage = z.garbage()
         funcs = [getattr(core, n) for n in dir(core) if n.startswith("ub_")]
         dead = [z.dead_loop, z.dead_pool, z.dead_loop_buf,
-                z.dead_loop_conn, z.freed_pool, z.released, z.closed_conn]
+                z.dead_loop_conn, z.freed_pool, z.released, z.closed_conn,
+                z.dead_loop_dgram, z.closed_dgram]
         methods = []
-        for obj in dead + [z.loop, z.pool, z.conn, z.lst, z.buf]:
+        for obj in dead + [z.loop, z.pool, z.conn, z.lst, z.buf, z.dgram]:
             for name in dir(obj):
                 if name.startswith("_") and name not in ("__enter__",
                                                          "__exit__"):
@@ -213,7 +242,8 @@ class BadInput(unittest.TestCase):
                     # of this process, stdin included.)
                     if name in ("close", "abort", "shutdown", "free",
                                 "release", "__exit__", "pause_recv",
-                                "adopt", "adopt_listener"):
+                                "adopt", "adopt_listener",
+                                "adopt_datagram"):
                         continue
                 methods.append((obj, name))
         calls = 0
@@ -269,6 +299,16 @@ class BadInput(unittest.TestCase):
             except BlockingIOError:
                 pass
         self.assertEqual(got, sent + b"pingpong")
+        # the endpoint too (even if a garbage connect() gave it a peer)
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 0))
+        r.settimeout(10)
+        z.dgram.send(b"dgram ok", r.getsockname())
+        deadline = time.monotonic() + 10
+        while z.dgram.queued_bufs and time.monotonic() < deadline:
+            z.loop.wait(min=0, timeout=10)
+        self.assertEqual(r.recv(100), b"dgram ok")
+        r.close()
 
     def test_repeated_misuse_does_not_leak(self):
         """The same mistakes many times over: counts stay put."""

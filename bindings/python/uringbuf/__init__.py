@@ -6,7 +6,8 @@ Two layers:
 * The event API (the C library, wrapped by SWIG in ``uringbuf.core``):
   ``Loop`` (one io_uring; ``wait()`` returns a batch of ``Event``),
   ``Pool`` (buffers in one mapping), ``Connection`` (multishot receive and an
-  ordered send queue), ``Listener`` and ``Buffer`` (a zero-copy view of pool
+  ordered send queue), ``Listener``, ``Datagram`` (a UDP or Unix datagram
+  endpoint) and ``Buffer`` (a zero-copy view of pool
   memory: ``memoryview(buf)``).  Constants: ``EV_*`` event types, ``MODE_*``
   send modes, ``FEAT_*`` kernel features, ``BUF_*`` buffer states,
   ``CONN_*`` connection flags.
@@ -17,6 +18,10 @@ Two layers:
   starving the others: ``recv_budget``, ``idle_timeout``,
   ``connect_timeout``, ``close_timeout`` and ``max_connections`` keyword
   arguments (docs/python.md, "Budgets, fairness and deadlines").
+
+* Datagrams in asyncio's idiom (``uringbuf.datagram``):
+  ``DatagramProtocol``, ``DatagramTransport`` and
+  ``create_datagram_endpoint()``.
 
 * The same protocols inside a running asyncio loop (``uringbuf.asyncio``,
   imported on first use): ``start_server()``, ``create_connection()``,
@@ -38,6 +43,7 @@ from .core import (  # noqa: F401  (re-exported)
     Buffer,
     ClosedError,
     Connection,
+    Datagram,
     Event,
     InvalidArgument,
     Listener,
@@ -122,6 +128,10 @@ CONN_SINGLESHOT = core.UB_CONN_SINGLESHOT
 CONN_NO_RECV_BUNDLE = core.UB_CONN_NO_RECV_BUNDLE
 CONN_SENT_EVENTS = core.UB_CONN_SENT_EVENTS
 POOL_RECV = core.UB_POOL_RECV
+DGRAM_HDR = core.UB_DGRAM_HDR
+"""Bytes of every receive buffer a Datagram uses for its header (the
+source address): a pool for datagrams of up to N bytes needs buffers of
+N + DGRAM_HDR bytes (a multiple of 8)."""
 
 MODES = ("bundle", "ring", "serial")
 """The forceable send modes, by name."""
@@ -176,7 +186,12 @@ from .server import (  # noqa: E402,F401  (re-exported)
     Server,
     Transport,
     connect,
+    create_datagram_endpoint,
     serve,
+)
+from .datagram import (  # noqa: E402,F401  (re-exported)
+    DatagramProtocol,
+    DatagramTransport,
 )
 
 
@@ -190,7 +205,7 @@ def __getattr__(name: str):  # PEP 562: uringbuf.asyncio on first use
 
 __all__ = [
     # event API
-    "Loop", "Pool", "Connection", "Listener", "Buffer", "Event",
+    "Loop", "Pool", "Connection", "Listener", "Datagram", "Buffer", "Event",
     "ClosedError", "InvalidArgument",
     "EventType", "Mode", "Feature", "BufState",
     "EV_NONE", "EV_ACCEPT", "EV_CONNECT", "EV_DATA", "EV_SENT",
@@ -201,9 +216,10 @@ __all__ = [
     "FEAT_PBUF_INC", "FEAT_RECV_LIMIT", "FEAT_ALL",
     "BUF_FREE", "BUF_KERNEL", "BUF_APP", "BUF_QUEUED",
     "CONN_NO_RECV", "CONN_SINGLESHOT", "CONN_NO_RECV_BUNDLE",
-    "CONN_SENT_EVENTS", "POOL_RECV",
+    "CONN_SENT_EVENTS", "POOL_RECV", "DGRAM_HDR",
     "event_name", "mode_name", "parse_address", "features", "modes", "best_mode",
     # server API
     "EventLoop", "Server", "Transport", "Protocol", "serve", "connect",
+    "DatagramProtocol", "DatagramTransport", "create_datagram_endpoint",
     "core", "__version__",
 ]

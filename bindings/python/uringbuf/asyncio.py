@@ -77,7 +77,8 @@ from .server import (Protocol, Transport, _address, _BATCH,  # noqa: F401
 
 __all__ = ["AsyncioEventLoop", "AsyncioTransport", "Server", "get_loop",
            "start_server", "create_server", "create_connection",
-           "open_connection", "start_stream_server", "shutdown", "run"]
+           "open_connection", "start_stream_server", "shutdown", "run",
+           "create_datagram_endpoint"]
 
 # Batches one pump may dispatch before it yields to other asyncio work.
 _ROUNDS = 8
@@ -591,8 +592,8 @@ class AsyncioEventLoop(_server.EventLoop):
                               "still exported" % self._loop.exports)
         self._abort_all()
         deadline = time.monotonic() + timeout
-        while ((self._loop.connections or self._loop.leftover) and
-               time.monotonic() < deadline):
+        while ((self._loop.connections or self._loop.datagrams or
+                self._loop.leftover) and time.monotonic() < deadline):
             await asyncio.sleep(0.001)
         self._finish()
 
@@ -607,8 +608,8 @@ class AsyncioEventLoop(_server.EventLoop):
                               "still exported" % self._loop.exports)
         self._abort_all()
         deadline = time.monotonic() + timeout
-        while ((self._loop.connections or self._loop.leftover) and
-               time.monotonic() < deadline):
+        while ((self._loop.connections or self._loop.datagrams or
+                self._loop.leftover) and time.monotonic() < deadline):
             self._dispatch_c(_BATCH, 1, 20, self._event, self._report)
         self._finish()
 
@@ -664,6 +665,7 @@ class AsyncioEventLoop(_server.EventLoop):
                     conn.abort()
             except (BrokenPipeError, ClosedError):
                 pass
+        _server._abort_datagrams(self._loop)
         if not self._aloop.is_closed():
             self._kick()
 
@@ -801,6 +803,83 @@ async def start_stream_server(client_connected_cb: Callable[..., Any],
                                             loop=aloop)
 
     return await start_server(factory, host, port, **kwargs)
+
+
+class _BytesDatagramProtocol:
+    """Hands an asyncio.DatagramProtocol bytes and (host, port) addresses
+    instead of Buffers and "HOST:PORT" (one copy; the buffer returns to
+    its pool at once)."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def connection_made(self, transport: Any) -> None:
+        self.protocol.connection_made(transport)
+
+    def datagram_received(self, buf: Buffer, addr: Optional[str]) -> None:
+        data = buf.tobytes()
+        buf.release()
+        self.protocol.datagram_received(
+            data, None if addr is None else _server._parse_addr(addr))
+
+    def error_received(self, exc: OSError) -> None:
+        self.protocol.error_received(exc)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        f = getattr(self.protocol, "pause_writing", None)
+        if f is not None:
+            f()
+
+    def resume_writing(self) -> None:
+        f = getattr(self.protocol, "resume_writing", None)
+        if f is not None:
+            f()
+
+
+async def _resolve_dgram(addr: Any) -> Any:
+    """A (host, port) datagram address with host resolved without
+    blocking; strings as they are."""
+    if isinstance(addr, tuple) and len(addr) >= 2 and \
+            isinstance(addr[0], str):
+        return (await _resolve(addr[0], addr[1]), addr[1])
+    return addr
+
+
+async def create_datagram_endpoint(protocol_factory: Callable[[], Any],
+                                   local_addr: Optional[Any] = None,
+                                   remote_addr: Optional[Any] = None,
+                                   **kwargs: Any) -> Tuple[Any, Any]:
+    """asyncio's loop.create_datagram_endpoint() over a uringbuf Datagram:
+    (transport, protocol), connection_made() already run.  local_addr,
+    remote_addr: "HOST:PORT", "[V6]:PORT", (host, port) (names resolved
+    without blocking), "unix:PATH", "unix:@NAME"; sock=, reuse_port= and
+    the options of uringbuf.Loop.datagram() (recv_pool, send_pool,
+    queue_max, high_water, low_water, recv_budget).  A
+    uringbuf.DatagramProtocol gets zero-copy Buffers and "HOST:PORT"
+    addresses; any other (asyncio.DatagramProtocol) gets bytes and
+    (host, port) tuples.  sendto() is bounded: see
+    uringbuf.DatagramTransport."""
+    from .datagram import DatagramProtocol
+    loop = get_loop()
+    local_addr = await _resolve_dgram(local_addr)
+    remote_addr = await _resolve_dgram(remote_addr)
+    made: List[Any] = []
+
+    def factory() -> Any:
+        p = protocol_factory()
+        made.append(p)
+        return p if isinstance(p, DatagramProtocol) else \
+            _BytesDatagramProtocol(p)
+
+    transport, _ = loop.create_datagram_endpoint(factory, local_addr,
+                                                 remote_addr, **kwargs)
+    loop._kick()
+    return transport, made[0]
 
 
 async def shutdown(timeout: float = 2.0) -> None:

@@ -47,7 +47,8 @@ from typing import (Any, Callable, Deque, Dict, List, Optional, Tuple,
 from . import core as _c
 from .core import Buffer, ClosedError, Connection, Listener, Loop
 
-__all__ = ["Protocol", "Transport", "EventLoop", "Server", "serve", "connect"]
+__all__ = ["Protocol", "Transport", "EventLoop", "Server", "serve", "connect",
+           "create_datagram_endpoint"]
 
 _EV_ACCEPT = _c.UB_EV_ACCEPT
 _EV_CONNECT = _c.UB_EV_CONNECT
@@ -885,6 +886,62 @@ class EventLoop:
         transport = self._new_transport(conn, protocol, connected=False)
         return transport, protocol
 
+    def create_datagram_endpoint(self, protocol_factory: Callable[[], Any],
+                                 local_addr: Optional[Any] = None,
+                                 remote_addr: Optional[Any] = None, *,
+                                 reuse_port: bool = False,
+                                 sock: Optional[socket.socket] = None,
+                                 **opts: Any) -> Tuple[Any, Any]:
+        """A datagram endpoint (asyncio's loop.create_datagram_endpoint()):
+        bound to local_addr, connected to remote_addr, or both; or over
+        sock (a datagram socket the endpoint takes over).  Addresses:
+        "HOST:PORT", "[V6]:PORT", (host, port) (a name is resolved here,
+        blocking), "unix:PATH" or "unix:@NAME".  With remote_addr alone the
+        socket is bound to any address of remote_addr's family (Unix: an
+        autobound abstract name).  Returns (transport, protocol) with
+        connection_made() already run.  opts as for Loop.datagram():
+        recv_pool, send_pool, queue_max, high_water, low_water,
+        recv_budget, no_recv.  See uringbuf.datagram."""
+        from .datagram import DatagramTransport
+        self._check_open()
+        local = _dgram_addr(local_addr)
+        remote = _dgram_addr(remote_addr)
+        if sock is not None:
+            if local is not None or reuse_port:
+                raise ValueError("local_addr/reuse_port and sock are "
+                                 "exclusive")
+            ep = self._loop.adopt_datagram(sock, **opts)
+        elif local is not None:
+            ep = self._loop.datagram(local, reuseport=reuse_port, **opts)
+        elif remote is not None:
+            if isinstance(remote, str) and remote.startswith(("unix:", "/")):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                try:
+                    s.bind("")  # autobind: an abstract name to reply to
+                    ep = self._loop.adopt_datagram(s, **opts)
+                except BaseException:
+                    s.close()
+                    raise
+            else:
+                v6 = (remote[0] if isinstance(remote, tuple)
+                      else remote).startswith("[") or (
+                    isinstance(remote, tuple) and ":" in remote[0])
+                ep = self._loop.datagram("[::]:0" if v6 else "0.0.0.0:0",
+                                         **opts)
+        else:
+            raise ValueError("create_datagram_endpoint() needs local_addr, "
+                             "remote_addr or sock")
+        try:
+            if remote is not None:
+                ep.connect(remote)
+            protocol = protocol_factory()
+            transport = DatagramTransport(self, ep, protocol, remote)
+        except BaseException:
+            ep.close()
+            raise
+        protocol.connection_made(transport)
+        return transport, protocol
+
     def connect_accepted_socket(self, protocol_factory: Callable[[], Protocol],
                                 sock: socket.socket, **conn_opts: Any
                                 ) -> Tuple[Transport, Protocol]:
@@ -1040,8 +1097,10 @@ class EventLoop:
                     conn.abort()
             except (BrokenPipeError, ClosedError):
                 pass
+        _abort_datagrams(self._loop)
         try:
             self.run_until(lambda: not self._loop.connections and
+                           not self._loop.datagrams and
                            not self._loop.leftover, timeout)
         finally:
             for sig in list(self._signals):
@@ -1144,7 +1203,35 @@ class EventLoop:
             context["protocol"] = ud._protocol
             if not ud._lost:
                 ud.abort()
+        elif getattr(ud, "_is_datagram", False):
+            # One bad datagram does not end the endpoint (as in asyncio).
+            context["transport"] = ud
+            context["protocol"] = ud._protocol
         self.call_exception_handler(context)
+
+
+def _abort_datagrams(loop: Loop) -> None:
+    """Abort every datagram endpoint of loop (their transports')."""
+    for ep in loop.datagrams:
+        transport = ep.udata
+        try:
+            if getattr(transport, "_is_datagram", False):
+                transport.abort()
+            elif not ep.closing:
+                ep.close()
+        except (BrokenPipeError, ClosedError):
+            pass
+
+
+def _dgram_addr(addr: Any) -> Any:
+    """A datagram address as the core parses it: strings as they are,
+    (host, port) with host resolved if it is a name."""
+    if addr is None or isinstance(addr, str):
+        return addr
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return _address(addr[0], addr[1], True)
+    raise TypeError("an address is a str \"HOST:PORT\" or a (host, port) "
+                    "tuple, not %s" % type(addr).__name__)
 
 
 _LOOP_OPTS = ("entries", "pool_count", "pool_size", "disable")
@@ -1200,6 +1287,17 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
         raise
     server._owns_loop = owns
     return server
+
+
+def create_datagram_endpoint(protocol_factory: Callable[[], Any],
+                             local_addr: Optional[Any] = None,
+                             remote_addr: Optional[Any] = None, *,
+                             loop: EventLoop, **kwargs: Any
+                             ) -> Tuple[Any, Any]:
+    """A datagram endpoint on loop (see
+    EventLoop.create_datagram_endpoint())."""
+    return loop.create_datagram_endpoint(protocol_factory, local_addr,
+                                         remote_addr, **kwargs)
 
 
 def connect(protocol_factory: Callable[[], Protocol], host: Optional[str],
