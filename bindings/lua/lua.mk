@@ -6,6 +6,7 @@
 #   make -f bindings/lua/lua.mk check           run tests/lua/run.lua against O
 #   make -f bindings/lua/lua.mk install         uringbuf_core.so -> INSTALL_CMOD,
 #                                         uringbuf.lua, uringbuf/server.lua,
+#                                         uringbuf/udp.lua,
 #                                         uringbuf/luv.lua,
 #                                         uringbuf/cqueues.lua -> INSTALL_LMOD
 #   make -f bindings/lua/lua.mk doc             the API reference, docs/lua-api/
@@ -75,9 +76,11 @@ OBJS := $(CORE_OBJS) $(O)/uringbuf_lua.o $(O)/uringbuf_wrap.o
 
 # Pure-Lua modules: uringbuf (the event API), uringbuf.server (the server
 # helper, which uringbuf loads), and the event-loop integrations
+# uringbuf.udp (datagram endpoints with callbacks, which uringbuf loads too),
 # uringbuf.luv and uringbuf.cqueues (each loads its loop library only when
 # required, so neither library is a dependency of uringbuf itself).
-LMODS = uringbuf.lua uringbuf/server.lua uringbuf/luv.lua uringbuf/cqueues.lua
+LMODS = uringbuf.lua uringbuf/server.lua uringbuf/udp.lua uringbuf/luv.lua \
+	uringbuf/cqueues.lua
 
 all: $(O)/uringbuf_core.so $(addprefix $(O)/,$(LMODS))
 

@@ -42,6 +42,7 @@ local Pool = core._methods.pool
 local Buf = core._methods.buf
 local Conn = core._methods.conn
 local Listener = core._methods.listener
+local Dgram = core._methods.dgram
 
 local valid = core.valid
 
@@ -49,7 +50,8 @@ local valid = core.valid
 -- @function strerror
 M.strerror = core.strerror
 
---- Whether a handle (loop, pool, buffer, conn, listener) can still be used.
+--- Whether a handle (loop, pool, buffer, conn, listener, datagram
+-- endpoint) can still be used.
 -- Never raises for a handle; raises for anything else.
 -- @function valid
 M.valid = valid
@@ -358,6 +360,33 @@ Loop.connect = core.ub_conn_connect
 -- @function Loop:adopt
 Loop.adopt = core.ub_conn_adopt
 
+--- Open a datagram endpoint (UDP or Unix datagram socket) bound to addr
+-- and start receiving into its receive pool: each datagram becomes one
+-- "data" event whose `dgram` is the endpoint and whose buffer carries the
+-- source address (`buf:source()`).  See the Datagrams section.
+-- @function Loop:datagram
+-- @tparam string addr "HOST:PORT" (port 0: any free port), "[V6]:PORT",
+--   "unix:PATH", "unix:@NAME" (abstract), or "unix:" alone (an autobound
+--   abstract name: a Unix client that wants replies)
+-- @tparam[opt] table opts `recv_pool` (buffers larger than 128 bytes, a
+--   multiple of 8: each holds the 128-byte header with the source address,
+--   then up to size - 128 bytes of datagram), `send_pool` (for sent
+--   strings), `queue_max` (datagrams queued at most, default 256),
+--   `high_water` / `low_water` (queued bytes; default 1 MiB and a
+--   quarter), `recv_budget` (bytes of the receive pool it may hold),
+--   `reuseport`, `no_recv` (do not start receiving)
+-- @return endpoint, or nil, message, errno (EINVAL: a receive pool whose
+--   buffers cannot hold the header; EADDRINUSE, ...)
+Loop.datagram = core.dgram_open
+
+--- Take over a datagram socket (bound or not, connected or not), which
+-- the endpoint then owns (on failure the caller keeps it).
+-- @function Loop:adopt_datagram
+-- @tparam integer fd
+-- @tparam[opt] table opts as `datagram`'s
+-- @return endpoint, or nil, message, errno
+Loop.adopt_datagram = core.ub_dgram_adopt
+
 --- Features of the running kernel, as in C: name -> true or reason.
 -- (Creates a small loop to probe, then frees it.)
 -- @return table, or nil, message, errno
@@ -441,6 +470,17 @@ end
 function Buf:state()
 	return state_names[core.ub_buf_state(self)]
 end
+
+--- A received datagram's source address: "HOST:PORT", "[V6]:PORT",
+-- "unix:PATH" or "unix:@NAME"; nil for a buffer that is not a received
+-- datagram, or whose sender had no address (an unbound Unix socket).
+-- (Implemented in C.)
+-- @function Buf:source
+
+--- Whether a received datagram was longer than the buffer and was cut:
+-- `#buf` bytes arrived, the "data" event's `res` is the length sent.
+-- (Implemented in C.)
+-- @function Buf:truncated
 
 ---------------------------------------------------------------------------
 -- Listeners
@@ -547,6 +587,118 @@ function Conn:peer_address()
 	return core.ub_sock_name(core.ub_conn_fd(self), 1)
 end
 
+---------------------------------------------------------------------------
+-- Datagram endpoints (event API).  Its events (`dgram` set, `conn` and
+-- `listener` nil): "data" (`buf`, `res` the datagram's full length),
+-- "writable", "error" (`res` -errno: a failed send, or an ICMP error such
+-- as ECONNREFUSED; the endpoint stays open) and "closed" (after which the
+-- handle refuses use).  `uringbuf.udp{...}` is the layer above.
+-- @section dgram
+
+--- Set the default peer (connect(2)): sends without an address go there
+-- and only its datagrams are received.
+-- @function Dgram:connect
+-- @tparam string addr
+-- @return true, or nil, message, errno (EINVAL: another family)
+Dgram.connect = core.ub_dgram_connect
+--- Queue one datagram (never split, never coalesced).  A string is
+-- copied into one buffer of the send pool; a buffer (received on any
+-- endpoint or connection of the loop, or acquired and filled) is queued
+-- itself, zero copy, and returns to its pool once sent.
+-- @function Dgram:send
+-- @tparam string|buf data
+-- @tparam[opt] string|buf addr "HOST:PORT", a received buffer (reply to
+--   its source), or nil (the connected peer)
+-- @return the datagram's length, or nil, message, errno: EAGAIN (queue
+--   full or no free send buffer: `want_writable()`, then a "writable"
+--   event), EMSGSIZE (a string larger than a send pool buffer),
+--   EDESTADDRREQ (no address and not connected, or a buffer without a
+--   source), EINVAL (an address of another family), EPIPE (closing).
+--   Failures the kernel reports later (EMSGSIZE over 65507 bytes of UDP,
+--   ENETUNREACH) come as "error" events.
+Dgram.send = core.dgram_send
+--- Send a received buffer back to its source, zero copy
+-- (`ep:send(buf, buf)`).
+-- @tparam buf buf
+-- @return as `send`
+function Dgram:reply(buf)
+	return core.dgram_send(self, buf, buf)
+end
+--- Close: stop receiving, hand what is queued to the kernel (what it
+-- cannot take at once is cancelled), every queued buffer returns to its
+-- pool, and "closed" follows.  Buffers you hold stay yours.
+-- @function Dgram:close
+-- @return true, or nil, message, EPIPE (already closing)
+Dgram.close = core.ub_dgram_close
+--- Stop receiving (datagrams wait in the socket, then the kernel drops
+-- what does not fit).
+-- @function Dgram:pause_recv
+Dgram.pause_recv = core.ub_dgram_pause_recv
+--- Start receiving again.
+-- @function Dgram:resume_recv
+Dgram.resume_recv = core.ub_dgram_resume_recv
+--- Ask for one "writable" event once the queue is at its low water mark.
+-- @function Dgram:want_writable
+Dgram.want_writable = core.ub_dgram_want_writable
+--- Set the byte marks (0 < high, low <= high).
+-- @function Dgram:set_water
+-- @tparam integer high
+-- @tparam integer low
+Dgram.set_water = core.ub_dgram_set_water
+--- The socket's fd, or nil, message, EBADF once closing.
+-- @function Dgram:fd
+Dgram.fd = core.ub_dgram_fd
+Dgram.loop = core.ub_dgram_loop
+--- Bytes queued for sending.
+-- @function Dgram:queued_bytes
+Dgram.queued_bytes = core.ub_dgram_queued_bytes
+--- Datagrams queued for sending.
+-- @function Dgram:queued_bufs
+Dgram.queued_bufs = core.ub_dgram_queued_bufs
+--- Datagrams received since the endpoint began.
+-- @function Dgram:received
+Dgram.received = core.ub_dgram_received
+--- Datagrams sent (completed) since the endpoint began.
+-- @function Dgram:sent
+Dgram.sent = core.ub_dgram_sent
+--- Times the kernel ended the receive for want of a free buffer in the
+-- receive pool (not the datagrams lost meanwhile, which the kernel does not
+-- count per socket); receiving resumes as soon as a buffer comes back.
+-- @function Dgram:nobufs
+Dgram.nobufs = core.ub_dgram_nobufs
+--- The receive budget in bytes (as `Conn:recv_budget`).
+-- @function Dgram:recv_budget
+Dgram.recv_budget = core.ub_dgram_recv_budget
+--- Set the receive budget (bytes > 0).
+-- @function Dgram:set_recv_budget
+Dgram.set_recv_budget = core.ub_dgram_set_recv_budget
+--- Buffers of its receive pool the endpoint holds now.
+-- @function Dgram:recv_held
+Dgram.recv_held = core.ub_dgram_recv_held
+--- Whether its receive is stopped by its budget.
+-- @function Dgram:recv_throttled
+Dgram.recv_throttled = core.ub_dgram_recv_throttled
+--- Set `SO_SNDBUF` / `SO_RCVBUF` (0 leaves one as it is).
+-- @function Dgram:set_buffers
+Dgram.set_buffers = core.set_buffers
+Dgram.valid = valid
+
+--- The bound address: "HOST:PORT" (the real port after port 0),
+-- "[V6]:PORT", "unix:PATH" or "unix:@NAME".
+-- @return address, or nil, message, errno
+function Dgram:address()
+	local fd, msg, en = core.ub_dgram_fd(self)
+	if not fd then return nil, msg, en end
+	return core.ub_sock_name(fd, 0)
+end
+
+--- The connected peer's address, or nil, message, ENOTCONN.
+function Dgram:peer_address()
+	local fd, msg, en = core.ub_dgram_fd(self)
+	if not fd then return nil, msg, en end
+	return core.ub_sock_name(fd, 1)
+end
+
 --- `uringbuf.pipe(a, b)`: `a:pipe(b)`.
 M.pipe = core.ub_conn_pipe
 
@@ -563,5 +715,9 @@ package.loaded.uringbuf = M
 local server = require "uringbuf.server"
 M.server = server.server
 M.serve = server.serve
+--- `uringbuf.udp{...}`: a datagram endpoint with callbacks (module
+-- `uringbuf.udp`).
+-- @function udp
+M.udp = require("uringbuf.udp").udp
 
 return M

@@ -1,7 +1,8 @@
 /*
  * uringbuf_lua.c - the Lua binding's C runtime (see uringbuf_lua.h).
  *
- * Owns: the handle userdata of every core object, the tokens that tell a
+ * Owns: the handle userdata of every core object (datagram endpoints
+ * included), the tokens that tell a
  * handle whether its object still exists, the per-loop registry tables, the
  * Lua layer's per-handle state slot, the event batch, buffer access (#,
  * byte, sub, find, write, tostring), the signal flag, and the few process
@@ -84,7 +85,9 @@ struct ubl_buf {
 	uint32_t gen;
 };
 
-/* A connection or a listener. */
+/* A connection, a listener or a datagram endpoint. */
+enum ubl_kind { K_LISTENER = 0, K_CONN = 1, K_DGRAM = 2 };
+
 struct ubl_obj {
 	void *p;
 	struct ubl_tok *tok;
@@ -377,13 +380,46 @@ ub_listener *ubl_check_listener(lua_State *L, int idx)
 	return check_obj(L, idx, UBL_LISTENER, "listener is closed");
 }
 
-/* Handle of a conn (is_conn) or listener p of the loop whose handle is at
- * lidx and OBJS table at oidx; created and registered on first sight. */
-static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int is_conn)
+ub_dgram *ubl_check_dgram(lua_State *L, int idx)
+{
+	return check_obj(L, idx, UBL_DGRAM, "endpoint is closed");
+}
+
+static const char *const kind_tname[] = { UBL_LISTENER, UBL_CONN, UBL_DGRAM };
+
+static void *obj_udata(void *p, int kind)
+{
+	switch (kind) {
+	case K_CONN:
+		return ub_conn_udata(p);
+	case K_DGRAM:
+		return ub_dgram_udata(p);
+	default:
+		return ub_listener_udata(p);
+	}
+}
+
+static void obj_set_udata(void *p, int kind, void *u)
+{
+	switch (kind) {
+	case K_CONN:
+		ub_conn_set_udata(p, u);
+		break;
+	case K_DGRAM:
+		ub_dgram_set_udata(p, u);
+		break;
+	default:
+		ub_listener_set_udata(p, u);
+	}
+}
+
+/* Handle of a conn, listener or endpoint p (enum ubl_kind) of the loop
+ * whose handle is at lidx and OBJS table at oidx; created and registered on
+ * first sight. */
+static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int kind)
 {
 	struct ubl_loop *lh = lua_touserdata(L, lidx);
-	lua_Integer id = (lua_Integer)(intptr_t)(is_conn
-		? ub_conn_udata(p) : ub_listener_udata(p));
+	lua_Integer id = (lua_Integer)(intptr_t)obj_udata(p, kind);
 	struct ubl_obj *h;
 
 	if (id && lua_rawgeti(L, oidx, id) == LUA_TUSERDATA)
@@ -394,18 +430,15 @@ static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int is_conn)
 	h->p = p;
 	h->tok = tok_ref(lh->tok);
 	h->id = ++lh->next_id;
-	luaL_setmetatable(L, is_conn ? UBL_CONN : UBL_LISTENER);
-	if (is_conn)
-		ub_conn_set_udata(p, (void *)(intptr_t)h->id);
-	else
-		ub_listener_set_udata(p, (void *)(intptr_t)h->id);
+	luaL_setmetatable(L, kind_tname[kind]);
+	obj_set_udata(p, kind, (void *)(intptr_t)h->id);
 	lua_pushvalue(L, lidx);
 	lua_setiuservalue(L, -2, UV_OLOOP);
 	lua_pushvalue(L, -1);
 	lua_rawseti(L, oidx, h->id);
 }
 
-static void push_obj(lua_State *L, ub_loop *loop, void *p, int is_conn)
+static void push_obj(lua_State *L, ub_loop *loop, void *p, int kind)
 {
 	int top = lua_gettop(L);
 
@@ -415,14 +448,14 @@ static void push_obj(lua_State *L, ub_loop *loop, void *p, int is_conn)
 	}
 	ubl_push_loop(L, loop);
 	lua_getiuservalue(L, -1, UV_OBJS);
-	push_obj_in(L, top + 1, top + 2, p, is_conn);
+	push_obj_in(L, top + 1, top + 2, p, kind);
 	lua_replace(L, top + 1);
 	lua_settop(L, top + 1);
 }
 
 void ubl_push_conn(lua_State *L, ub_conn *c)
 {
-	push_obj(L, c ? ub_conn_loop(c) : NULL, c, 1);
+	push_obj(L, c ? ub_conn_loop(c) : NULL, c, K_CONN);
 }
 
 void ubl_push_listener(lua_State *L, ub_listener *l)
@@ -434,7 +467,12 @@ void ubl_push_listener(lua_State *L, ub_listener *l)
 		lua_pushnil(L);
 		return;
 	}
-	push_obj(L, ubl_check_loop(L, 1), l, 0);
+	push_obj(L, ubl_check_loop(L, 1), l, K_LISTENER);
+}
+
+void ubl_push_dgram(lua_State *L, ub_dgram *d)
+{
+	push_obj(L, d ? ub_dgram_loop(d) : NULL, d, K_DGRAM);
 }
 
 static int obj_gc(lua_State *L)
@@ -853,7 +891,7 @@ int ubl_loop_wait(lua_State *L)
 		lua_pushinteger(L, e->res);
 		lua_setfield(L, -2, "res");
 		if (e->listener) {
-			push_obj_in(L, 1, io, e->listener, 0);
+			push_obj_in(L, 1, io, e->listener, K_LISTENER);
 			if (!e->conn) {
 				lua_getiuservalue(L, -1, UV_OSTATE);
 				lua_setfield(L, -3, "state");
@@ -872,7 +910,7 @@ int ubl_loop_wait(lua_State *L)
 		}
 		lua_setfield(L, -2, "listener");
 		if (e->conn) {
-			push_obj_in(L, 1, io, e->conn, 1);
+			push_obj_in(L, 1, io, e->conn, K_CONN);
 			/* The server helper's per-connection state, handed over
 			 * with the event: no lookup by handle in Lua. */
 			lua_getiuservalue(L, -1, UV_OSTATE);
@@ -891,6 +929,24 @@ int ubl_loop_wait(lua_State *L)
 			lua_pushnil(L);
 		}
 		lua_setfield(L, -2, "conn");
+		if (e->dgram) {
+			push_obj_in(L, 1, io, e->dgram, K_DGRAM);
+			lua_getiuservalue(L, -1, UV_OSTATE);
+			lua_setfield(L, -3, "state");
+			have_state = 1;
+			if (e->type == UB_EV_CLOSED) {
+				struct ubl_obj *o = lua_touserdata(L, -1);
+
+				lua_pushnil(L);
+				lua_rawseti(L, io, o->id);
+				lua_pushvalue(L, -1);
+				lua_rawseti(L, iz,
+					    (lua_Integer)lua_rawlen(L, iz) + 1);
+			}
+		} else {
+			lua_pushnil(L);
+		}
+		lua_setfield(L, -2, "dgram");
 		if (!have_state) {
 			lua_pushnil(L);
 			lua_setfield(L, -2, "state");
@@ -921,6 +977,8 @@ int ubl_loop_wait(lua_State *L)
 			lua_setfield(L, -2, "conn");
 			lua_pushnil(L);
 			lua_setfield(L, -2, "listener");
+			lua_pushnil(L);
+			lua_setfield(L, -2, "dgram");
 			lua_pushnil(L);
 			lua_setfield(L, -2, "state");
 		}
@@ -1201,7 +1259,8 @@ int ubl_handle_valid(lua_State *L)
 	if ((u = luaL_testudata(L, 1, UBL_BUF)))
 		ok = buf_valid(u);
 	else if ((u = luaL_testudata(L, 1, UBL_CONN)) ||
-		 (u = luaL_testudata(L, 1, UBL_LISTENER)))
+		 (u = luaL_testudata(L, 1, UBL_LISTENER)) ||
+		 (u = luaL_testudata(L, 1, UBL_DGRAM)))
 		ok = obj_alive(u);
 	else if ((u = luaL_testudata(L, 1, UBL_POOL)))
 		ok = pool_alive(u);
@@ -1220,13 +1279,14 @@ int ubl_handle_valid(lua_State *L)
 int ubl_handle_state(lua_State *L)
 {
 	if (luaL_testudata(L, 1, UBL_CONN) ||
-	    luaL_testudata(L, 1, UBL_LISTENER))
+	    luaL_testudata(L, 1, UBL_LISTENER) ||
+	    luaL_testudata(L, 1, UBL_DGRAM))
 		lua_getiuservalue(L, 1, UV_OSTATE);
 	else if (luaL_testudata(L, 1, UBL_LOOP))
 		lua_getiuservalue(L, 1, UV_LSTATE);
 	else
-		return luaL_typeerror(L, 1, UBL_CONN ", " UBL_LISTENER " or "
-				      UBL_LOOP);
+		return luaL_typeerror(L, 1, UBL_CONN ", " UBL_LISTENER ", "
+				      UBL_DGRAM " or " UBL_LOOP);
 	return 1;
 }
 
@@ -1256,13 +1316,17 @@ int ubl_handle_set_state(lua_State *L)
 		if (set)
 			ubl_check_listener(L, 1);
 		slot = UV_OSTATE;
+	} else if (luaL_testudata(L, 1, UBL_DGRAM)) {
+		if (set)
+			ubl_check_dgram(L, 1);
+		slot = UV_OSTATE;
 	} else if (luaL_testudata(L, 1, UBL_LOOP)) {
 		if (set)
 			ubl_check_loop(L, 1);
 		slot = UV_LSTATE;
 	} else {
-		return luaL_typeerror(L, 1, UBL_CONN ", " UBL_LISTENER " or "
-				      UBL_LOOP);
+		return luaL_typeerror(L, 1, UBL_CONN ", " UBL_LISTENER ", "
+				      UBL_DGRAM " or " UBL_LOOP);
 	}
 	lua_setiuservalue(L, 1, slot);
 	return 0;
@@ -1303,6 +1367,163 @@ int ubl_conn_send(lua_State *L)
 	return luaL_typeerror(L, 2, "string or " UBL_BUF);
 }
 
+/* ---- datagram endpoints ------------------------------------------------ */
+
+void ubl_check_dgram_opts(lua_State *L, int idx, ub_dgram_opts *o)
+{
+	static const char *const names[] = { "recv_pool", "send_pool",
+		"queue_max", "high_water", "low_water", "recv_budget",
+		"reuseport", "no_recv", NULL };
+	lua_Integer high;
+
+	ub_dgram_opts_init(o);
+	if (lua_isnoneornil(L, idx))
+		return;
+	idx = lua_absindex(L, idx);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	check_keys(L, idx, names);
+	o->recv_pool = field_pool(L, idx, "recv_pool");
+	o->send_pool = field_pool(L, idx, "send_pool");
+	o->queue_max = (unsigned)field_int(L, idx, "queue_max",
+					   (lua_Integer)o->queue_max, 1, 32768);
+	high = field_int(L, idx, "high_water", 0, 1, LUA_MAXINTEGER);
+	if (high) {
+		o->high_water = (size_t)high;
+		o->low_water = (size_t)high / 4;
+	}
+	o->low_water = (size_t)field_int(L, idx, "low_water",
+					 (lua_Integer)o->low_water, 0,
+					 (lua_Integer)o->high_water);
+	o->recv_budget = (size_t)field_int(L, idx, "recv_budget",
+					   (lua_Integer)o->recv_budget, 1,
+					   LUA_MAXINTEGER);
+	if (field_bool(L, idx, "reuseport"))
+		o->flags |= UB_DGRAM_REUSEPORT;
+	if (field_bool(L, idx, "no_recv"))
+		o->flags |= UB_DGRAM_NO_RECV;
+}
+
+/* dgram_open(loop, addr [, opts]) -> endpoint, or nil, message, errno.
+ * addr as ubl_check_addr reads it, or "unix:" alone: a Unix datagram
+ * socket with an autobound abstract name (a client that wants replies). */
+int ubl_dgram_open(lua_State *L)
+{
+	ub_loop *loop = ubl_check_loop(L, 1);
+	struct sockaddr_storage ss;
+	socklen_t len;
+	ub_dgram_opts o;
+	ub_dgram *d;
+	int err = 0;
+
+	if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "unix:")) {
+		memset(&ss, 0, sizeof(ss));
+		ss.ss_family = AF_UNIX;
+		len = sizeof(sa_family_t);
+	} else {
+		ubl_check_addr(L, 2, &ss, &len);
+	}
+	ubl_check_dgram_opts(L, 3, &o);
+	d = ub_dgram_open(loop, (struct sockaddr *)&ss, len, &o, &err);
+	if (!d)
+		return ubl_push_error(L, err);
+	ubl_push_dgram(L, d);
+	return 1;
+}
+
+/* The destination argument of dgram_send at idx: nil/none (the connected
+ * peer: *len 0), an address string, or a received buffer (its source).
+ * Returns 0 or -EDESTADDRREQ (a buffer without a source address). */
+static int check_dest(lua_State *L, int idx, struct sockaddr_storage *ss,
+		      socklen_t *len)
+{
+	*len = 0;
+	if (lua_isnoneornil(L, idx))
+		return 0;
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		ubl_check_addr(L, idx, ss, len);
+		return 0;
+	}
+	if (luaL_testudata(L, idx, UBL_BUF)) {
+		socklen_t alen = 0;
+		const struct sockaddr *a = ub_buf_addr(ubl_check_buf(L, idx),
+						       &alen);
+
+		if (!a || alen == 0 || alen > sizeof(*ss))
+			return -EDESTADDRREQ;
+		memcpy(ss, a, alen);
+		*len = alen;
+		return 0;
+	}
+	return luaL_typeerror(L, idx, "address string, " UBL_BUF " or nil");
+}
+
+/* dgram_send(ep, data [, addr]): one datagram.  data: a string (copied
+ * into one buffer of the send pool; EMSGSIZE if it does not fit: never
+ * split) or a buffer (queued itself, zero copy).  addr: "HOST:PORT", a
+ * received buffer (reply to its source), or nil (the connected peer).
+ * Returns the datagram's length, or nil, message, errno (EAGAIN: queue
+ * full or no free send buffer, a "writable" event follows once asked
+ * for with want_writable; EDESTADDRREQ: no address and not connected;
+ * EINVAL: an address of another family; EPIPE: closing). */
+int ubl_dgram_send(lua_State *L)
+{
+	ub_dgram *d = ubl_check_dgram(L, 1);
+	struct sockaddr_storage ss;
+	socklen_t alen;
+	const struct sockaddr *a;
+	int r;
+
+	if (lua_type(L, 2) != LUA_TSTRING && !luaL_testudata(L, 2, UBL_BUF))
+		return luaL_typeerror(L, 2, "string or " UBL_BUF);
+	if (luaL_testudata(L, 2, UBL_BUF))
+		ubl_check_buf(L, 2);
+	r = check_dest(L, 3, &ss, &alen);
+	if (r < 0)
+		return ubl_push_error(L, r);
+	a = alen ? (const struct sockaddr *)&ss : NULL;
+	if (lua_type(L, 2) == LUA_TSTRING) {
+		size_t l;
+		const char *s = lua_tolstring(L, 2, &l);
+		ssize_t n = ub_dgram_send(d, s, l, a, alen);
+
+		if (n < 0)
+			return ubl_push_error(L, (int)n);
+		lua_pushinteger(L, (lua_Integer)n);
+		return 1;
+	} else {
+		ub_buf *b = ubl_check_buf(L, 2);
+		size_t l = ub_buf_len(b);
+
+		r = ub_dgram_send_buf(d, b, a, alen);
+		if (r < 0)
+			return ubl_push_error(L, r);
+		lua_pushinteger(L, (lua_Integer)l);
+		return 1;
+	}
+}
+
+/* buf:source(): a received datagram's source, "HOST:PORT", "[V6]:PORT" or
+ * "unix:PATH"; nil for a buffer that is no received datagram or whose
+ * sender had no address (an unbound Unix socket). */
+static int buf_source(lua_State *L)
+{
+	struct ubl_buf *h = check_buf(L, 1);
+	char out[128];
+
+	if (ub_buf_addr_format(h->buf, out, sizeof(out)) < 0)
+		lua_pushnil(L);
+	else
+		lua_pushstring(L, out);
+	return 1;
+}
+
+/* buf:truncated(): whether a received datagram was cut to fit. */
+static int buf_truncated(lua_State *L)
+{
+	lua_pushboolean(L, ub_buf_truncated(check_buf(L, 1)->buf) > 0);
+	return 1;
+}
+
 /* set_buffers(conn_or_listener, sndbuf, rcvbuf): SO_SNDBUF / SO_RCVBUF
  * (0 leaves one alone).  A listener passes them on to the sockets it
  * accepts; a connecting conn gets them before its SYN leaves.  Tests use
@@ -1313,6 +1534,8 @@ int ubl_set_buffers(lua_State *L)
 
 	if (luaL_testudata(L, 1, UBL_LISTENER))
 		fd = ub_listener_fd(ubl_check_listener(L, 1));
+	else if (luaL_testudata(L, 1, UBL_DGRAM))
+		fd = ub_dgram_fd(ubl_check_dgram(L, 1));
 	else
 		fd = ub_conn_fd(ubl_check_conn(L, 1));
 	sizes[0] = (int)ubl_check_int(L, 2, 0, INT_MAX);
@@ -1582,6 +1805,8 @@ void ubl_init(lua_State *L)
 		{ "sub", buf_sub },
 		{ "write", buf_write },
 		{ "writable", buf_writable },
+		{ "source", buf_source },
+		{ "truncated", buf_truncated },
 		{ "tostring", buf_tostring },
 		{ "close", buf_gc },
 		{ NULL, NULL },
@@ -1596,6 +1821,7 @@ void ubl_init(lua_State *L)
 		{ UBL_BUF, "buf", NULL, NULL },
 		{ UBL_CONN, "conn", obj_gc, obj_tostring },
 		{ UBL_LISTENER, "listener", obj_gc, obj_tostring },
+		{ UBL_DGRAM, "dgram", obj_gc, obj_tostring },
 	};
 	unsigned i;
 
@@ -1671,6 +1897,10 @@ void ubl_init(lua_State *L)
 	UBL_ERRNO(EBADF);
 	UBL_ERRNO(ESRCH);
 	UBL_ERRNO(ECHILD);
+	UBL_ERRNO(EMSGSIZE);
+	UBL_ERRNO(EDESTADDRREQ);
+	UBL_ERRNO(EAFNOSUPPORT);
+	UBL_ERRNO(ENETUNREACH);
 #undef UBL_ERRNO
 	lua_setfield(L, mod, "errno");
 

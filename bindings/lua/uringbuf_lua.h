@@ -4,7 +4,8 @@
  * that SWIG cannot generate (the event batch, buffers, signals).
  *
  * Handles.  Every core object reaches Lua as a full userdata with a named
- * metatable ("uringbuf.loop", ".pool", ".buf", ".conn", ".listener"), never
+ * metatable ("uringbuf.loop", ".pool", ".buf", ".conn", ".listener",
+ * ".dgram"), never
  * as a raw pointer, so that a handle can always tell whether what it points
  * at still exists:
  *  - a loop token (struct ubl_tok) is shared, reference counted, by the loop
@@ -14,7 +15,7 @@
  *    the descriptors of a freed pool;
  *  - a buffer handle remembers ub_buf_gen() from when it was handed out and is
  *    valid only while the buffer is APP with that generation;
- *  - a connection or listener handle stays in its loop's registry table
+ *  - a connection, listener or datagram endpoint handle stays in its loop's registry table
  *    (keyed by an id stored as the core object's udata) until its CLOSED
  *    event, and is cut from the core object at the next wait, when the core
  *    frees it.
@@ -39,6 +40,7 @@
 #define UBL_BUF "uringbuf.buf"
 #define UBL_CONN "uringbuf.conn"
 #define UBL_LISTENER "uringbuf.listener"
+#define UBL_DGRAM "uringbuf.dgram"
 
 /* Module set-up, run from SWIG's %init with the module table on top. */
 void ubl_init(lua_State *L);
@@ -50,6 +52,7 @@ ub_buf *ubl_check_buf(lua_State *L, int idx);
 ub_conn *ubl_check_conn(lua_State *L, int idx);
 ub_conn *ubl_opt_conn(lua_State *L, int idx); /* nil -> NULL */
 ub_listener *ubl_check_listener(lua_State *L, int idx);
+ub_dgram *ubl_check_dgram(lua_State *L, int idx);
 
 /* An integer in [min, max] (luaL_checkinteger rules: 1.5 is refused). */
 lua_Integer ubl_check_int(lua_State *L, int idx, lua_Integer min,
@@ -58,6 +61,7 @@ lua_Integer ubl_check_int(lua_State *L, int idx, lua_Integer min,
 /* Options tables (nil: defaults).  Raise on a wrong field. */
 void ubl_check_loop_opts(lua_State *L, int idx, ub_loop_opts *o);
 void ubl_check_conn_opts(lua_State *L, int idx, ub_conn_opts *o);
+void ubl_check_dgram_opts(lua_State *L, int idx, ub_dgram_opts *o);
 /* "HOST:PORT", "[V6]:PORT", "unix:PATH" or "/PATH"; raises if malformed. */
 void ubl_check_addr(lua_State *L, int idx, struct sockaddr_storage *ss,
 		    socklen_t *len);
@@ -69,6 +73,7 @@ void ubl_push_pool(lua_State *L, ub_pool *pool);
 void ubl_push_buf(lua_State *L, ub_buf *buf);
 void ubl_push_conn(lua_State *L, ub_conn *conn);
 void ubl_push_listener(lua_State *L, ub_listener *l);
+void ubl_push_dgram(lua_State *L, ub_dgram *d);
 
 /* Push nil, strerror(-err), -err; returns 3 (luaL_fileresult's shape). */
 int ubl_push_error(lua_State *L, int err);
@@ -78,6 +83,8 @@ int ubl_loop_close(lua_State *L);
 int ubl_loop_wait(lua_State *L);
 int ubl_pool_free(lua_State *L);
 int ubl_conn_send(lua_State *L);
+int ubl_dgram_open(lua_State *L);
+int ubl_dgram_send(lua_State *L);
 int ubl_catch_signals(lua_State *L);
 int ubl_signaled(lua_State *L);
 int ubl_handle_valid(lua_State *L);

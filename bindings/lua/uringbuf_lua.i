@@ -5,7 +5,8 @@
  * What they do:
  *  - numbers: luaL_checkinteger with a range check instead of SWIG's
  *    lua_tonumber casts (which turn 1.5 into 1 and -1 into 4294967295);
- *  - objects: every ub_loop / ub_pool / ub_buf / ub_conn / ub_listener
+ *  - objects: every ub_loop / ub_pool / ub_buf / ub_conn / ub_listener /
+ *    ub_dgram
  *    crosses as a checked handle of uringbuf_lua.c, never a raw pointer, so
  *    a closed, freed or stale handle raises instead of reaching the core;
  *  - errors: a function that returns 0 or -errno gives true or
@@ -62,6 +63,13 @@ UBL_STATUS(ub_conn_set_water)
 UBL_STATUS(ub_listener_close)
 UBL_STATUS(ub_conn_set_recv_budget)
 UBL_STATUS(ub_listener_set_max_conns)
+UBL_STATUS(ub_dgram_connect)
+UBL_STATUS(ub_dgram_close)
+UBL_STATUS(ub_dgram_pause_recv)
+UBL_STATUS(ub_dgram_resume_recv)
+UBL_STATUS(ub_dgram_want_writable)
+UBL_STATUS(ub_dgram_set_water)
+UBL_STATUS(ub_dgram_set_recv_budget)
 
 %typemap(out) int ub_conn_is_closing
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
@@ -69,6 +77,14 @@ UBL_STATUS(ub_listener_set_max_conns)
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
 %typemap(out) int ub_conn_recv_throttled
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
+%typemap(out) int ub_dgram_recv_throttled
+%{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
+%typemap(out) int ub_buf_truncated
+%{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
+/* An endpoint closing (not yet CLOSED) has no fd: EBADF, not -1's EPERM. */
+%typemap(out) int ub_dgram_fd
+%{ if ($1 < 0) SWIG_arg += ubl_push_error(L, -EBADF);
+   else { lua_pushinteger(L, (lua_Integer)$1); SWIG_arg++; } %}
 
 /* ---- strings ------------------------------------------------------------ */
 
@@ -89,6 +105,8 @@ UBL_STATUS(ub_listener_set_max_conns)
 %{ $1 = ubl_check_conn(L, $input); %}
 %typemap(in) ub_listener *, const ub_listener *
 %{ $1 = ubl_check_listener(L, $input); %}
+%typemap(in) ub_dgram *, const ub_dgram *
+%{ $1 = ubl_check_dgram(L, $input); %}
 /* ub_conn_pipe(src, nil) stops forwarding. */
 %typemap(in) ub_conn *dst
 %{ $1 = ubl_opt_conn(L, $input); %}
@@ -104,6 +122,8 @@ UBL_STATUS(ub_listener_set_max_conns)
 %{ if ($1) { ubl_push_conn(L, $1); SWIG_arg++; } %}
 %typemap(out) ub_listener *
 %{ if ($1) { ubl_push_listener(L, $1); SWIG_arg++; } %}
+%typemap(out) ub_dgram *
+%{ if ($1) { ubl_push_dgram(L, $1); SWIG_arg++; } %}
 
 %typemap(in, numinputs=0) int *err (int tmp)
 %{ tmp = 0; $1 = &tmp; %}
@@ -115,6 +135,10 @@ UBL_STATUS(ub_listener_set_max_conns)
 %typemap(default) const ub_loop_opts *opts %{ $1 = NULL; %}
 %typemap(in) const ub_loop_opts *opts (ub_loop_opts tmp)
 %{ ubl_check_loop_opts(L, $input, &tmp); $1 = &tmp; %}
+
+%typemap(default) const ub_dgram_opts * %{ $1 = NULL; %}
+%typemap(in) const ub_dgram_opts * (ub_dgram_opts tmp)
+%{ ubl_check_dgram_opts(L, $input, &tmp); $1 = &tmp; %}
 
 %typemap(default) const ub_conn_opts * %{ $1 = NULL; %}
 %typemap(in) const ub_conn_opts * (ub_conn_opts tmp)
@@ -174,11 +198,18 @@ UBL_STATUS(ub_listener_set_max_conns)
 %ignore ub_listener_udata;
 %ignore ub_listener_set_udata;
 %ignore ub_addr_format;
-/* Core objects without a checked Lua handle type are not exposed: SWIG's
- * default would take any userdata for them as a raw pointer (a crash on a
- * wrong argument).  Datagram endpoints wait for a handle of their own. */
-%rename("$ignore", regextarget=1) "^ub_dgram";
-%ignore ub_buf_addr;   /* a datagram's source: raw sockaddr, socklen_t * */
+/* Datagram endpoints: a checked handle ("uringbuf.dgram") like conns;
+ * open and send are natives (an autobound "unix:", string or buffer data,
+ * an optional address that may be a received buffer's source). */
+%ignore ub_dgram_opts;
+%ignore ub_dgram_opts_init;
+%ignore ub_dgram_udata;
+%ignore ub_dgram_set_udata;
+%ignore ub_dgram_open;
+%ignore ub_dgram_send;
+%ignore ub_dgram_send_buf;
+%ignore ub_buf_addr;   /* raw sockaddr: buf:source() formats it */
+%ignore ub_buf_addr_format;
 
 /* Replaced by natives that also retire handles or take Lua strings. */
 %ignore ub_loop_free;
@@ -191,6 +222,8 @@ UBL_STATUS(ub_listener_set_max_conns)
 %native(loop_wait) int ubl_loop_wait(lua_State *L);
 %native(pool_free) int ubl_pool_free(lua_State *L);
 %native(conn_send) int ubl_conn_send(lua_State *L);
+%native(dgram_open) int ubl_dgram_open(lua_State *L);
+%native(dgram_send) int ubl_dgram_send(lua_State *L);
 %native(catch_signals) int ubl_catch_signals(lua_State *L);
 %native(signaled) int ubl_signaled(lua_State *L);
 %native(valid) int ubl_handle_valid(lua_State *L);

@@ -237,3 +237,76 @@ T.test("budgets, deadlines and max_connections: bad values raise", function()
 	T.eq(c:recv_budget(), 1, "as set (the core counts whole buffers)")
 	s:abort()
 end)
+
+T.test("datagram endpoints: wrong types, bad addresses, closed handles", function()
+	local loop <close> = assert(ub.loop())
+	local ep = assert(loop:datagram("127.0.0.1:0"))
+	local other <close> = assert(ub.loop())
+	local foreign = assert(other:datagram("127.0.0.1:0"))
+	local c = select(2, pair(loop))
+	for _ = 1, 3 do
+		check("raise", "malformed address", loop.datagram, loop, "bogus")
+		check("raise", "string expected", loop.datagram, loop, {})
+		check("raise", "unknown option", loop.datagram, loop, "127.0.0.1:0", { x = 1 })
+		check("raise", "field 'recv_pool'", loop.datagram, loop, "127.0.0.1:0",
+			{ recv_pool = "p" })
+		check("raise", "field 'queue_max': integer expected",
+			loop.datagram, loop, "127.0.0.1:0", { queue_max = 1.5 })
+		check("raise", "uringbuf.loop expected", core.dgram_open, ep, "127.0.0.1:0")
+		check("raise", "uringbuf.dgram expected", core.dgram_send, c, "x")
+		check("raise", "uringbuf.dgram expected", core.ub_dgram_close, c)
+		check("raise", "uringbuf.dgram expected", core.ub_dgram_fd, loop)
+		check("raise", "string or uringbuf.buf", ep.send, ep, nil, "127.0.0.1:9")
+		check("raise", "string or uringbuf.buf", ep.send, ep, ep, "127.0.0.1:9")
+		check("raise", "malformed address", ep.send, ep, "x", "[::1")
+		check("raise", "address string, uringbuf.buf or nil", ep.send, ep, "x", ep)
+		check("raise", "malformed address", ep.connect, ep, "x:y")
+		check("raise", "value out of range", ep.set_water, ep, -1, 0)
+		check("fail", "EINVAL", ep.set_water, ep, 10, 20)
+		check("fail", "EINVAL", ep.set_recv_budget, ep, 0)
+		check("fail", "EDESTADDRREQ", ep.send, ep, "x")
+		check("fail", "EINVAL", ep.send, ep, "x", "[::1]:9")
+		check("fail", "EINVAL", ep.connect, ep, "unix:/nonexistent-ub")
+		check("fail", "EMSGSIZE", ep.send, ep, string.rep("m", 70000), "127.0.0.1:9")
+		check("fail", "EADDRINUSE", loop.datagram, loop, ep:address())
+		check("fail", "EBADF", loop.adopt_datagram, loop, 99999)
+		check("fail", "", loop.adopt_datagram, loop, -1)
+		-- a buffer of another loop
+		local b = assert(other:send_pool():acquire())
+		check("fail", "EINVAL", ep.send, ep, b, "127.0.0.1:9")
+		b:release()
+		check("raise", "buffer is released", ep.send, ep, b, "127.0.0.1:9")
+		-- an acquired buffer has no source address
+		local b2 = assert(loop:send_pool():acquire())
+		check("fail", "EDESTADDRREQ", ep.reply, ep, b2)
+		T.eq(b2:source(), nil)
+		T.eq(b2:truncated(), false)
+		b2:release()
+	end
+	T.eq(foreign:close(), true)
+	T.eq(ep:close(), true)
+	check("fail", "EPIPE", ep.close, ep)
+	check("fail", "EPIPE", ep.send, ep, "late", "127.0.0.1:9")
+	local closed = false
+	local deadline = ub.now() + 5
+	while not closed and ub.now() < deadline do
+		local n, ev = assert(loop:wait(1, 50))
+		for i = 1, n do
+			if ev[i].dgram == ep and ev[i].type == "closed" then closed = true end
+		end
+	end
+	T.ok(closed)
+	loop:wait(0, 0)
+	for _ = 1, 3 do
+		check("raise", "endpoint is closed", ep.send, ep, "x", "127.0.0.1:9")
+		check("raise", "endpoint is closed", ep.close, ep)
+		check("raise", "endpoint is closed", ep.nobufs, ep)
+		check("raise", "endpoint is closed", core.set_state, ep, {})
+	end
+	T.eq(ub.valid(ep), false)
+	T.eq(core.state(ep), nil)
+	T.ok(tostring(ep):find("closed", 1, true))
+	-- its loop closed under it
+	other:close()
+	check("raise", "its loop is closed", foreign.send, foreign, "x", "127.0.0.1:9")
+end)

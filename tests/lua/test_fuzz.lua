@@ -30,12 +30,14 @@ local SECONDS = tonumber(os.getenv("UB_FUZZ_SECONDS") or "") or 40
 -- Method names per kind, from docs/lua.md.
 local METHODS = {
 	loop = { "wait", "close", "listen", "connect", "adopt", "adopt_listener",
+		"datagram", "adopt_datagram",
 		"pool", "recv_pool", "send_pool", "features", "best_mode",
 		"mode_check", "pending", "fd", "valid" },
 	pool = { "acquire", "free", "count", "buf_size", "bytes", "is_recv",
 		"count_state", "counts", "loop", "valid" },
 	buf = { "len", "capacity", "byte", "sub", "tostring", "find", "write",
 		"append", "set_len", "writable", "release", "close", "pool",
+		"source", "truncated",
 		"index", "state", "valid" },
 	conn = { "send", "send_buf", "write", "read", "pause", "resume", "pipe",
 		"shutdown", "close", "abort", "mode", "fd", "loop", "queued_bytes",
@@ -43,6 +45,11 @@ local METHODS = {
 		"bytes_sent", "bytes_received", "local_address", "peer_address",
 		"set_buffers", "valid" },
 	listener = { "close", "fd", "address", "set_buffers", "valid" },
+	dgram = { "connect", "send", "reply", "close", "pause_recv",
+		"resume_recv", "want_writable", "set_water", "fd", "loop",
+		"address", "peer_address", "queued_bytes", "queued_bufs",
+		"received", "sent", "nobufs", "recv_budget", "set_recv_budget",
+		"recv_held", "recv_throttled", "set_buffers", "valid" },
 }
 -- Methods that end an object: called less often, so that objects live long
 -- enough to be used.
@@ -65,6 +72,7 @@ end
 
 local function new_world(rng)
 	local W = { loops = {}, pools = {}, bufs = {}, conns = {}, listeners = {},
+		dgrams = {},
 		calls = 0, raised = 0, failed = 0, ops = {}, rng = rng }
 
 	function W.pick(list)
@@ -89,7 +97,7 @@ local function new_world(rng)
 		return GARBAGE[i] -- nil for the last
 	end
 
-	local KINDS = { "loops", "pools", "bufs", "conns", "listeners" }
+	local KINDS = { "loops", "pools", "bufs", "conns", "listeners", "dgrams" }
 	function W.anything()
 		if rng() < 0.5 then
 			local l = W[KINDS[rng(#KINDS)]]
@@ -199,14 +207,15 @@ local function new_world(rng)
 	end
 
 	function O.method()
-		local kinds = { "loop", "pool", "buf", "conn", "listener" }
+		local kinds = { "loop", "pool", "buf", "conn", "listener", "dgram" }
 		local kind = kinds[rng(#kinds)]
 		local obj = W.pick(W[kind == "buf" and "bufs" or kind .. "s"])
 		if not obj then return end
 		local names = METHODS[kind]
 		local name = names[rng(#names)]
 		if ENDS[name] and rng() < 0.7 then return end
-		if name == "adopt" or name == "adopt_listener" then
+		if name == "adopt" or name == "adopt_listener" or
+			name == "adopt_datagram" then
 			W.call("loop:" .. name, function(...) return obj[name](obj, ...) end,
 				SAFE_FD[rng(#SAFE_FD)], W.conn_opts())
 			return
@@ -220,9 +229,14 @@ local function new_world(rng)
 				for i = 1, n do
 					local e = ev[i]
 					W.call("event fields", function()
-						return e.type, e.res, e.conn, e.listener, e.buf
+						return e.type, e.res, e.conn, e.listener, e.buf,
+							e.dgram
 					end)
-					if e.buf then add(W.bufs, e.buf) end
+					if e.buf then
+						add(W.bufs, e.buf)
+						W.call("buf:source", e.buf.source, e.buf)
+					end
+					if e.dgram and #W.dgrams < 40 then add(W.dgrams, e.dgram) end
 					if e.conn and #W.conns < 60 then add(W.conns, e.conn) end
 				end
 			end
@@ -232,7 +246,11 @@ local function new_world(rng)
 		local nargs = rng(0, 3)
 		local args = {}
 		for i = 1, nargs do
-			if name == "send" or name == "write" or name == "append" then
+			if kind == "dgram" and (name == "send" or name == "connect") then
+				args[i] = ({ W.data(), W.dgram_addr() })[i] or W.anything()
+			elseif kind == "loop" and name == "datagram" then
+				args[i] = i == 1 and W.dgram_addr() or W.anything()
+			elseif name == "send" or name == "write" or name == "append" then
 				args[i] = W.data()
 			elseif name == "pipe" or name == "send_buf" then
 				args[i] = rng() < 0.6 and (W.pick(W.conns) or W.pick(W.bufs)) or W.anything()
@@ -252,6 +270,38 @@ local function new_world(rng)
 		elseif kind == "loop" and (name == "pool" or name == "recv_pool" or name == "send_pool") then add(W.pools, x)
 		elseif kind == "loop" and name == "connect" and #W.conns < 60 then add(W.conns, x)
 		elseif kind == "loop" and name == "listen" then add(W.listeners, x)
+		elseif kind == "loop" and name == "datagram" and #W.dgrams < 40 then add(W.dgrams, x)
+		end
+	end
+
+	-- A datagram destination: mostly live endpoints' addresses, else junk.
+	function W.dgram_addr()
+		local c = rng()
+		if c < 0.5 then
+			local d = W.pick(W.dgrams)
+			if d and d:valid() then return d:address() end
+		elseif c < 0.7 then
+			return W.pick(W.bufs) or W.garbage()
+		end
+		return ({ "127.0.0.1:0", "127.0.0.1:9", "[::1]:9", "unix:",
+			"unix:@ubfuzz", W.garbage() })[rng(6)]
+	end
+
+	function O.dgram()
+		local loop = W.pick(W.loops)
+		if not loop or not loop:valid() or #W.dgrams > 30 then return end
+		local opts
+		if rng() < 0.3 then
+			opts = { queue_max = W.small_int(), high_water = W.small_int(),
+				recv_pool = W.pick(W.pools), no_recv = rng() < 0.2 }
+			if rng() < 0.2 then opts = W.garbage() end
+		end
+		local d = W.call("loop:datagram", loop.datagram, loop,
+			({ "127.0.0.1:0", "[::1]:0", "unix:", W.garbage() })[rng(4)], opts)
+		add(W.dgrams, d)
+		local peer = W.pick(W.dgrams)
+		if d and peer and peer:valid() then
+			W.call("dgram:send", d.send, d, W.data(), peer:address())
 		end
 	end
 
@@ -299,7 +349,8 @@ local function new_world(rng)
 		local n = rng(0, 4)
 		for i = 1, n do args[i] = W.anything() end
 		if n > 0 and rng() < 0.6 then
-			args[1] = W.pick(W[({ "loops", "pools", "bufs", "conns" })[rng(4)]]) or args[1]
+			args[1] = W.pick(W[({ "loops", "pools", "bufs", "conns",
+				"dgrams" })[rng(5)]]) or args[1]
 		end
 		W.call("core." .. name, core[name], table.unpack(args, 1, n))
 	end
@@ -312,7 +363,7 @@ local function new_world(rng)
 	end
 
 	function O.drop()
-		for _, k in ipairs({ "bufs", "conns", "pools", "listeners" }) do
+		for _, k in ipairs({ "bufs", "conns", "pools", "listeners", "dgrams" }) do
 			local l = W[k]
 			if #l > 0 and rng() < 0.3 then table.remove(l, rng(#l)) end
 		end
@@ -356,11 +407,32 @@ local function new_world(rng)
 		W.call("srv:close", srv.close, srv)
 	end
 
+	-- uringbuf.udp on a fuzzed loop: random fields, sends, steps, close.
+	function O.udp()
+		if rng() > 0.2 then return end
+		local loop = W.pick(W.loops)
+		if not loop or not loop:valid() then return end
+		local t = { loop = loop, on_datagram = function(ep, buf, addr)
+			W.call("udp:send", ep.send, ep, buf, addr)
+		end }
+		local keys = { "backlog", "queue_max", "high_water", "peer", "listen",
+			"port", "recv_pool", "bogus" }
+		for _ = 1, rng(0, 2) do t[keys[rng(#keys)]] = W.anything() end
+		local ep = W.call("uringbuf.udp", ub.udp, t)
+		if type(ep) ~= "table" then return end
+		for _ = 1, 10 do
+			W.call("udp:send", ep.send, ep, W.data(), W.dgram_addr())
+			W.call("udp:step", ep.step, ep, 0)
+		end
+		W.call("udp:close", ep.close, ep)
+	end
+
 	W.O = O
 	W.OPS = { -- { op, weight }
 		{ "new_loop", 1 }, { "pair", 3 }, { "method", 30 }, { "acquire", 5 },
 		{ "pool", 2 }, { "send", 8 }, { "flat", 6 }, { "module", 1 },
-		{ "drop", 3 }, { "close_loop", 1 }, { "server", 2 },
+		{ "drop", 3 }, { "close_loop", 1 }, { "server", 2 }, { "dgram", 3 },
+		{ "udp", 1 },
 	}
 	W.total = 0
 	for _, o in ipairs(W.OPS) do W.total = W.total + o[2] end
@@ -375,7 +447,8 @@ local function new_world(rng)
 
 	function W.teardown()
 		for _, l in ipairs(W.loops) do l:close() end
-		for _, k in ipairs({ "loops", "pools", "bufs", "conns", "listeners" }) do
+		for _, k in ipairs({ "loops", "pools", "bufs", "conns", "listeners",
+			"dgrams" }) do
 			W[k] = {}
 		end
 		collectgarbage()

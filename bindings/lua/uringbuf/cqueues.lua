@@ -221,4 +221,30 @@ function M.server(cq, t)
 	return srv
 end
 
+--- `uringbuf.udp(t)` driven by controller cq: the endpoint (its
+-- attachment is `ep.attachment`; `ep:close()` detaches, then closes).
+-- `t` takes the fields of `uringbuf.udp` (no `signals`) and `rounds`.
+-- @return endpoint, or nil, message, errno
+function M.udp(cq, t)
+	if type(t) ~= "table" then
+		argerror(2, "udp", "table expected, got " .. type(t))
+	end
+	if t.signals then
+		argerror(2, "udp", "field 'signals': use cqueues.signal")
+	end
+	local ut = {}
+	for k, v in pairs(t) do
+		if k ~= "rounds" then ut[k] = v end
+	end
+	local ep, msg, en = ub.udp(ut)
+	if not ep then return nil, msg, en end
+	local a, amsg, aen = M.attach(cq, ep, { rounds = t.rounds })
+	if not a then
+		ep:close()
+		return nil, amsg, aen
+	end
+	ep.attachment = a
+	return ep
+end
+
 return M

@@ -95,8 +95,8 @@ local function run(self, woken)
 	end
 end
 
---- Drive a server (from `uringbuf.server{...}`) from the running luv
--- loop.  The poll handle on the loop's eventfd keeps `uv.run()` going
+--- Drive a server (from `uringbuf.server{...}`, or an endpoint from
+-- `uringbuf.udp{...}`) from the running luv loop.  The poll handle on the loop's eventfd keeps `uv.run()` going
 -- (like a listening uv_tcp_t) until `close()`.  From then on the server's
 -- `close()` detaches first (libuv must stop polling an fd before it is
 -- closed).
@@ -197,6 +197,34 @@ function M.server(t)
 	end
 	srv.attachment = a
 	return srv
+end
+
+--- `uringbuf.udp(t)` driven by luv: the endpoint (its attachment is
+-- `ep.attachment`; `ep:close()` detaches, then closes).  `t` takes the
+-- fields of `uringbuf.udp` (no `signals`) and `rounds`; `on_attach_error`
+-- is `attach`'s `on_error` (`on_error` is the endpoint's).
+-- @return endpoint, or nil, message, errno
+function M.udp(t)
+	if type(t) ~= "table" then
+		argerror(1, "udp", "table expected, got " .. type(t))
+	end
+	if t.signals then
+		argerror(1, "udp", "field 'signals': use uv.new_signal with luv")
+	end
+	local ut = {}
+	for k, v in pairs(t) do
+		if k ~= "rounds" and k ~= "on_attach_error" then ut[k] = v end
+	end
+	local ep, msg, en = ub.udp(ut)
+	if not ep then return nil, msg, en end
+	local a, amsg, aen = M.attach(ep, { rounds = t.rounds,
+		on_error = t.on_attach_error })
+	if not a then
+		ep:close()
+		return nil, amsg, aen
+	end
+	ep.attachment = a
+	return ep
 end
 
 return M

@@ -637,6 +637,20 @@ dispatch.sent = function(srv, e)
 	if st and st.h.on_sent then call(st.h.on_sent, e.conn, e.res) end
 end
 
+-- A datagram endpoint's event: to the endpoint object of uringbuf.udp that
+-- manages it (its state slot), else to on_event; an unclaimed buffer goes
+-- back to its pool.
+local function dispatch_dgram(srv, e)
+	local ep = e.state
+	if type(ep) == "table" and ep._event then return ep:_event(e) end
+	if srv.on_event then return srv.on_event(e) end
+	if e.buf then
+		local buf = e.buf
+		e.buf = nil
+		buf:release()
+	end
+end
+
 local function check_handlers(t, fname, allow_conn)
 	local h, copts = {}, {}
 	for k, v in pairs(t) do
@@ -676,6 +690,9 @@ local workers -- workers(t): below
 -- `close_timeout` (seconds; default none, none, 30; 0 or math.huge: none,
 -- close_timeout = math.huge: never), `max_connections` (accept at most
 -- that many at once).
+--
+-- Events of datagram endpoints on the same loop go to their `uringbuf.udp`
+-- endpoint objects (or `on_event`).
 --
 -- Callbacks, all optional: `on_connect(conn)`, `on_data(conn, buf)` (the
 -- buffer is yours: `conn:write(buf)` forwards it, else release it),
@@ -776,6 +793,7 @@ end
 --- Dispatch one event (for loops driven by hand: `for each e of
 -- loop:wait() do srv:dispatch(e) end`).
 function Server:dispatch(e)
+	if e.dgram then return dispatch_dgram(self, e) end
 	local f = dispatch[e.type]
 	if f then f(self, e) end
 end
@@ -863,8 +881,12 @@ local function process(srv, n, ev)
 		-- batch is gone with it.
 		if closes ~= I.loop_closes and not valid(srv.loop) then return end
 		local e = ev[i]
-		local f = dispatch[e.type]
-		if f then f(srv, e) end
+		if e.dgram then
+			dispatch_dgram(srv, e)
+		else
+			local f = dispatch[e.type]
+			if f then f(srv, e) end
+		end
 	end
 	if closes ~= I.loop_closes and not valid(srv.loop) then return end
 	local closing = srv.ls.closing
