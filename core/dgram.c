@@ -41,6 +41,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -478,11 +479,31 @@ static void on_recv(ub_dgram *d, int res, unsigned cflags)
 
 static void arm_sends(ub_dgram *d)
 {
+	struct io_uring_sqe *prev = NULL;
+
+	/* Order: one linked chain of sends at a time.  In a chain, one
+	 * refused (EAGAIN) or failed ends it and the rest complete
+	 * -ECANCELED, to be queued again behind it (ub__dgram_send_cqe);
+	 * what is queued meanwhile waits for the chain to finish, and
+	 * refused ones wait for POLLOUT with everything queued after them
+	 * behind them (requeue_refused puts them back first). */
+	if (d->rhead || d->sends_armed)
+		return;
 	while (d->phead) {
 		struct ub_dsend *s = d->phead;
-		struct io_uring_sqe *sqe = ub__sqe(d->loop);
+		struct io_uring_sqe *sqe;
 
+		if (prev) {
+			/* ub__sqe submits when the SQ is full, which would cut
+			 * the chain: the rest waits for this chain instead */
+			if (io_uring_sq_space_left(&d->loop->ring) == 0)
+				return;
+			prev->flags |= IOSQE_IO_LINK;
+		}
+		sqe = ub__sqe(d->loop);
 		if (!sqe) {
+			if (prev)
+				prev->flags &= ~IOSQE_IO_LINK;
 			retry_later(d);
 			return;
 		}
@@ -490,12 +511,51 @@ static void arm_sends(ub_dgram *d)
 		if (!d->phead)
 			d->ptail = NULL;
 		s->next = NULL;
-		io_uring_prep_sendmsg(sqe, d->fd, &s->mh, MSG_NOSIGNAL);
+		/* MSG_DONTWAIT: a full socket completes with -EAGAIN and the
+		 * slot waits for POLLOUT here.  Left to the kernel, the retry
+		 * of a Unix datagram sendmsg sends what is left of an iovec
+		 * the refused attempt already copied from: an empty datagram
+		 * (unix_dgram_sendmsg copies, then finds the peer full). */
+		io_uring_prep_sendmsg(sqe, d->fd, &s->mh,
+				      MSG_NOSIGNAL | MSG_DONTWAIT);
 		io_uring_sqe_set_data64(sqe, ub__tag(s, UB_OP_SEND));
+		prev = sqe;
+		d->sends_armed++;
 		d->inflight++;
 		if (d->cancel_sent)
 			d->cancel_sent = false; /* armed after it: once more */
 	}
+}
+
+/* Wait until the socket can take a datagram again (one poll at a time;
+ * UB_OP_CONNECT on an endpoint is this wait: it has no connect op). */
+static void arm_pollout(ub_dgram *d)
+{
+	struct io_uring_sqe *sqe;
+
+	if (d->poll_armed || d->closing)
+		return;
+	sqe = ub__sqe(d->loop);
+	if (!sqe) {
+		retry_later(d);
+		return;
+	}
+	io_uring_prep_poll_add(sqe, d->fd, POLLOUT);
+	io_uring_sqe_set_data64(sqe, ub__tag(d, UB_OP_CONNECT));
+	d->inflight++;
+	d->poll_armed = true;
+}
+
+/* The refused datagrams go first, in the order they were queued. */
+static void requeue_refused(ub_dgram *d)
+{
+	if (!d->rhead)
+		return;
+	d->rtail->next = d->phead;
+	if (!d->phead)
+		d->ptail = d->rtail;
+	d->phead = d->rhead;
+	d->rhead = d->rtail = NULL;
 }
 
 void ub__dgram_send_cqe(struct ub_dsend *s, int res)
@@ -504,6 +564,26 @@ void ub__dgram_send_cqe(struct ub_dsend *s, int res)
 	ub_buf *b = s->buf;
 
 	d->inflight--;
+	d->sends_armed--;
+	/* The socket is full.  A connected endpoint, or an inet one, can
+	 * wait for POLLOUT and send the datagram again, whole.  An
+	 * unconnected Unix one cannot: POLLOUT says nothing about the peer
+	 * it sends to, which has no wait of its own to offer, so the
+	 * datagram is reported not sent (ERROR -EAGAIN) rather than sent
+	 * empty or retried in a spin. */
+	if (!d->closing &&
+	    ((res == -EAGAIN && (d->connected || d->family != AF_UNIX)) ||
+	     res == -ECANCELED /* behind a refused or failed one */)) {
+		s->next = NULL;
+		if (d->rtail)
+			d->rtail->next = s;
+		else
+			d->rhead = s;
+		d->rtail = s;
+		arm_pollout(d);
+		ub__dgram_dirty(d);
+		return;
+	}
 	d->nqueued--;
 	d->qbytes -= b->len;
 	if (res >= 0)
@@ -643,6 +723,8 @@ void ub__dgram_update(ub_dgram *d)
 
 	if (d->closed)
 		return;
+	if (d->closing)
+		requeue_refused(d); /* one last try each, before the cancel */
 	arm_sends(d);
 	if (d->closing) {
 		stop_waiting(d);
@@ -664,6 +746,8 @@ void ub__dgram_update(ub_dgram *d)
 		d->want_writable = false;
 		ub__emit_dgram(d->loop, UB_EV_WRITABLE, 0, d, NULL);
 	}
+	if (d->rhead && !d->poll_armed)
+		arm_pollout(d); /* an SQE was short when it was refused */
 	want_recv = d->recv_started && !d->user_paused;
 	/* The budget: at it, stop (datagrams wait in the socket) until a
 	 * buffer of ours comes back (pool.c dirties us then). */
@@ -689,6 +773,12 @@ void ub__dgram_cqe(ub_dgram *d, enum ub_op op, int res, unsigned cflags)
 	switch (op) {
 	case UB_OP_RECV:
 		on_recv(d, res, cflags);
+		break;
+	case UB_OP_CONNECT: /* the POLLOUT wait (arm_pollout) */
+		d->inflight--;
+		d->poll_armed = false;
+		requeue_refused(d); /* closing: one last try, then recycled */
+		ub__dgram_dirty(d);
 		break;
 	case UB_OP_CANCEL:
 		d->inflight--;
@@ -727,7 +817,9 @@ void ub__dgram_free(ub_dgram *d)
 		ub__list_del(&d->dirty_link);
 		d->dirty = false;
 	}
-	/* Queued but never armed (the loop is going): back to their pools. */
+	/* Queued but never armed, or refused and waiting (the loop is
+	 * going): back to their pools. */
+	requeue_refused(d);
 	while (d->phead) {
 		struct ub_dsend *s = d->phead;
 

@@ -326,16 +326,18 @@ struct ub_dgram {
 	uint32_t arm_tail;         /* rpool->br_tail when the receive was armed */
 	size_t rbudget;
 	/* send: slots[queue_max], free ones on sfree, queued but not yet
-	 * armed ones on phead..ptail; nqueued counts armed ones too */
-	struct ub_dsend *slots, *sfree, *phead, *ptail;
+	 * armed ones on phead..ptail, ones the socket refused (EAGAIN) on
+	 * rhead..rtail until the POLLOUT wait ends; nqueued counts them all */
+	struct ub_dsend *slots, *sfree, *phead, *ptail, *rhead, *rtail;
 	unsigned nslots, nqueued;
 	size_t qbytes, high, low;
 	uint64_t nrecv, nsent, nobufs;
 	unsigned inflight;         /* operations armed in the kernel */
+	unsigned sends_armed;      /* of them sends: one linked chain at most */
 	int close_res;
 	bool recv_armed, recv_cancelling, recv_waiting, throttled,
 		recv_started, user_paused, want_writable, want_spool,
-		connected, closing, cancel_sent, closed, dirty;
+		connected, closing, cancel_sent, closed, dirty, poll_armed;
 	char *unix_path;           /* bound by ub_dgram_open(): unlinked */
 	struct ub_list link;       /* loop->dgrams */
 	struct ub_list dirty_link; /* loop->ddirty */

@@ -176,7 +176,11 @@ void ub__buf_recycle(ub_buf *b)
 		ub__buf_set_state(b, UB_BUF_FREE);
 		b->next = p->free_head;
 		p->free_head = b;
-		if (!ub__list_empty(&p->send_waiters))
+		/* connections and datagram endpoints refused for want of
+		 * a buffer wait on their own lists (found by the fuzzer:
+		 * endpoints alone were never woken) */
+		if (!ub__list_empty(&p->send_waiters) ||
+		    !ub__list_empty(&p->dsend_waiters))
 			wake_senders(p);
 	}
 }

@@ -538,6 +538,11 @@ UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
  * the socket reported (an ICMP port unreachable after a send on a
  * connected endpoint: -ECONNREFUSED); the endpoint stays open.  Other
  * receive errors close it: ERROR, then CLOSED.
+ * A full socket: a datagram the kernel refuses for want of room waits, in
+ * order, until the socket polls writable and goes again, whole; except on
+ * an unconnected Unix endpoint, whose peer's queue (net.unix.
+ * max_dgram_qlen) nothing can wait for: there the datagram is not sent
+ * and ERROR -EAGAIN says so.
  * Pool exhaustion: when the receive pool has no free buffer the kernel ends
  * the multishot receive (-ENOBUFS); datagrams arriving meanwhile wait in the
  * socket or, once its buffer is full, are dropped by the kernel, which

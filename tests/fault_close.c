@@ -182,6 +182,8 @@ struct drain {
 	uint64_t seed;
 	struct th_peer peer;
 	int accepted;
+	int cport; /* our connection's local port, taken at CONNECT: it may
+		      drain into the socket and close before we accept */
 };
 
 static int port_of(int fd, int peer)
@@ -202,8 +204,9 @@ static int drain_step(void *arg)
 	int fd;
 
 	/* Accept what comes: the fillers are closed, ours is the peer. */
-	while (!d->accepted && (fd = accept(d->lfd, NULL, NULL)) >= 0) {
-		if (port_of(fd, 1) != port_of(ub_conn_fd(d->f->c), 0)) {
+	while (!d->accepted && d->cport &&
+	       (fd = accept(d->lfd, NULL, NULL)) >= 0) {
+		if (port_of(fd, 1) != d->cport) {
 			close(fd);
 			continue;
 		}
@@ -219,7 +222,11 @@ static int drain_step(void *arg)
 
 static void drain_event(const ub_event *ev, void *arg)
 {
-	on_event(ev, ((struct drain *)arg)->f);
+	struct drain *d = arg;
+
+	if (ev->type == UB_EV_CONNECT && ev->res == 0)
+		d->cport = port_of(ub_conn_fd(ev->conn), 0);
+	on_event(ev, d->f);
 }
 
 static void close_connecting_drain(int mode)

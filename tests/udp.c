@@ -599,6 +599,134 @@ static void test_close_inflight(void)
 	CHECK_OK(ub_loop_free(loop));
 }
 
+/* ---- a full Unix peer: sends wait, and go out whole and in order ----
+ *
+ * A Unix datagram socket's peer queue holds max_dgram_qlen (10) datagrams;
+ * a send beyond that gets EAGAIN from the kernel after it copied the data
+ * out of the iovec.  The kernel's own retry of such a sendmsg sends what
+ * is left of that iovec: nothing (0-byte datagrams, seen from the Lua
+ * tests).  Every datagram must arrive whole, once, in order. */
+
+static void test_unix_full_peer(void)
+{
+	enum { N = 40 };
+	ub_loop *loop = th_loop_new(NULL);
+	struct sockaddr_storage srv, peer;
+	socklen_t slen, plen;
+	ub_dgram_opts opt;
+	char name[64], data[600], got[700];
+	int err, fd, i, n = 0, errors = 0;
+	ub_pool *rpool = ub_pool_new(loop, 8, 1024, UB_POOL_RECV, &err);
+	ub_pool *spool = ub_pool_new(loop, 64, 1024, 0, &err);
+	ub_dgram *ep;
+	ub_event ev[16];
+	double deadline;
+
+	CHECK_PTR(rpool, err);
+	CHECK_PTR(spool, err);
+	ub_dgram_opts_init(&opt);
+	opt.send_pool = spool;
+	opt.flags = UB_DGRAM_NO_RECV;
+	snprintf(name, sizeof(name), "ub-udp-full-%d", (int)getpid());
+	ep = open_ep(loop, AF_UNIX, name, rpool, &opt, &srv, &slen);
+	/* the peer is not connected back: its queue limit applies */
+	fd = client_socket(AF_UNIX);
+	local_addr(fd, &peer, &plen);
+	CHECK_OK(ub_dgram_connect(ep, (struct sockaddr *)&peer, plen));
+	for (i = 0; i < N; i++) {
+		size_t len = 100 + (size_t)i * 11;
+
+		memset(data, 'a' + i % 26, len);
+		memcpy(data, &i, sizeof(i));
+		CHECK_EQ(ub_dgram_send(ep, data, len, NULL, 0), (ssize_t)len);
+	}
+	/* submitted: the peer's queue fills, the rest wait */
+	th_run_for(loop, NULL, NULL, NULL, 5, 100);
+	CHECK_CMP(ub_dgram_queued_bufs(ep), >, 0);
+	deadline = th_now_ms() + 10000;
+	while (n < N && th_now_ms() < deadline) {
+		ssize_t r = recv(fd, got, sizeof(got), 0);
+		int k, m;
+
+		if (r < 0) {
+			CHECK(errno == EAGAIN);
+			m = ub_loop_wait(loop, ev, 16, 0, 10);
+			CHECK_CMP(m, >=, 0);
+			for (k = 0; k < m; k++)
+				if (ev[k].type == UB_EV_ERROR)
+					errors++;
+			continue;
+		}
+		CHECK_EQ(r, 100 + n * 11);
+		memset(data, 'a' + n % 26, (size_t)r);
+		memcpy(data, &n, sizeof(n));
+		if (memcmp(got, data, (size_t)r) != 0)
+			TH_FAILF("datagram %d: wrong bytes", n);
+		n++;
+	}
+	CHECK_EQ(n, N);
+	CHECK_EQ(errors, 0);
+	th_run_for(loop, NULL, NULL, NULL, 5, 50);
+	CHECK_EQ(ub_dgram_queued_bufs(ep), 0);
+	CHECK_EQ(ub_dgram_sent(ep), N);
+	printf("  full Unix peer: %d datagrams whole and in order\n", N);
+	/* Unconnected, sending to the same full peer: nothing can wait for
+	 * it, so each datagram arrives whole or is reported (ERROR -EAGAIN),
+	 * never sent empty. */
+	close_ep(loop, ep);
+	ub_dgram_opts_init(&opt);
+	opt.send_pool = spool;
+	opt.flags = UB_DGRAM_NO_RECV;
+	snprintf(name, sizeof(name), "ub-udp-full2-%d", (int)getpid());
+	ep = open_ep(loop, AF_UNIX, name, rpool, &opt, &srv, &slen);
+	for (i = 0; i < N; i++) {
+		size_t len = 100 + (size_t)i * 11;
+
+		memset(data, 'a' + i % 26, len);
+		memcpy(data, &i, sizeof(i));
+		CHECK_EQ(ub_dgram_send(ep, data, len, (struct sockaddr *)&peer,
+				       plen), (ssize_t)len);
+	}
+	n = errors = 0;
+	deadline = th_now_ms() + 10000;
+	/* until nothing is queued and every event of it was returned */
+	for (;;) {
+		int k, m = ub_loop_wait(loop, ev, 16, 0, 10);
+
+		CHECK_CMP(m, >=, 0);
+		if (m == 0 && ub_dgram_queued_bufs(ep) == 0)
+			break;
+		CHECK(th_now_ms() < deadline);
+		for (k = 0; k < m; k++) {
+			if (ev[k].type == UB_EV_ERROR) {
+				CHECK_EQ(ev[k].res, -EAGAIN);
+				errors++;
+			}
+		}
+	}
+	for (i = 0; i < N; i++) {
+		ssize_t r = recv(fd, got, sizeof(got), 0);
+		int idx;
+
+		if (r < 0)
+			break;
+		CHECK_CMP(r, >=, (ssize_t)sizeof(idx));
+		memcpy(&idx, got, sizeof(idx));
+		CHECK(idx >= 0 && idx < N);
+		CHECK_EQ(r, 100 + idx * 11); /* whole, never empty */
+		n++;
+	}
+	CHECK_EQ(n + errors, N);
+	CHECK_CMP(errors, >, 0);
+	printf("  full Unix peer, unconnected: %d whole, %d reported "
+	       "not sent\n", n, errors);
+	close_ep(loop, ep);
+	th_check_pool_idle(spool, "send pool after close");
+	th_check_pool_idle(rpool, "recv pool after close");
+	close(fd);
+	CHECK_OK(ub_loop_free(loop));
+}
+
 /* ---- a Unix path: bound, then unlinked on close ---- */
 
 static void test_unix_path(void)
@@ -780,6 +908,7 @@ int main(void)
 	test_exhaustion();
 	test_budget();
 	test_close_inflight();
+	test_unix_full_peer();
 	test_unix_path();
 	test_echo(AF_INET, "echo over 127.0.0.1");
 	fd = socket(AF_INET6, SOCK_DGRAM, 0);
