@@ -97,7 +97,8 @@
 /* The order of one endpoint's datagrams on the unix pair (core/dgram.c
  * once armed every send on its own, and sends the socket could not take
  * waited in io-wq workers that woke in no set order: found here; now they
- * are linked and MSG_DONTWAIT).  0 takes each datagram exactly once, in
+ * are MSG_DONTWAIT, one batch at a time, and a refused one waits with
+ * everything after it behind it).  0 takes each datagram exactly once, in
  * any order. */
 #ifndef FUZZ_DGRAM_ORDER
 #define FUZZ_DGRAM_ORDER 1
