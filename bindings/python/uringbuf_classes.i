@@ -798,25 +798,15 @@ closing.";
 	PyObject *send(PyObject *data)
 	{
 		ub_conn *c = ubpy__conn_get($self);
-		Py_buffer view;
-		ssize_t r;
+		Py_ssize_t want;
 		long long n;
 
 		if (!c)
 			return NULL;
-		if (PyObject_TypeCheck(data, ((SwigPyClientData *)SWIGTYPE_p_ubpy_buf->clientdata)->pytype)) {
-			n = ubpy__send_buf($self, data);
-			if (n < 0)
-				return ubpy__none_or_raise(n);
-			return PyLong_FromLongLong(n);
-		}
-		if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-			return NULL;
-		r = ub_conn_send(c, view.buf, (size_t)view.len);
-		PyBuffer_Release(&view);
-		if (r < 0)
-			return ubpy__none_or_raise(r);
-		return PyLong_FromSsize_t(r);
+		n = ubpy__conn_send_obj($self, c, data, &want);
+		if (n < 0)
+			return ubpy__none_or_raise(n);
+		return PyLong_FromLongLong(n);
 	}
 
 	%feature("docstring") _wsend
@@ -828,19 +818,12 @@ transport learns both in one call.";
 	PyObject *_wsend(PyObject *data)
 	{
 		ub_conn *c = ubpy__conn_get($self);
-		Py_buffer view;
+		Py_ssize_t want;
 		long long n;
 
 		if (!c)
 			return NULL;
-		if (PyObject_TypeCheck(data, ((SwigPyClientData *)SWIGTYPE_p_ubpy_buf->clientdata)->pytype)) {
-			n = ubpy__send_buf($self, data);
-		} else {
-			if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-				return NULL;
-			n = ub_conn_send(c, view.buf, (size_t)view.len);
-			PyBuffer_Release(&view);
-		}
+		n = ubpy__conn_send_obj($self, c, data, &want);
 		if (n < 0)
 			return ubpy__none_or_raise(n);
 		return PyLong_FromLongLong(2 * n + (ub_conn_queued_bytes(c) >
@@ -860,7 +843,6 @@ above its high water mark.";
 	PyObject *_wsendv(PyObject *items)
 	{
 		ub_conn *c = ubpy__conn_get($self);
-		PyTypeObject *buftype = ((SwigPyClientData *)SWIGTYPE_p_ubpy_buf->clientdata)->pytype;
 		Py_ssize_t i, n;
 		long long partial = 0;
 
@@ -873,26 +855,18 @@ above its high water mark.";
 		}
 		n = PySequence_Fast_GET_SIZE(items);
 		for (i = 0; i < n; i++) {
-			PyObject *it = PySequence_Fast_GET_ITEM(items, i);
-			Py_buffer view;
-			long long r;
+			Py_ssize_t want;
+			long long r = ubpy__conn_send_obj(
+				$self, c, PySequence_Fast_GET_ITEM(items, i),
+				&want);
 
-			if (PyObject_TypeCheck(it, buftype)) {
-				r = ubpy__send_buf($self, it);
-			} else if (PyObject_GetBuffer(it, &view,
-						      PyBUF_SIMPLE) < 0) {
-				r = UBPY_EXC;
-			} else {
-				r = ub_conn_send(c, view.buf, (size_t)view.len);
-				if (r >= 0 && r < view.len)
-					partial = r;
-				PyBuffer_Release(&view);
-				if (partial)
-					break;
-			}
 			if (r < 0) {
 				/* write() redoes it and reports it properly */
 				PyErr_Clear();
+				break;
+			}
+			if (r < want) {
+				partial = r;
 				break;
 			}
 		}

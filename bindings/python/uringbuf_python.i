@@ -1768,6 +1768,30 @@ static int ubpy__dgram_opts(ub_dgram_opts *o, ubpy_loop *L,
 	return 0;
 }
 
+/* Connection.send() and the transport's _wsend/_wsendv: a Buffer zero
+ * copy (ubpy__send_buf), anything bytes-like copied (ub_conn_send).
+ * Returns the bytes accepted (*want: the bytes offered; fewer is a copy
+ * cut short), or -errno / UBPY_EXC. */
+static long long ubpy__conn_send_obj(ubpy_conn *h, ub_conn *c,
+				     PyObject *data, Py_ssize_t *want)
+{
+	Py_buffer view;
+	long long n;
+
+	if (PyObject_TypeCheck(data, ((SwigPyClientData *)
+				      SWIGTYPE_p_ubpy_buf->clientdata)->pytype)) {
+		n = ubpy__send_buf(h, data);
+		*want = n; /* all or nothing */
+		return n;
+	}
+	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+		return UBPY_EXC;
+	n = ub_conn_send(c, view.buf, (size_t)view.len);
+	*want = view.len;
+	PyBuffer_Release(&view);
+	return n;
+}
+
 static PyObject *ubpy__repr_state(const char *cls, const void *self,
 				 const char *state)
 {

@@ -474,7 +474,7 @@ class Transport:
 
     def _on_data(self, buf: Buffer) -> None:
         if self._reading and not self._stash and self._piped is None:
-            many = getattr(self._protocol, "buffers_received", None)
+            many = self._buffers_received()
             if many is not None:
                 many([buf])
             else:
@@ -494,7 +494,7 @@ class Transport:
             self._stash.append(buf)
 
     def _deliver_stash(self) -> None:
-        many = getattr(self._protocol, "buffers_received", None)
+        many = self._buffers_received()
         while self._stash and self._reading and not self._closing:
             if many is not None:
                 bufs = list(self._stash)
@@ -507,6 +507,10 @@ class Transport:
             self._eof_stashed = False
             self._on_eof()
 
+    def _buffers_received(self) -> Optional[Callable[[List[Buffer]], Any]]:
+        """The protocol's optional buffers_received, or None."""
+        return getattr(self._protocol, "buffers_received", None)
+
     def _set_fast(self) -> None:
         """Have Loop.dispatch() hand received buffers straight to
         data_received() (conn.on_data) exactly when _on_data() would; else
@@ -514,7 +518,7 @@ class Transport:
         fast = many = None
         if (self._reading and not self._stash and self._piped is None and
                 not self._lost and self._protocol is not None):
-            many = getattr(self._protocol, "buffers_received", None)
+            many = self._buffers_received()
             if many is None:
                 fast = self._protocol.data_received
         conn = self._conn
