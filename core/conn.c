@@ -86,7 +86,7 @@ int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *o)
 		return -EINVAL;
 	if (o->flags & ~(unsigned)(UB_CONN_NO_RECV | UB_CONN_SINGLESHOT |
 				   UB_CONN_NO_RECV_BUNDLE |
-				   UB_CONN_SENT_EVENTS))
+				   UB_CONN_SENT_EVENTS | UB_CONN_SOFT_WATER))
 		return -EINVAL;
 	if (o->recv_pool && (o->recv_pool->loop != loop ||
 			     !(o->recv_pool->flags & UB_POOL_RECV)))
@@ -506,17 +506,27 @@ static bool sends_over(const ub_conn *c)
 	return c->closing || c->shut_req || c->aborting || c->closed;
 }
 
-/* Queue a buffer on c without the high water check (pipes, internal). */
+/* At or above the high mark: counts what is spilled too. */
+static bool above_high(const ub_conn *c)
+{
+	return ub__sendq_queued(&c->sq) >= c->high;
+}
+
+/* Queue a buffer on c without the high water check (pipes, internal);
+ * behind the spill if anything is spilled. */
 static int queue_buf(ub_conn *c, ub_buf *buf)
 {
 	int ret;
 
 	if (sends_over(c))
 		return -EPIPE;
-	ret = ub__sendq_push(c, buf);
+	if (c->sq.spill_head)
+		ret = ub__sendq_spill_buf(c, buf);
+	else
+		ret = ub__sendq_push(c, buf);
 	if (ret < 0)
 		return ret;
-	if (c->sq.bytes >= c->high)
+	if (above_high(c))
 		c->want_writable = true;
 	ub__conn_dirty(c);
 	return 0;
@@ -532,7 +542,7 @@ static void deliver(ub_conn *c, ub_buf *buf)
 		return;
 	}
 	if (dst && queue_buf(dst, buf) == 0) {
-		if (dst->sq.bytes >= dst->high)
+		if (above_high(dst))
 			c->pipe_paused = true;
 		return;
 	}
@@ -693,6 +703,20 @@ void ub__conn_update(ub_conn *c)
 		}
 		return;
 	}
+	if (c->sq.spill_head && !c->want_spool) {
+		int ret = ub__sendq_unspill(c, c->spool);
+
+		if (ret == 1) {
+			/* Woken (dirty) when the pool has buffers again. */
+			c->want_spool = true;
+			ub__list_add_tail(&c->spool->send_waiters,
+					  &c->swait_link);
+		} else if (ret < 0) {
+			ub__conn_fail(c, ret);
+			ub__conn_dirty(c);
+			return;
+		}
+	}
 	if (c->connected) {
 		int ret = ub__sendq_publish(c);
 
@@ -704,17 +728,21 @@ void ub__conn_update(ub_conn *c)
 		if (ub__sendq_arm(c) < 0)
 			retry_later(c);
 		if (c->shut_req && !c->shut_done && !c->sq.head &&
-		    !c->send_armed) {
+		    !c->sq.spill_head && !c->send_armed) {
 			shutdown(c->fd, SHUT_WR);
 			c->shut_done = true;
 		}
 	}
+	/* After a shutdown only for soft water: its producer may have
+	 * stopped at the mark just before, and waits to hear it drained. */
 	if (c->want_writable && !c->want_spool && !c->closing &&
-	    !c->shut_req && c->sq.bytes <= c->low) {
+	    (!c->shut_req || (c->flags & UB_CONN_SOFT_WATER)) &&
+	    ub__sendq_queued(&c->sq) <= c->low) {
 		c->want_writable = false;
 		ub__emit(c->loop, UB_EV_WRITABLE, 0, c, NULL, NULL);
 	}
-	if (c->pipe_from && c->pipe_from->pipe_paused && c->sq.bytes <= c->low) {
+	if (c->pipe_from && c->pipe_from->pipe_paused &&
+	    ub__sendq_queued(&c->sq) <= c->low) {
 		c->pipe_from->pipe_paused = false;
 		ub__conn_dirty(c->pipe_from);
 	}
@@ -953,7 +981,7 @@ static int check_sendable(ub_conn *c)
 		return -ENOTCONN;
 	if (sends_over(c))
 		return -EPIPE;
-	if (c->sq.bytes >= c->high) {
+	if (!(c->flags & UB_CONN_SOFT_WATER) && above_high(c)) {
 		c->want_writable = true;
 		return -EAGAIN;
 	}
@@ -970,7 +998,12 @@ int ub_conn_send_buf(ub_conn *c, ub_buf *buf)
 	ret = check_sendable(c);
 	if (ret < 0)
 		return ret;
-	return queue_buf(c, buf);
+	ret = queue_buf(c, buf);
+	if (ret < 0)
+		return ret;
+	/* Soft water says "stop producing"; a hard mark says it with the
+	 * next refusal instead (compatible with the callers of old). */
+	return (c->flags & UB_CONN_SOFT_WATER) && above_high(c);
 }
 
 ssize_t ub_conn_send(ub_conn *c, const void *data, size_t len)
@@ -992,7 +1025,8 @@ ssize_t ub_conn_send(ub_conn *c, const void *data, size_t len)
 			return ret;
 		c->spool->users++;
 	}
-	while (off < len && c->sq.bytes < c->high) {
+	/* Into pool buffers while below the mark and nothing is spilled. */
+	while (off < len && c->sq.bytes < c->high && !c->sq.spill_head) {
 		ub_buf *b = ub_pool_acquire(c->spool, NULL);
 		size_t n = len - off;
 
@@ -1016,6 +1050,18 @@ ssize_t ub_conn_send(ub_conn *c, const void *data, size_t len)
 			break;
 		}
 		off += n;
+	}
+	if (off < len && (c->flags & UB_CONN_SOFT_WATER)) {
+		/* The rest waits in the spill, in order. */
+		ret = ub__sendq_spill_copy(c, p + off, len - off);
+		if (ret == 0)
+			off = len;
+		else if (off == 0)
+			return ret;
+		if (above_high(c))
+			c->want_writable = true;
+		ub__conn_dirty(c);
+		return (ssize_t)off;
 	}
 	if (off == 0) {
 		c->want_writable = true;
@@ -1097,7 +1143,7 @@ int ub_conn_close(ub_conn *c)
 		return -EINVAL;
 	if (c->closing || c->aborting || c->closed)
 		return -EPIPE;
-	if (c->connecting && !c->sq.head) {
+	if (c->connecting && !c->sq.head && !c->sq.spill_head) {
 		/* Nothing to deliver: do not wait for a connect that may
 		 * take minutes (SYN retries) to end; cancel it.  CLOSED 0,
 		 * no CONNECT, as after an abort. */
@@ -1130,8 +1176,14 @@ int ub_conn_abort(ub_conn *c)
 int ub_conn_fd(const ub_conn *c) { return c ? c->fd : -EINVAL; }
 int ub_conn_mode(const ub_conn *c) { return c ? c->mode : -EINVAL; }
 ub_loop *ub_conn_loop(const ub_conn *c) { return c ? c->loop : NULL; }
-size_t ub_conn_queued_bytes(const ub_conn *c) { return c ? c->sq.bytes : 0; }
-unsigned ub_conn_queued_bufs(const ub_conn *c) { return c ? c->sq.nbufs : 0; }
+size_t ub_conn_queued_bytes(const ub_conn *c)
+{
+	return c ? ub__sendq_queued(&c->sq) : 0;
+}
+unsigned ub_conn_queued_bufs(const ub_conn *c)
+{
+	return c ? c->sq.nbufs + c->sq.spill_nbufs : 0;
+}
 size_t ub_conn_high_water(const ub_conn *c) { return c ? c->high : 0; }
 size_t ub_conn_low_water(const ub_conn *c) { return c ? c->low : 0; }
 void *ub_conn_udata(const ub_conn *c) { return c ? c->udata : NULL; }
@@ -1171,6 +1223,17 @@ int ub_conn_set_recv_budget(ub_conn *c, size_t bytes)
 int ub_conn_is_closing(const ub_conn *c)
 {
 	return c ? sends_over(c) : -EINVAL;
+}
+
+int ub_conn_set_soft_water(ub_conn *c, int on)
+{
+	if (!c)
+		return -EINVAL;
+	if (on)
+		c->flags |= UB_CONN_SOFT_WATER;
+	else
+		c->flags &= ~(unsigned)UB_CONN_SOFT_WATER;
+	return 0;
 }
 
 int ub_conn_set_water(ub_conn *c, size_t high, size_t low)

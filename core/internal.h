@@ -191,6 +191,10 @@ struct ub_sendq {
 	uint32_t completed;  /* of those, buffers fully sent */
 	bool resync;         /* the kernel's ring head left our count */
 	unsigned resyncs;    /* times that happened (diagnostics) */
+	/* UB_CONN_SOFT_WATER: accepted, not in the FIFO yet (sendq.c) */
+	struct ub_spill *spill_head, *spill_tail;
+	size_t spill_bytes;
+	unsigned spill_nbufs; /* QUEUED buffers waiting in the spill */
 };
 
 int ub__sendq_push(ub_conn *c, ub_buf *buf);
@@ -198,6 +202,19 @@ int ub__sendq_publish(ub_conn *c);
 int ub__sendq_arm(ub_conn *c);
 int ub__sendq_complete(ub_conn *c, int res, unsigned cflags);
 void ub__sendq_drop(ub_conn *c);
+/* The spill: copy n bytes, or queue a buffer, behind what is spilled.
+ * -ENOMEM (nothing taken). */
+int ub__sendq_spill_copy(ub_conn *c, const void *data, size_t n);
+int ub__sendq_spill_buf(ub_conn *c, ub_buf *buf);
+/* Move the spill into the FIFO while it is below c's high mark: 0 (done,
+ * or at the mark), 1 (the send pool has no buffer: wait for one), or
+ * -errno (no send ring could be made). */
+int ub__sendq_unspill(ub_conn *c, ub_pool *spool);
+/* Bytes accepted and not yet sent: the FIFO's and the spill's. */
+static inline size_t ub__sendq_queued(const struct ub_sendq *q)
+{
+	return q->bytes + q->spill_bytes;
+}
 void ub__sendq_destroy(ub_conn *c);
 
 /* ---- connections (conn.c) ---- */

@@ -44,6 +44,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool ring_mode(const ub_conn *c)
@@ -51,19 +52,26 @@ static bool ring_mode(const ub_conn *c)
 	return c->mode == UB_MODE_RING || c->mode == UB_MODE_BUNDLE;
 }
 
-int ub__sendq_push(ub_conn *c, ub_buf *buf)
+/* RING / BUNDLE: the connection's ring, created on first use (idle
+ * connections cost no ring).  -ENOMEM or -ENOSPC. */
+static int ensure_ring(ub_conn *c)
 {
 	struct ub_sendq *q = &c->sq;
 
-	if (ring_mode(c) && !q->br) {
-		/* Created on first use: idle connections cost no ring. */
-		int ret = ub__buf_ring_new(c->loop, q->entries, 0, &q->br,
-					   &q->br_len, &q->bgid);
-		if (ret < 0)
-			return ret;
-	}
-	ub__buf_set_state(buf, UB_BUF_QUEUED);
-	buf->gen++; /* the application's handle is spent */
+	if (!ring_mode(c) || q->br)
+		return 0;
+	return ub__buf_ring_new(c->loop, q->entries, 0, &q->br, &q->br_len,
+				&q->bgid);
+}
+
+/* Append a QUEUED buffer to the FIFO.  -ENOMEM or -ENOSPC (no ring). */
+static int sendq_link(ub_conn *c, ub_buf *buf)
+{
+	struct ub_sendq *q = &c->sq;
+	int ret = ensure_ring(c);
+
+	if (ret < 0)
+		return ret;
 	buf->sent = 0;
 	buf->next = NULL;
 	if (q->tail)
@@ -75,6 +83,147 @@ int ub__sendq_push(ub_conn *c, ub_buf *buf)
 		q->unpub = buf;
 	q->nbufs++;
 	q->bytes += buf->len;
+	return 0;
+}
+
+/* The application's handle of buf is spent from here on. */
+static void mark_queued(ub_buf *buf)
+{
+	ub__buf_set_state(buf, UB_BUF_QUEUED);
+	buf->gen++;
+}
+
+int ub__sendq_push(ub_conn *c, ub_buf *buf)
+{
+	int ret = ensure_ring(c); /* first: on failure buf stays APP */
+
+	if (ret < 0)
+		return ret;
+	mark_queued(buf);
+	return sendq_link(c, buf);
+}
+
+/*
+ * The spill (UB_CONN_SOFT_WATER): what a soft-water connection accepted
+ * that its send queue cannot take yet, oldest first.  Bytes are copied to
+ * the heap when the send pool has no buffer or the queue is at its high
+ * mark (a connection above its mark takes no more of the shared send
+ * pool: the heap it spills into is the application's to bound, as with
+ * asyncio's transport buffer, and pause/WRITABLE tell it when).  A buffer
+ * queued while anything is spilled waits here too, so order holds.
+ * ub__sendq_unspill() moves the head into the queue as it drains.
+ */
+struct ub_spill {
+	struct ub_spill *next;
+	ub_buf *buf;          /* a QUEUED buffer waiting its turn, or NULL: */
+	size_t off, len, cap; /* heap bytes data[off, len) */
+	unsigned char data[];
+};
+
+#define UB_SPILL_CHUNK 16384u
+
+int ub__sendq_spill_copy(ub_conn *c, const void *data, size_t n)
+{
+	struct ub_sendq *q = &c->sq;
+	struct ub_spill *s = q->spill_tail;
+
+	if (!n)
+		return 0;
+	if (!s || s->buf || s->cap - s->len < n) {
+		size_t cap = n > UB_SPILL_CHUNK ? n : UB_SPILL_CHUNK;
+
+		s = malloc(sizeof(*s) + cap);
+		if (!s)
+			return -ENOMEM;
+		s->next = NULL;
+		s->buf = NULL;
+		s->off = s->len = 0;
+		s->cap = cap;
+		if (q->spill_tail)
+			q->spill_tail->next = s;
+		else
+			q->spill_head = s;
+		q->spill_tail = s;
+	}
+	memcpy(s->data + s->len, data, n);
+	s->len += n;
+	q->spill_bytes += n;
+	return 0;
+}
+
+int ub__sendq_spill_buf(ub_conn *c, ub_buf *buf)
+{
+	struct ub_sendq *q = &c->sq;
+	struct ub_spill *s = malloc(sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->next = NULL;
+	s->buf = buf;
+	s->off = s->cap = 0;
+	s->len = buf->len;
+	mark_queued(buf);
+	if (q->spill_tail)
+		q->spill_tail->next = s;
+	else
+		q->spill_head = s;
+	q->spill_tail = s;
+	q->spill_bytes += buf->len;
+	q->spill_nbufs++;
+	return 0;
+}
+
+static void spill_pop(struct ub_sendq *q)
+{
+	struct ub_spill *s = q->spill_head;
+
+	q->spill_head = s->next;
+	if (!q->spill_head)
+		q->spill_tail = NULL;
+	free(s);
+}
+
+int ub__sendq_unspill(ub_conn *c, ub_pool *spool)
+{
+	struct ub_sendq *q = &c->sq;
+
+	while (q->spill_head) {
+		struct ub_spill *s = q->spill_head;
+		int ret;
+
+		if (s->buf) {
+			ret = sendq_link(c, s->buf);
+			if (ret < 0)
+				return ret;
+			q->spill_bytes -= s->len;
+			q->spill_nbufs--;
+			spill_pop(q);
+			continue;
+		}
+		while (s->off < s->len) {
+			ub_buf *b;
+			size_t n = s->len - s->off;
+
+			if (q->bytes >= c->high)
+				return 0; /* the rest when it drains */
+			b = spool ? ub_pool_acquire(spool, NULL) : NULL;
+			if (!b)
+				return 1;
+			if (n > spool->size)
+				n = spool->size;
+			memcpy(ub_buf_data(b), s->data + s->off, n);
+			b->len = (uint32_t)n;
+			mark_queued(b);
+			ret = sendq_link(c, b);
+			if (ret < 0) {
+				ub__buf_recycle(b);
+				return ret;
+			}
+			s->off += n;
+			q->spill_bytes -= n;
+		}
+		spill_pop(q);
+	}
 	return 0;
 }
 
@@ -249,6 +398,13 @@ void ub__sendq_drop(ub_conn *c)
 	q->nbufs = 0;
 	q->bytes = 0;
 	q->published = q->completed = 0;
+	while (q->spill_head) {
+		if (q->spill_head->buf)
+			ub__buf_recycle(q->spill_head->buf);
+		spill_pop(q);
+	}
+	q->spill_bytes = 0;
+	q->spill_nbufs = 0;
 }
 
 void ub__sendq_destroy(ub_conn *c)

@@ -307,6 +307,9 @@ enum ub_conn_flags {
 	UB_CONN_SINGLESHOT = 1u << 1,     /* one-shot recv, re-armed each time */
 	UB_CONN_NO_RECV_BUNDLE = 1u << 2, /* never use recv bundles          */
 	UB_CONN_SENT_EVENTS = 1u << 3,    /* emit UB_EV_SENT per completion  */
+	UB_CONN_SOFT_WATER = 1u << 4,     /* the high water mark is soft: sends
+					     are never refused for it (see
+					     ub_conn_set_soft_water())      */
 };
 
 typedef struct ub_conn_opts {
@@ -360,7 +363,8 @@ UB_EXTERN ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
  * Queue an APP buffer (ub_buf_len bytes) for sending: zero copy.  The buffer
  * may come from any pool of the same loop; it becomes QUEUED and returns to
  * its own pool once sent.  Errors: -EINVAL (NULL, not APP, empty, other
- * loop), -EAGAIN (queue at or above the high water mark; WRITABLE follows),
+ * loop), -EAGAIN (queue at or above the high water mark; WRITABLE follows;
+ * never with UB_CONN_SOFT_WATER, where 1 says the queue is now above it),
  * -EPIPE
  * (connection closing or closed), -ENOTCONN (connect failed), -ENOMEM or
  * -ENOSPC (the first send in RING/BUNDLE mode could not create the
@@ -372,11 +376,30 @@ UB_EXTERN int ub_conn_send_buf(ub_conn *conn, ub_buf *buf);
  * Copy len bytes into buffers of the send pool and queue them.  Returns the
  * bytes accepted (maybe fewer than len, like write(2)), or -EAGAIN (nothing
  * accepted: queue at or above high water or no free buffer; WRITABLE
- * follows), -EPIPE, -ENOTCONN, -EINVAL (conn NULL, data NULL with len > 0),
+ * follows; never with UB_CONN_SOFT_WATER, which takes all len), -EPIPE, -ENOTCONN, -EINVAL (conn NULL, data NULL with len > 0),
  * -ENOMEM or -ENOSPC (the default send pool or the send ring could not be
  * made; see ub_conn_send_buf()).  len 0 returns 0 if the conn can send.
  */
 UB_EXTERN ssize_t ub_conn_send(ub_conn *conn, const void *data, size_t len);
+
+/*
+ * Soft backpressure (UB_CONN_SOFT_WATER; on = 1 sets it, 0 clears it):
+ * the high water mark stops being a refusal and becomes a signal, as in
+ * asyncio's and libuv's write queues.  ub_conn_send_buf() queues the
+ * buffer whatever the queue holds and returns 1 when the queue is now at
+ * or above the high mark (0 below it); ub_conn_send() accepts all len
+ * bytes (failing only for want of memory, see there).  Either way, above
+ * the mark UB_EV_WRITABLE follows once the queue is at or below the low
+ * mark: the caller stops producing until then.  Bytes the send pool
+ * cannot take, or that arrive while the queue is above its high mark (so
+ * that one connection takes no more of the shared send pool), are copied
+ * to the heap and move into pool buffers as the queue drains; a buffer
+ * queued behind them waits its turn.  Order, close and shutdown after draining
+ * are as for everything queued; ub_conn_queued_bytes() counts all of it.
+ * That memory is bounded by what the application writes past the
+ * signal.  -EINVAL if conn is NULL.
+ */
+UB_EXTERN int ub_conn_set_soft_water(ub_conn *conn, int on);
 
 /* Ask for one UB_EV_WRITABLE once the queue is at or below the low water
  * mark (in the next wait if it already is), without a refused send: for a

@@ -517,8 +517,9 @@ end
 -- @tparam string|buf data
 -- @tparam[opt] integer i for a string: first byte (string.sub rules)
 -- @tparam[opt] integer j for a string: last byte
--- @return bytes queued, or nil, message, errno (EAGAIN: above the high
---   water mark, a "writable" event follows; EPIPE: closing)
+-- @return bytes queued and whether the queue is now at or above its high
+--   water mark; or nil, message, errno (EAGAIN: above the high water
+--   mark without soft water, a "writable" event follows; EPIPE: closing)
 Conn.send = core.conn_send
 Conn.send_buf = core.ub_conn_send_buf
 --- Forward everything received here into dst's send queue, in the core,
@@ -533,6 +534,16 @@ Conn.queued_bufs = core.ub_conn_queued_bufs
 Conn.high_water = core.ub_conn_high_water
 Conn.low_water = core.ub_conn_low_water
 Conn.set_water = core.ub_conn_set_water
+--- Soft water (on: true) makes the high water mark a signal instead of a
+-- refusal: `send` takes every byte and every buffer and says whether the
+-- queue is now at or above the mark; a "writable" event follows at the
+-- low mark.  What the send pool cannot take yet waits in the core, in
+-- order.  The server helper sets it on every connection it manages.
+-- @tparam boolean on
+-- @return true, or nil, message, errno
+function Conn:set_soft_water(on)
+	return core.ub_conn_set_soft_water(self, on and 1 or 0)
+end
 Conn.is_closing = core.ub_conn_is_closing
 Conn.bytes_sent = core.ub_conn_bytes_sent
 Conn.bytes_received = core.ub_conn_bytes_received

@@ -1334,11 +1334,14 @@ int ubl_handle_set_state(lua_State *L)
 
 /* send(conn, string [, i [, j]]) copies (string.sub's i, j) through the
  * send pool; send(conn, buf) queues the buffer itself, zero copy.  Returns
- * the bytes queued (a string may be taken in part, like write(2)), or nil,
- * message, errno (EAGAIN above the high water mark). */
+ * the bytes queued (a string may be taken in part, like write(2)) and
+ * whether the queue is now at or above its high water mark; or nil,
+ * message, errno (EAGAIN above the high water mark, unless the connection
+ * has soft water: ub_conn_set_soft_water). */
 int ubl_conn_send(lua_State *L)
 {
 	ub_conn *c = ubl_check_conn(L, 1);
+	lua_Integer n;
 
 	if (lua_type(L, 2) == LUA_TSTRING) {
 		size_t l, i, j;
@@ -1351,20 +1354,21 @@ int ubl_conn_send(lua_State *L)
 				 i > j ? 0 : j - i + 1);
 		if (r < 0)
 			return ubl_push_error(L, (int)r);
-		lua_pushinteger(L, (lua_Integer)r);
-		return 1;
-	}
-	if (luaL_testudata(L, 2, UBL_BUF)) {
+		n = (lua_Integer)r;
+	} else if (luaL_testudata(L, 2, UBL_BUF)) {
 		ub_buf *b = ubl_check_buf(L, 2);
 		size_t len = ub_buf_len(b);
 		int r = ub_conn_send_buf(c, b);
 
 		if (r < 0)
 			return ubl_push_error(L, r);
-		lua_pushinteger(L, (lua_Integer)len);
-		return 1;
+		n = (lua_Integer)len;
+	} else {
+		return luaL_typeerror(L, 2, "string or " UBL_BUF);
 	}
-	return luaL_typeerror(L, 2, "string or " UBL_BUF);
+	lua_pushinteger(L, n);
+	lua_pushboolean(L, ub_conn_queued_bytes(c) >= ub_conn_high_water(c));
+	return 2;
 }
 
 /* ---- datagram endpoints ------------------------------------------------ */

@@ -793,7 +793,8 @@ Queue data.  A Buffer is forwarded without copying (see send_buf()) and
 the number of bytes it holds is returned.  Anything else bytes-like is
 copied into send-pool buffers: the bytes accepted are returned, maybe fewer
 than len(data), like write(2).  BlockingIOError (EAGAIN) when the queue is
-above its high water mark (EV_WRITABLE follows); BrokenPipeError once
+above its high water mark (EV_WRITABLE follows; never after
+set_soft_water(True), which takes it all); BrokenPipeError once
 closing.";
 	PyObject *send(PyObject *data)
 	{
@@ -881,7 +882,8 @@ above its high water mark.";
 Queue a Buffer (any pool of this loop) without copying; it returns to its
 own pool once sent and the handle is stale from now on.  BufferError while
 a view of it is exported; ValueError if it is empty or of another loop;
-BlockingIOError above the high water mark (the buffer stays yours).";
+BlockingIOError above the high water mark (the buffer stays yours; never
+after set_soft_water(True)).";
 	ubpy_rc send_buf(PyObject *buf)
 	{
 		long long n = ubpy__send_buf($self, buf);
@@ -993,6 +995,21 @@ EV_WRITABLE comes once the queue is at or below low.";
 			return UBPY_EXC;
 		}
 		return ub_conn_set_water(c, high, low);
+	}
+
+	%feature("docstring") set_soft_water
+	"set_soft_water(on) -> None: with on true the high water mark is a
+signal, not a refusal (UB_CONN_SOFT_WATER): send() takes every byte and
+send_buf() every buffer whatever the queue holds, and EV_WRITABLE follows
+once the queue is at or below the low mark.  Bytes the send pool cannot
+take, or that come while the queue is above its high mark, wait in the
+core's heap, in order (queued_bytes counts them).  uringbuf.Transport
+sets it: write() never refuses.";
+	ubpy_rc set_soft_water(int on)
+	{
+		ub_conn *c = ubpy__conn_get($self);
+
+		return c ? ub_conn_set_soft_water(c, on) : UBPY_EXC;
 	}
 
 	%feature("docstring") want_writable

@@ -57,6 +57,11 @@
  * ub_dgram_want_writable) must have had its WRITABLE; ub_dgram_sent() and
  * ub_dgram_received() must equal the model's counts; then all are closed.
  *
+ * Soft water (opcode 6 with bit 7 of its second argument byte): a conn
+ * with UB_CONN_SOFT_WATER must take every send whole (send returns n,
+ * send_buf 0 or 1, and 1 exactly at the high mark), spilling what its
+ * queue cannot take yet; the byte model checks that the spill keeps order.
+ *
  * Input: byte 0 send mode (bundle/ring/serial, mod 3), byte 1 pair kinds
  * and conn flags, then one opcode byte plus argument bytes per step (see
  * the switch in run()).  Opcodes 0xc0..0xdf (which no seed of the
@@ -124,6 +129,7 @@ struct cstate {
 	size_t outlen;
 	uint64_t rx;      /* bytes received and checked */
 	int closed, eof, error, closing, aborted, shut, closed_seen;
+	int soft;         /* UB_CONN_SOFT_WATER: sends are never refused */
 };
 
 struct dstate {
@@ -349,9 +355,12 @@ static void relay_flush(struct fz *f)
 		} else {
 			r = ub_conn_send_buf(dst->c, b);
 		}
-		if (r == -EAGAIN)
+		if (r == -EAGAIN) {
+			ASSERT(!dst->soft);
 			return;
-		if (r == 0) {
+		}
+		if (r >= 0) {
+			ASSERT(r == 0 || dst->soft);
 			out_append(f, 2, ub_buf_data(b), n);
 		} else {
 			ASSERT(r == -EPIPE);
@@ -579,11 +588,12 @@ static void op_send(struct fz *f, int i, size_t n)
 	if (r >= 0) {
 		ASSERT((size_t)r <= n);
 		ASSERT(n == 0 || r > 0);
+		ASSERT(!s->soft || (size_t)r == n); /* soft: all of it */
 		ASSERT(!s->closing && !s->shut);
 		out_append(f, i, tmp, (size_t)r);
 	} else if (r == -EPIPE) {
 		ASSERT(s->closing || s->shut || ub_conn_is_closing(s->c));
-	} else if (r != -EAGAIN) {
+	} else if (r != -EAGAIN || s->soft) {
 		FAIL("ub_conn_send: %zd", r);
 	}
 }
@@ -638,6 +648,14 @@ static void op_send_buf(struct fz *f, int i, size_t n, int from_held)
 		ASSERT(ub_buf_set_len(b, n) == 0);
 	}
 	r = ub_conn_send_buf(s->c, b);
+	if (r == 1) {
+		/* soft water: queued, and the queue is at its high mark */
+		ASSERT(s->soft);
+		ASSERT(ub_conn_queued_bytes(s->c) >= ub_conn_high_water(s->c));
+		r = 0;
+	} else if (r == 0 && s->soft) {
+		ASSERT(ub_conn_queued_bytes(s->c) < ub_conn_high_water(s->c));
+	}
 	if (r == 0) {
 		ASSERT(ub_buf_state(b) == UB_BUF_QUEUED);
 		ASSERT(!s->closing);
@@ -655,7 +673,7 @@ static void op_send_buf(struct fz *f, int i, size_t n, int from_held)
 		ASSERT(ub_buf_release(b) == -EINVAL);
 		return;
 	}
-	if (r != -EAGAIN && r != -EPIPE)
+	if ((r != -EAGAIN || s->soft) && r != -EPIPE)
 		FAIL("ub_conn_send_buf: %d", r);
 	ASSERT(ub_buf_state(b) == UB_BUF_APP); /* a refusal changes nothing */
 	if (!from_held)
@@ -1606,7 +1624,16 @@ static void run(struct fz *f)
 			op_release(f, b);
 			break;
 		case 6:
-			op_pipe(f, b & 1);
+			if ((b & 0x80) && f->cs[i].c) {
+				/* soft water on or off (sends accepted while it
+				 * was on may still be spilled: they drain all
+				 * the same) */
+				f->cs[i].soft = (b >> 6) & 1;
+				ASSERT(ub_conn_set_soft_water(
+					       f->cs[i].c, f->cs[i].soft) == 0);
+			} else {
+				op_pipe(f, b & 1);
+			}
 			break;
 		case 7:
 			if (f->cs[i].c && (b & 2)) {

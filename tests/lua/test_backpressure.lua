@@ -45,6 +45,65 @@ T.test("event API: EAGAIN above high water, then writable", function()
 	T.ok(s:queued_bytes() <= LOW)
 end)
 
+T.test("event API: soft water takes every send and says when to stop", function()
+	local loop <close> = assert(ub.loop())
+	local l = assert(loop:listen("127.0.0.1:0", { high_water = HIGH, low_water = LOW }))
+	local c = assert(loop:connect(l:address(), { no_recv = true }))
+	c:set_buffers(4096, 4096)
+	local s
+	while not s do
+		local n, ev = assert(loop:wait(1, 100))
+		for i = 1, n do if ev[i].type == "accept" then s = ev[i].conn end end
+	end
+	s:set_buffers(4096, 0)
+	T.ok(s:set_soft_water(true))
+	-- strings and buffers, numbered, far past the mark: all taken, in order
+	local parts, above_seen = {}, false
+	for i = 1, 400 do
+		local piece = string.format("%05d", i) .. string.rep("s", 995)
+		local n, above
+		if i % 3 == 0 then
+			local b = assert(loop:send_pool():acquire())
+			b:write(1, piece)
+			n, above = s:send(b)
+			T.eq(b:valid(), false, "the buffer is the queue's")
+		else
+			n, above = s:send(piece)
+		end
+		T.eq(n, #piece, "taken whole")
+		T.eq(above, s:queued_bytes() >= HIGH, "above says the mark")
+		above_seen = above_seen or above
+		parts[i] = piece
+	end
+	T.ok(above_seen, "went above the mark")
+	T.ok(s:queued_bytes() > 300 * 1000, "all of it queued", s:queued_bytes())
+	-- no writable while the client does not read
+	for _ = 1, 3 do
+		local n, ev = assert(loop:wait(0, 20))
+		for i = 1, n do T.ok(ev[i].type ~= "writable", "no writable yet") end
+	end
+	assert(c:resume())
+	local expect = table.concat(parts)
+	local got, writable = {}, 0
+	local deadline = ub.now() + 10
+	while #table.concat(got) < #expect and ub.now() < deadline do
+		local n, ev = assert(loop:wait(1, 50))
+		for i = 1, n do
+			local e = ev[i]
+			if e.type == "writable" and e.conn == s then
+				writable = writable + 1
+				T.ok(s:queued_bytes() <= LOW, "writable at the low mark")
+			end
+			if e.type == "data" then got[#got + 1] = tostring(e.buf); e.buf:release() end
+		end
+	end
+	T.ok(table.concat(got) == expect, "every byte, in order")
+	T.eq(writable, 1, "one writable")
+	T.ok(s:set_soft_water(false))
+	local bad = pcall(s.set_soft_water)
+	T.eq(bad, false, "no connection: an error")
+end)
+
 -- A server and one client on it; the client does not read until told.
 local function setup(server_t, client_t)
 	server_t.port = 0

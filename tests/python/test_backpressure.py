@@ -1,6 +1,8 @@
 """Backpressure: pause_writing() above the high water mark, resume_writing()
 at the low one, and no byte lost or reordered whether the protocol obeys
-them or not (what the send queue refuses waits in the transport)."""
+them or not (the core's send queue takes every write: soft water, what
+its send pool cannot take yet waiting in the core, in order)."""
+import os
 import socket
 import threading
 import time
@@ -8,7 +10,8 @@ import unittest
 
 import uringbuf
 
-from ubtest import DEADLINE, MODES, ModeTestCase, pattern, small_buffers
+from ubtest import (DEADLINE, MODES, ModeTestCase, pattern, small_buffers,
+                    wait_events)
 
 HIGH, LOW = 64 * 1024, 16 * 1024
 
@@ -139,8 +142,8 @@ class Backpressure(ModeTestCase):
                 for size in pauses:
                     self.assertLessEqual(size, HIGH + 2 * 8192 + 4096)
             else:
-                # Everything was written at once: the transport held what
-                # the send queue refused.
+                # Everything was written at once: the core's queue took
+                # it all (soft water), far above the mark.
                 self.assertEqual(len(pauses), 1)
                 self.assertGreater(held, self.SIZE // 2)
         finally:
@@ -185,6 +188,83 @@ class Backpressure(ModeTestCase):
             tr.abort()
         finally:
             loop.close()
+
+
+class SoftWater(ModeTestCase):
+    """Connection.set_soft_water(True) on the event API: send() and
+    send_buf() take everything, far past the mark; one EV_WRITABLE at the
+    low mark once the peer reads; every byte in order."""
+
+    def run_mode(self, mode):
+        self.need_mode(mode)
+        loop = uringbuf.Loop()
+        ls = socket.socket()
+        try:
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            ls.bind(("127.0.0.1", 0))
+            ls.listen(1)
+            conn = loop.connect(ls.getsockname(), mode=mode,
+                                high_water=HIGH, low_water=LOW)
+            with socket.socket(fileno=os.dup(conn.fd)) as dup:
+                dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            ev = []
+            wait_events(loop, lambda: ev, lambda e: ev.append(e.type))
+            self.assertEqual(ev, [uringbuf.EV_CONNECT])
+            ls.settimeout(DEADLINE)
+            peer, _ = ls.accept()
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            with self.assertRaises(BlockingIOError):
+                for _ in range(1000):  # the hard mark refuses
+                    conn.send(bytes(4096))
+            sent = conn.queued_bytes  # zeros, read first below
+            conn.set_soft_water(True)
+            data = pattern(7, 1 << 20)
+            pool = loop.send_pool()
+            pos = 0
+            while pos < len(data):
+                chunk = data[pos:pos + 5000]
+                if (pos // 5000) % 3 == 2:
+                    buf = pool.acquire()
+                    n = min(len(chunk), buf.capacity)
+                    buf.length = n
+                    with memoryview(buf) as m:
+                        m[:] = chunk[:n]
+                    self.assertEqual(conn.send(buf), n)
+                else:
+                    n = len(chunk)
+                    self.assertEqual(conn.send(chunk), n)
+                pos += n
+                loop.wait(min=0, timeout=0)
+            self.assertGreater(conn.queued_bytes, 512 * 1024)
+            peer.setblocking(False)
+            got = bytearray()
+            writable = 0
+            deadline = time.monotonic() + DEADLINE
+            while len(got) < sent + len(data) and \
+                    time.monotonic() < deadline:
+                for e in loop.wait(min=0, timeout=5):
+                    if e.type == uringbuf.EV_WRITABLE:
+                        writable += 1
+                        self.assertLessEqual(conn.queued_bytes, LOW)
+                try:
+                    got += peer.recv(65536)
+                except BlockingIOError:
+                    pass
+            self.assertEqual(bytes(got[sent:]), data)
+            self.assertEqual(bytes(got[:sent]), bytes(sent))
+            self.assertGreaterEqual(writable, 1)
+            with self.assertRaises(TypeError):
+                conn.set_soft_water("yes")
+            peer.close()
+            conn.abort()
+        finally:
+            ls.close()
+            loop.close()
+
+    def test_every_mode(self):
+        for mode in MODES:
+            with self.subTest(mode=mode):
+                self.run_mode(mode)
 
 
 if __name__ == "__main__":

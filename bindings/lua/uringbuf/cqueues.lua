@@ -111,15 +111,10 @@ function Attach:events()
 	return "r"
 end
 
---- 0 while more events are ready, else the seconds until the server's
--- next deadline (`Server:next_deadline`) or nil (cqueues pollable
--- protocol).
+--- 0 while more events are ready, else nil: the core keeps every
+-- deadline and wakes the poll fd (cqueues pollable protocol).
 function Attach:timeout()
 	if self.more then return 0 end
-	local srv = self.server
-	if srv.next_deadline and ub.valid(srv.loop) then
-		return srv:next_deadline()
-	end
 	return nil
 end
 

@@ -45,7 +45,7 @@ end
 
 -- Close the libuv handles (idempotent).
 local function close_handles(self)
-	for _, k in ipairs { "poll", "prepare", "idle", "timer" } do
+	for _, k in ipairs { "poll", "prepare", "idle" } do
 		local h = self[k]
 		if h then
 			self[k] = nil
@@ -78,20 +78,6 @@ local function run(self, woken)
 			idle:stop()
 			self.idling = false
 		end
-	end
-	-- A deadline of the server helper (a graceful close waiting for
-	-- held-back writes) needs a wake-up even if no event comes.
-	local d = srv.next_deadline and srv:next_deadline()
-	local timer = self.timer
-	if d and self.poll then
-		if not timer then
-			timer = uv.new_timer()
-			timer:unref()
-			self.timer = timer
-		end
-		timer:start(math.ceil(d * 1000), 0, self.idle_cb)
-	elseif timer and timer:is_active() then
-		timer:stop()
 	end
 end
 

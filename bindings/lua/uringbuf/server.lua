@@ -39,7 +39,7 @@ local join_addr, split_addr = I.join_addr, I.split_addr
 local S = {}
 
 local errno = core.errno
-local EAGAIN, EPIPE = errno.EAGAIN, errno.EPIPE
+local EPIPE = errno.EPIPE
 local type, pairs, next, error = type, pairs, next, error
 local setmetatable, getmetatable, tostring = setmetatable, getmetatable,
 	tostring
@@ -56,7 +56,7 @@ local state, set_state = core.state, core.set_state
 local strerror = core.strerror
 
 -- The state of the connection whose on_data callback is running (the
--- source that a refused write pauses).
+-- source that a write above the high water mark pauses).
 local current
 -- The state of the connection whose handler coroutine is running: set
 -- around every resume of a handler, so that write() and read() know
@@ -86,18 +86,12 @@ end
 
 -- What the servers of one loop share, in the loop handle's state slot
 -- (dropped with the loop):
---   closing   state -> the monotonic time at which a graceful close that
---             waits for held-back writes (close_pending) becomes an abort.
---             The core's close deadline starts only when
---             core.ub_conn_close() is called, which waits for the held
---             data to reach the send queue; a peer that never reads would
---             keep it waiting for ever without this.
 --   kept      states of connections that kept a received buffer in the
 --             current batch (see collect_kept()); emptied every batch.
 local function loop_state(loop)
 	local ls = state(loop)
 	if not ls then
-		ls = { closing = {}, kept = {} }
+		ls = { kept = {} }
 		set_state(loop, ls)
 	end
 	return ls
@@ -123,14 +117,16 @@ end
 -- below read as their defaults (shared empty tables, fixed numbers) until
 -- a connection first uses them, so an idle connection costs a small table
 -- (10,000 idle connections: bench/RESULTS.md, memory).
---   fifo[ff..fl]          refused writes, in order
---   blocked               states of the sources paused by our fifo
---   blocked_by            states of the fifos that paused us
+--   blocked               states of the sources paused by our send queue
+--                         (above its high water mark)
+--   blocked_by            states of the queues that paused us
 --   inq[iq..iq+inq_n-1]   buffers waiting for read()
 -- Other fields: srv, h (callbacks), conn (the handle: the state is in its
 -- slot, so this cycle is collected with it), co (the handler coroutine),
 -- rwait / wwait (the state of the handler waiting in read() / write()),
--- err, errno, eof, closing, closed, close_pending, shut_pending.
+-- err, errno, eof, closing, closed.
+-- Written data never waits here: the core's queue takes every write (soft
+-- backpressure, ub_conn_set_soft_water) and closes or shuts down after it.
 local EMPTY = setmetatable({}, {
 	__newindex = function(_, _, v)
 		-- clearing an absent key is fine; anything else is a bug here
@@ -138,8 +134,8 @@ local EMPTY = setmetatable({}, {
 	end,
 })
 local STATE_MT = { __index = {
-	ff = 1, fl = 0, iq = 1, inq_n = 0,
-	fifo = EMPTY, blocked = EMPTY, blocked_by = EMPTY, inq = EMPTY,
+	iq = 1, inq_n = 0,
+	blocked = EMPTY, blocked_by = EMPTY, inq = EMPTY,
 } }
 
 -- st[k] as a table of st's own, made on first write.
@@ -152,19 +148,15 @@ local function own(st, k)
 	return t
 end
 
--- close_timeout of the options a connection was made with, in seconds
--- (nil: the core's default; math.huge: never).
-local function new_state(srv, conn, h, recv_on, close_timeout)
+local function new_state(srv, conn, h, recv_on)
 	local st = setmetatable({
 		srv = srv, h = h, conn = conn,
 		recv_on = recv_on, user_paused = not recv_on,
-		close_timeout = close_timeout,
 	}, STATE_MT)
 	set_state(conn, st)
+	core.ub_conn_set_soft_water(conn, 1)
 	return st
 end
-
-local DEF_CLOSE_TIMEOUT = (core.UB_DEF_CLOSE_TIMEOUT_MS or 30000) / 1000
 
 -- Resume the handler coroutine of hst (with conn the first time).  When it
 -- ends, its connection closes gracefully (unless it is going already, or
@@ -200,12 +192,6 @@ local function start_handler(conn, st)
 end
 
 local function release_all(st)
-	for i = st.ff, st.fl do
-		local x = st.fifo[i]
-		if is_buf(x) and valid(x) then x:release() end
-		st.fifo[i] = nil
-	end
-	st.ff, st.fl = 1, 0
 	for i = st.iq, st.iq + st.inq_n - 1 do
 		local b = st.inq[i]
 		if b and valid(b) then b:release() end
@@ -214,7 +200,7 @@ local function release_all(st)
 	st.iq, st.inq_n = 1, 0
 end
 
--- Sources that our fifo paused may receive again (a source on a loop that
+-- Sources that our queue paused may receive again (a source on a loop that
 -- is gone has nothing left to resume).
 local function unblock(st)
 	for sst in pairs(st.blocked) do
@@ -224,69 +210,13 @@ local function unblock(st)
 	end
 end
 
--- Send as much of string s (from byte off + 1) as the queue takes.
--- Returns the new offset, or nil, msg, errno on a hard failure.
-local function send_string(conn, s, off)
-	local n = #s
-	while off < n do
-		local r, msg, en = send(conn, s, off + 1)
-		if not r then
-			if en == EAGAIN then return off end
-			return nil, msg, en
-		end
-		off = off + r
-	end
-	return off
-end
-
--- Push the fifo into the send queue.  true once it is empty.
-local function flush(st)
-	local conn = st.conn
-	while st.ff <= st.fl do
-		local x = st.fifo[st.ff]
-		if type(x) == "string" then
-			local off, msg, en = send_string(conn, x, 0)
-			if not off then return nil, msg, en end
-			if off < #x then
-				st.fifo[st.ff] = x:sub(off + 1)
-				return false
-			end
-		else
-			local r, msg, en = send(conn, x)
-			if not r then
-				if en == EAGAIN then return false end
-				return nil, msg, en
-			end
-		end
-		st.fifo[st.ff] = nil
-		st.ff = st.ff + 1
-	end
-	st.ff, st.fl = 1, 0
-	return true
-end
-
 local function fail_state(st, msg, en)
 	if not st.err then st.err, st.errno = msg, en end
-end
-
--- The fifo drained (or the connection is going): finish what waited on it.
-local function drained(st)
-	unblock(st)
-	if st.close_pending then
-		st.close_pending = nil
-		st.srv.ls.closing[st] = nil
-		core.ub_conn_close(st.conn)
-	elseif st.shut_pending then
-		st.shut_pending = nil
-		core.ub_conn_shutdown(st.conn)
-	end
 end
 
 -- Abort st's connection now: drop what it holds, let its sources go.
 local function abort_state(st)
 	st.closing = true
-	st.close_pending = nil
-	st.srv.ls.closing[st] = nil
 	release_all(st)
 	unblock(st)
 	return core.ub_conn_abort(st.conn)
@@ -310,15 +240,18 @@ end
 
 --- Write a string (copied) or a buffer (zero copy; the buffer is the
 -- connection's from then on, and is released if the write fails) to a
--- managed connection, in order with earlier writes.
+-- managed connection, in order with earlier writes.  The send queue takes
+-- every write; its high water mark says when to stop producing.
 --
--- In a handler coroutine: waits (yields) while the send queue is above its
--- high water mark; returns true once queued.
+-- In a handler coroutine: queues, then waits (yields) while the queue is
+-- above its high water mark; returns true (or nil, message, errno if the
+-- connection failed meanwhile).
 --
--- Elsewhere (callbacks): never waits.  Returns true if queued, or false if
--- held back because the queue is above its high water mark: the data goes
--- out later, in order, and the connection whose callback is running stops
--- receiving until it has (on_drain(conn) tells when).
+-- Elsewhere (callbacks): never waits.  Returns true if the queue is below
+-- its high water mark, or false if it is now above it: the data is queued
+-- all the same, and the connection whose callback is running stops
+-- receiving until the queue drains to its low mark (on_drain(conn) tells
+-- when).
 -- @return true/false, or nil, message, errno
 function Conn:write(data)
 	-- on_data writing to its own connection (an echo) needs no lookup
@@ -338,55 +271,27 @@ function Conn:write(data)
 	elseif #data == 0 then
 		return true
 	end
-	if st.closed or st.closing or st.shut_pending then
+	if st.closed or st.closing then
 		if not isstr then data:release() end
 		return closed_result(st)
 	end
+	local n, above, en = send(self, data)
+	if not n then
+		if not isstr and valid(data) then data:release() end
+		return nil, above, en
+	end
+	if not above then return true end
+	st.above = true -- until "writable"
 	local hst = running
 	if hst and hst.co == co_running() then
-		-- handler coroutine: wait for room, keep order
-		local off = 0
-		while true do
-			if st.closed or st.err then
-				if not isstr and valid(data) then data:release() end
-				return closed_result(st)
-			end
-			if st.ff > st.fl then
-				if isstr then
-					local msg, en
-					off, msg, en = send_string(self, data, off)
-					if not off then return nil, msg, en end
-					if off == #data then return true end
-				else
-					local r, msg, en = send(self, data)
-					if r then return true end
-					if en ~= EAGAIN then
-						data:release()
-						return nil, msg, en
-					end
-				end
-			end
+		-- handler coroutine: wait until the queue drains
+		repeat
 			st.wwait = hst
 			co_yield()
-		end
+			if st.closed or st.err then return closed_result(st) end
+		until not st.above
+		return true
 	end
-	if st.ff > st.fl then
-		if isstr then
-			local off, msg, en = send_string(self, data, 0)
-			if not off then return nil, msg, en end
-			if off == #data then return true end
-			data = data:sub(off + 1)
-		else
-			local r, msg, en = send(self, data)
-			if r then return true end
-			if en ~= EAGAIN then
-				data:release()
-				return nil, msg, en
-			end
-		end
-	end
-	st.fl = st.fl + 1
-	own(st, "fifo")[st.fl] = data
 	local sst = current
 	if sst and not st.blocked[sst] then
 		own(st, "blocked")[sst] = true
@@ -443,19 +348,15 @@ function Conn:resume()
 	return true
 end
 
---- Half-close once everything written has gone out.
+--- Half-close once everything written has gone out (the core shuts the
+-- sending side when its queue has drained).
 function Conn:shutdown()
-	local st = conn_state(self)
-	if st and st.ff <= st.fl then
-		if st.closing or st.shut_pending then return nil, "Broken pipe", EPIPE end
-		st.shut_pending = true
-		return true
-	end
 	return core.ub_conn_shutdown(self)
 end
 
---- Graceful close: what was written goes out, then shutdown, then close;
--- a "closed" event (on_close) follows.
+--- Graceful close: what was written goes out, then shutdown, then close
+-- (within the connection's close_timeout, else an abort); a "closed"
+-- event (on_close) follows.
 function Conn:close()
 	local st = conn_state(self)
 	if st then
@@ -463,14 +364,6 @@ function Conn:close()
 			return nil, "Broken pipe", EPIPE
 		end
 		st.closing = true
-		if st.ff <= st.fl then
-			st.close_pending = true
-			local t = st.close_timeout or DEF_CLOSE_TIMEOUT
-			if t ~= math.huge then
-				st.srv.ls.closing[st] = core.now() + t
-			end
-			return true
-		end
 	end
 	return core.ub_conn_close(self)
 end
@@ -513,8 +406,7 @@ local dispatch = {}
 dispatch.accept = function(srv, e)
 	local conn = e.conn
 	srv = state(e.listener) or srv
-	local st = new_state(srv, conn, srv.handlers, not srv.copts.no_recv,
-		srv.copts.close_timeout)
+	local st = new_state(srv, conn, srv.handlers, not srv.copts.no_recv)
 	if st.h.on_connect then call(st.h.on_connect, conn) end
 	if st.h.handler and not st.closed then start_handler(conn, st) end
 end
@@ -559,16 +451,9 @@ end
 dispatch.writable = function(srv, e)
 	local st = state_of(e)
 	if not st then return end
-	local ok, msg, en = flush(st)
-	if ok == nil then
-		fail_state(st, msg, en)
-		release_all(st)
-		unblock(st)
-		core.ub_conn_abort(st.conn)
-	elseif ok then
-		drained(st)
-		if st.h.on_drain then call(st.h.on_drain, st.conn) end
-	end
+	st.above = nil
+	unblock(st)
+	if st.h.on_drain then call(st.h.on_drain, st.conn) end
 	wake(st, "wwait")
 end
 
@@ -615,7 +500,6 @@ dispatch.closed = function(srv, e)
 	end
 	local st = state_of(e)
 	if not st then return end
-	st.srv.ls.closing[st] = nil
 	st.closed = true
 	st.closing = true
 	if e.res < 0 then fail_state(st, strerror(-e.res), -e.res) end
@@ -785,7 +669,7 @@ function Server:connect(addr, t, port_t)
 	if t.sndbuf or t.rcvbuf then
 		conn:set_buffers(t.sndbuf or 0, t.rcvbuf or 0)
 	end
-	local st = new_state(self, conn, h, not copts.no_recv, copts.close_timeout)
+	local st = new_state(self, conn, h, not copts.no_recv)
 	if h.handler then start_handler(conn, st) end
 	return conn
 end
@@ -844,36 +728,8 @@ local function maybe_collect(srv)
 	end
 end
 
--- Graceful closes still waiting for held-back writes past their deadline
--- become aborts: "closed" follows, with ETIMEDOUT (as the core's own close
--- deadline reports it).
-local function expire_closes(closing)
-	local now = core.now()
-	for st, t in pairs(closing) do
-		if now >= t then
-			closing[st] = nil
-			if not st.closed and valid(st.conn) then
-				fail_state(st, strerror(errno.ETIMEDOUT), errno.ETIMEDOUT)
-				abort_state(st)
-			end
-		end
-	end
-end
-
--- Seconds until the next close deadline of the Lua layer (0 if one has
--- passed), or nil if none.
-local function next_deadline(closing)
-	local first
-	for _, t in pairs(closing) do
-		if not first or t < first then first = t end
-	end
-	if not first then return nil end
-	local left = first - core.now()
-	return left > 0 and left or 0
-end
-
--- Dispatch a batch of n events; then expire close deadlines and collect
--- dropped buffers where needed (see maybe_collect()).
+-- Dispatch a batch of n events; then collect dropped buffers where needed
+-- (see maybe_collect()).
 local function process(srv, n, ev)
 	local closes = I.loop_closes
 	for i = 1, n do
@@ -889,20 +745,7 @@ local function process(srv, n, ev)
 		end
 	end
 	if closes ~= I.loop_closes and not valid(srv.loop) then return end
-	local closing = srv.ls.closing
-	if next(closing) then expire_closes(closing) end
 	maybe_collect(srv)
-end
-
---- Seconds until the server helper must run again although no event may
--- come: a graceful `close()` still waiting for data that `write()` held
--- back becomes an abort at its connection's `close_timeout` (the core's
--- own close deadline starts once that data is in the send queue).  `run()`
--- and `step()` honour it; an event loop driving `pump()` must call it
--- again by then (`uringbuf.luv` and `uringbuf.cqueues` do).
--- @return seconds (0: now), or nil if nothing is due
-function Server:next_deadline()
-	return next_deadline(self.ls.closing)
 end
 
 --- Wait once (at most timeout_ms, default 500) and dispatch the batch.
@@ -910,14 +753,6 @@ end
 -- @return the number of events, or nil, message, errno
 function Server:step(timeout_ms)
 	timeout_ms = timeout_ms or 500
-	local closing = self.ls.closing
-	if next(closing) then
-		local d = next_deadline(closing)
-		if d then
-			d = math.ceil(d * 1000)
-			if timeout_ms < 0 or d < timeout_ms then timeout_ms = d end
-		end
-	end
 	local n, ev, en = self.loop:wait(1, timeout_ms)
 	if not n then
 		if en == errno.EINTR then return 0 end
@@ -948,8 +783,6 @@ local needs_wait = core.ub_loop_needs_wait
 function Server:pump(max_rounds, woken)
 	local loop = self.loop
 	local total = 0
-	local closing = self.ls.closing
-	if next(closing) then expire_closes(closing) end
 	if gc_wanted then maybe_collect(self) end
 	for _ = 1, max_rounds or 16 do
 		if not woken and needs_wait and not needs_wait(loop) then

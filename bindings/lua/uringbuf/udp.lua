@@ -489,11 +489,6 @@ function Endpoint:pump(max_rounds, woken)
 	return self.server:pump(max_rounds, woken)
 end
 
---- See `Server:next_deadline`.
-function Endpoint:next_deadline()
-	return self.server:next_deadline()
-end
-
 function Endpoint:__tostring()
 	return "uringbuf.udp endpoint " .. tostring(self.address_) ..
 		(self.closing and " (closed)" or "")

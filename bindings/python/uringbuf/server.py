@@ -153,12 +153,10 @@ class Transport:
     Made by the event loop; ``connection`` is the underlying
     ``uringbuf.Connection``."""
 
-    __slots__ = ("_loop", "_conn", "_protocol", "_server", "_send", "_wsend",
-                 "_wsendv",
-                 "_backlog", "_backlog_bytes", "_stash", "_reading",
-                 "_paused", "_closing", "_close_pending", "_eof_pending",
-                 "_eof_written", "_eof_stashed", "_lost", "_connected", "_high", "_low",
-                 "_exc", "_sock", "_piped", "_close_timer", "__weakref__")
+    __slots__ = ("_loop", "_conn", "_protocol", "_server", "_wsend",
+                 "_wsendv", "_stash", "_reading", "_paused", "_closing",
+                 "_eof_written", "_eof_stashed", "_lost", "_connected",
+                 "_high", "_low", "_exc", "_sock", "_piped", "__weakref__")
 
     def __init__(self, loop: "EventLoop", conn: Connection,
                  protocol: Protocol, server: Optional["Server"] = None,
@@ -167,19 +165,14 @@ class Transport:
         self._conn = conn
         self._protocol = protocol
         self._server = server
-        self._send = conn.send
         self._wsend = conn._wsend
         self._wsendv = conn._wsendv
         # made on first use: an idle connection's transport stays small
         # (an empty deque is ~600 bytes)
-        self._backlog: Optional[Deque[Union[Buffer, bytes, memoryview]]] = None
-        self._backlog_bytes = 0
         self._stash: Optional[Deque[Buffer]] = None
         self._reading = True
         self._paused = False
         self._closing = False
-        self._close_pending = False
-        self._eof_pending = False
         self._eof_written = False
         self._eof_stashed = False
         self._lost = False
@@ -189,7 +182,10 @@ class Transport:
         self._exc: Optional[BaseException] = None
         self._sock: Optional[socket.socket] = None
         self._piped: Optional["Transport"] = None
-        self._close_timer: Any = None
+        # The core's soft backpressure: a write is never refused; the
+        # queue (with what the send pool could not take yet, in the core)
+        # keeps the order, and the close/shutdown after it drains.
+        conn.set_soft_water(True)
         conn.udata = self
         self._set_fast()
 
@@ -222,84 +218,44 @@ class Transport:
     def write(self, data: Union[Buffer, BytesLike]) -> None:
         """Send data.  A Buffer is forwarded without copying and belongs to
         the transport from now on (do not use it again); anything
-        bytes-like is copied.  Never drops bytes: what the send queue
-        refuses waits here (see get_write_buffer_size()) and goes out, in
-        order, as the queue drains.  Ignored once closing."""
-        if self._closing or self._eof_written or self._eof_pending:
-            if self._eof_written or self._eof_pending:
+        bytes-like is copied.  Never drops bytes and never refuses them:
+        above the high water mark pause_writing() tells the protocol to
+        stop, and what it writes meanwhile waits in the core's queue (see
+        get_write_buffer_size()).  Ignored once closing."""
+        if self._closing or self._eof_written:
+            if self._eof_written:
                 raise RuntimeError("cannot write() after write_eof()")
             return
-        if not self._backlog:
-            try:
-                # 2 * bytes accepted, + 1 if now above the high mark
-                r = self._wsend(data)
-            except BlockingIOError:
-                r = 0
-            except (BrokenPipeError, ClosedError):
-                return  # the connection is going away: CLOSED follows
-            except ValueError:
-                if type(data) is Buffer and data.valid and len(data) == 0:
-                    return  # an empty buffer: nothing to send
-                raise
-            n = r >> 1
-            if type(data) is Buffer:
-                if n:
-                    # With the backlog empty, _check_pause() is this test
-                    # (a high mark of 0 is 1 in the core: any byte pauses)
-                    if (r & 1 or not self._high) and not self._paused:
-                        self._paused = True
-                        self._protocol.pause_writing()
-                    return
-                self._queue(data)
-                self._backlog_bytes += len(data)
-            else:
-                if type(data) is bytes or type(data) is bytearray:
-                    total = len(data)
-                    if n == total:
-                        if (r & 1 or not self._high) and not self._paused:
-                            self._paused = True
-                            self._protocol.pause_writing()
-                        return
-                    rest = bytes(data[n:])
-                else:
-                    view = memoryview(data).cast("B")
-                    if n == view.nbytes:
-                        if not self._paused:
-                            self._check_pause()
-                        return
-                    rest = bytes(view[n:])
-                self._queue(rest)
-                self._backlog_bytes += len(rest)
-        elif type(data) is Buffer:
-            if len(data):
-                self._queue(data)
-                self._backlog_bytes += len(data)
-        else:
-            # bytes(memoryview(x)): a copy of anything bytes-like, and a
-            # TypeError for the rest (bytes(5) would be five zero bytes).
-            rest = bytes(memoryview(data)) if type(data) is not bytes else data
-            if rest:
-                self._queue(rest)
-                self._backlog_bytes += len(rest)
-        if not self._paused:
-            self._check_pause()
+        try:
+            # 2 * bytes accepted (all of them), + 1 if now above the mark
+            r = self._wsend(data)
+        except (BrokenPipeError, ClosedError):
+            return  # the connection is going away: CLOSED follows
+        except ValueError:
+            if type(data) is Buffer and data.valid and len(data) == 0:
+                return  # an empty buffer: nothing to send
+            raise
+        # (a high mark of 0 is 1 in the core: any byte pauses)
+        if r > 1 and (r & 1 or not self._high) and not self._paused:
+            self._paused = True
+            self._protocol.pause_writing()
 
     def writelines(self, list_of_data: List[Union[Buffer, BytesLike]]) -> None:
         """write() each item in turn: a list or tuple in one call into C
-        while the queue takes every item whole (Buffers without copying)."""
+        (Buffers without copying)."""
         if (type(list_of_data) is list or type(list_of_data) is tuple) and \
-                not (self._backlog or self._closing or self._eof_written or
-                     self._eof_pending):
+                not (self._closing or self._eof_written):
             done, partial, above = self._wsendv(list_of_data)
+            if done and (above or not self._high) and not self._paused:
+                self._paused = True
+                self._protocol.pause_writing()
             if done == len(list_of_data):
-                if (above or not self._high) and done and not self._paused:
-                    self._paused = True
-                    self._protocol.pause_writing()
                 return
+            # Item done failed: write() it again, which raises the error
+            # or ignores it as write() does (partial: the copy had to stop
+            # short for want of memory; the rest follows it).
             rest = list(list_of_data[done:])
             if partial:
-                # The copy of item done was cut short: keep its tail
-                # (write() copies it into the backlog, in order).
                 rest[0] = memoryview(rest[0]).cast("B")[partial:]
         else:
             rest = list_of_data
@@ -308,12 +264,9 @@ class Transport:
 
     def write_eof(self) -> None:
         """Shut the sending side once everything written has gone out."""
-        if self._closing or self._eof_written or self._eof_pending:
+        if self._closing or self._eof_written:
             return
-        if self._backlog or self._paused:
-            self._eof_pending = True  # after the backlog / resume_writing()
-        else:
-            self._shutdown()
+        self._shutdown()
 
     def can_write_eof(self) -> bool:
         """True: stream sockets can half-close."""
@@ -331,13 +284,7 @@ class Transport:
         self._closing = True
         self._reading = False
         self._stash = None
-        if self._backlog:
-            # The core's close deadline starts only once the backlog is in
-            # its queue; this one covers the wait for that.
-            self._close_pending = True
-            self._arm_close_deadline()
-        else:
-            self._conn_close()
+        self._conn_close()
 
     def abort(self) -> None:
         """Close now: queued data is dropped and the connection is reset;
@@ -345,8 +292,6 @@ class Transport:
         self._closing = True
         self._reading = False
         self._stash = None
-        self._drop_backlog()
-        self._close_pending = False
         try:
             self._conn.abort()
         except (BrokenPipeError, ClosedError):
@@ -386,11 +331,10 @@ class Transport:
         return self._reading and not self._closing
 
     def get_write_buffer_size(self) -> int:
-        """Bytes written and not yet sent: in the core's send queue plus
-        those waiting in the transport."""
+        """Bytes written and not yet sent (all in the core's queue)."""
         if self._lost:
-            return self._backlog_bytes
-        return self._conn.queued_bytes + self._backlog_bytes
+            return 0
+        return self._conn.queued_bytes
 
     def get_write_buffer_limits(self) -> Tuple[int, int]:
         """(low, high) water marks, bytes."""
@@ -418,7 +362,7 @@ class Transport:
         if self._paused:
             if self.get_write_buffer_size() <= self._low:
                 self._resume()
-            elif not self._backlog and not self._lost:
+            elif not self._lost:
                 self._arm_writable()
         else:
             self._check_pause()
@@ -484,7 +428,7 @@ class Transport:
             # (what the core forwards itself is queued after it), unless
             # the other side's sending is shut: nowhere to go, dropped.
             piped = self._piped
-            if not (piped._eof_written or piped._eof_pending):
+            if not piped._eof_written:
                 piped.write(buf)
         elif not self._closing:
             # Paused, or resumed with data received meanwhile still to be
@@ -526,24 +470,11 @@ class Transport:
         conn.on_buffers = many
 
     def _on_writable(self) -> None:
-        if self._backlog and not self._flush():
-            return  # refused again: another WRITABLE follows
-        if self._close_pending:
-            self._close_pending = False
-            self._conn_close()
-            return
         if self._paused:
             if self.get_write_buffer_size() <= self._low:
                 self._resume()
             else:
-                # A pending write_eof() waits too: once shut down, the core
-                # gives no more WRITABLE, and resume_writing() (which
-                # drain() waits for) would never come.
                 self._arm_writable()
-                return
-        if self._eof_pending:
-            self._eof_pending = False
-            self._shutdown()
 
     def _on_connect(self, res: int) -> None:
         if res < 0:
@@ -570,12 +501,8 @@ class Transport:
         self._lost = True
         self._closing = True
         self._set_fast()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
         self._reading = False
         self._stash = None
-        self._drop_backlog()
         exc = self._exc
         if exc is None and res < 0:
             exc = _oserror(res)
@@ -590,7 +517,7 @@ class Transport:
     # ---- internals ----
 
     def _check_pause(self) -> None:
-        if self._conn.queued_bytes + self._backlog_bytes > self._high:
+        if self._conn.queued_bytes > self._high:
             self._paused = True
             self._protocol.pause_writing()
 
@@ -598,29 +525,6 @@ class Transport:
         self._paused = False
         if not self._lost:
             self._protocol.resume_writing()
-
-    def _flush(self) -> bool:
-        """Send the backlog; True once it is empty."""
-        backlog = self._backlog
-        while backlog:
-            item = backlog[0]
-            size = len(item)  # before sending: a sent Buffer is stale
-            try:
-                n = self._send(item)
-            except BlockingIOError:
-                return False
-            except (BrokenPipeError, ClosedError):
-                self._drop_backlog()
-                return True
-            self._backlog_bytes -= n
-            if n == size:
-                backlog.popleft()
-            else:
-                # A partial copy: the core refused the rest and a WRITABLE
-                # follows.  Keep the tail without copying it again.
-                backlog[0] = memoryview(item)[n:]
-                return False
-        return True
 
     def _arm_writable(self) -> None:
         """Have the core send EV_WRITABLE when its queue drains to the low
@@ -630,43 +534,11 @@ class Transport:
         except (BrokenPipeError, ClosedError):
             pass  # no longer sending: CLOSED follows
 
-    def _queue(self, item: Union[Buffer, bytes, memoryview]) -> None:
-        backlog = self._backlog
-        if backlog is None:
-            backlog = self._backlog = deque()
-        backlog.append(item)
-
-    def _drop_backlog(self) -> None:
-        if self._backlog:
-            self._backlog.clear()  # Buffers among them go back to their pools
-        self._backlog_bytes = 0
-        self._eof_pending = False
-
     def _conn_close(self) -> None:
         try:
             self._conn.close()
         except (BrokenPipeError, ClosedError):
             pass
-
-    def _arm_close_deadline(self) -> None:
-        """A close deferred behind the backlog: abort it with TimeoutError
-        once the connection's close_timeout has passed (as the core does
-        for a close in its queue)."""
-        try:
-            delay = self._conn.close_timeout
-        except ClosedError:
-            return
-        if self._close_timer is None and math.isfinite(delay):
-            self._close_timer = self._loop.call_later(delay,
-                                                      self._close_expired)
-
-    def _close_expired(self) -> None:
-        self._close_timer = None
-        if self._lost:
-            return
-        if self._exc is None:
-            self._exc = _oserror(-errno.ETIMEDOUT)
-        self.abort()
 
     def _shutdown(self) -> None:
         self._eof_written = True
