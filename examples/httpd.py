@@ -64,6 +64,8 @@ HEAD = re.compile(REQUEST.pattern + rb"((?:" + _FIELD + rb")*)\r\n")
 # The fields this server acts on, in the lowered field lines.
 INTERESTING = re.compile(rb"^(connection|content-length|transfer-encoding|"
                          rb"expect):[ \t]*([^\r]*?)[ \t]*\r", re.M)
+# Whether the field lines (not lowered) name any of them.
+ANY_INTERESTING = re.compile(INTERESTING.pattern, re.M | re.I).search
 
 # The replies, rebuilt once a second for the Date header.  Index: 1 for
 # HEAD, 2 "Connection: close", 4 "Connection: keep-alive" (HTTP/1.0).
@@ -173,17 +175,17 @@ class HTTP(uringbuf.Protocol):
                 kind |= 1
             pos = m.end()
             clen = 0
-            if fields:
-                low = fields.lower()
-                # most requests name none of these: skip the scan
-                if (b"con" in low or b"tra" in low or b"exp" in low):
-                    status, kind, clen, expect = _fields(low, kind)
-                    if status:
-                        out.append(_errors[status])
-                        self.done = True
-                        break
-                    if expect:
-                        out.append(_CONTINUE)
+            # Most requests name none of these: one search tells.  (Not
+            # b"con" in low: bytes.__contains__ tries the operand as an
+            # int first and swallows a TypeError, ~3% of the CPU here.)
+            if fields and ANY_INTERESTING(fields) is not None:
+                status, kind, clen, expect = _fields(fields.lower(), kind)
+                if status:
+                    out.append(_errors[status])
+                    self.done = True
+                    break
+                if expect:
+                    out.append(_CONTINUE)
             out.append(replies[kind])
             if kind & 2:
                 self.done = True
