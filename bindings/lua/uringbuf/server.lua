@@ -10,15 +10,18 @@
 -- or to one coroutine per connection (`conn:read()`, `conn:write()`), with
 -- backpressure, and can run in several processes (`workers = N`).
 --
--- Where state lives.  A managed connection's state (its callbacks, writes
--- held back above the high water mark, buffers waiting for `read()`, the
+-- Writes are never held here: the core's queue takes every write (soft
+-- water) and its high water mark tells `write()` to return false.
+--
+-- Where state lives.  A managed connection's state (its callbacks, the
+-- sources its full queue paused, buffers waiting for `read()`, the
 -- coroutine waiting on it) is a table kept in the connection handle's own
 -- state slot (`core.state`, a user value of the handle): each event
 -- brings it along (`e.state`), methods reach it from the handle, and the C
 -- runtime drops it when the handle is cut from its connection (the wait
 -- after "closed", or the loop's close).  A listener's slot holds its
--- server; a loop's holds what the servers on it share (graceful closes
--- waiting for a deadline, connections that kept buffers this batch).  No
+-- server; a loop's holds what the servers on it share (connections that
+-- kept buffers this batch).  No
 -- table keyed by handle grows with the connections or needs sweeping.
 -- @module uringbuf.server
 -- @license MIT
