@@ -170,8 +170,11 @@ UBL_STATUS(ub_dgram_set_recv_budget)
 %typemap(out) int ub_addr_parse, int ub_sock_name
 %{ if ($1 < 0) SWIG_arg += ubl_push_error(L, $1); %}
 
-/* ub_loop_mode_check(loop, mode) -> true, or nil, reason, EOPNOTSUPP. */
-%typemap(out) int ub_loop_mode_check
+/* ub_loop_mode_check(loop, mode) -> true, or nil, reason, EOPNOTSUPP; the
+ * option checks likewise (EINVAL or EOPNOTSUPP). */
+%typemap(out) int ub_loop_mode_check, int ub_loop_opts_check,
+	int ub_pool_check, int ub_conn_opts_check, int ub_water_check,
+	int ub_dgram_opts_check
 %{ if ($1 >= 0) { lua_pushboolean(L, 1); SWIG_arg++; } %}
 %typemap(in, numinputs=0) const char **reason (const char *tmp)
 %{ tmp = NULL; $1 = ($1_ltype)&tmp; %}

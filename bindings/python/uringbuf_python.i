@@ -2139,6 +2139,15 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 	}
 }
 
+/* The core's option checks: None if valid, else the reason (as
+ * ub_loop_mode_check).  ub_loop_opts_check takes a struct, which has no
+ * Python form: Loop() raises its reason. */
+%typemap(out) int ub_conn_opts_check, int ub_pool_check, int ub_water_check {
+	(void)$1; /* a failure always comes with a reason */
+	$result = SWIG_Py_Void();
+}
+%ignore ub_loop_opts_check;
+
 /* Enum tags that share a name with a function: C keeps them apart, SWIG
  * does not.  The enums' constants are kept. */
 %rename(ub_pool_flags_enum) ub_pool_flags;
