@@ -70,31 +70,54 @@ static void retry_later(ub_conn *c)
 	ub__list_add_tail(&c->loop->later, &c->dirty_link);
 }
 
-int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *o)
+int ub_conn_opts_check(const ub_loop *loop, const ub_conn_opts *o,
+		       const char **reason)
 {
-	unsigned e = o->ring_entries;
+	unsigned e;
 
+	if (!loop)
+		return ub__refuse(reason, -EINVAL, "loop is NULL");
+	if (!o)
+		return ub__refuse(reason, 0, NULL);
+	e = o->ring_entries;
 	if (o->mode < UB_MODE_AUTO || o->mode > UB_MODE_SERIAL)
-		return -EINVAL;
+		return ub__refuse(reason, -EINVAL,
+				  "mode must be a send mode (UB_MODE_AUTO, "
+				  "BUNDLE, RING or SERIAL)");
 	if (ub_loop_mode_check(loop, o->mode, NULL) < 0)
-		return -EOPNOTSUPP;
+		return ub__refuse(reason, -EOPNOTSUPP,
+				  loop->mode_why[o->mode == UB_MODE_BUNDLE]);
 	if (e && (e > UB_MAX_ENTRIES || (e & (e - 1))))
-		return -EINVAL;
+		return ub__refuse(reason, -EINVAL,
+				  "ring_entries must be a power of 2 up to "
+				  "32768");
 	/* high_water 0 means the default: low_water must fit under that too,
 	 * or the connection would start with low > high. */
 	if (o->low_water > (o->high_water ? o->high_water : UB_DEF_HIGH))
-		return -EINVAL;
+		return ub__refuse(reason, -EINVAL,
+				  o->high_water ? "low_water must not exceed "
+						  "high_water"
+						: "low_water must not exceed "
+						  "the default high_water "
+						  "(1 MiB)");
 	if (o->flags & ~(unsigned)(UB_CONN_NO_RECV | UB_CONN_SINGLESHOT |
 				   UB_CONN_NO_RECV_BUNDLE |
 				   UB_CONN_SENT_EVENTS | UB_CONN_SOFT_WATER))
-		return -EINVAL;
-	if (o->recv_pool && (o->recv_pool->loop != loop ||
-			     !(o->recv_pool->flags & UB_POOL_RECV)))
-		return -EINVAL;
-	if (o->send_pool && (o->send_pool->loop != loop ||
-			     (o->send_pool->flags & UB_POOL_RECV)))
-		return -EINVAL;
-	return 0;
+		return ub__refuse(reason, -EINVAL,
+				  "flags has a bit that is no UB_CONN_* flag");
+	if (o->recv_pool && o->recv_pool->loop != loop)
+		return ub__refuse(reason, -EINVAL,
+				  "recv_pool belongs to another loop");
+	if (o->recv_pool && !(o->recv_pool->flags & UB_POOL_RECV))
+		return ub__refuse(reason, -EINVAL,
+				  "recv_pool must be a receive pool");
+	if (o->send_pool && o->send_pool->loop != loop)
+		return ub__refuse(reason, -EINVAL,
+				  "send_pool belongs to another loop");
+	if (o->send_pool && (o->send_pool->flags & UB_POOL_RECV))
+		return ub__refuse(reason, -EINVAL,
+				  "send_pool must be a send pool");
+	return ub__refuse(reason, 0, NULL);
 }
 
 ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
@@ -108,7 +131,7 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		o = *opts;
 	else
 		ub_conn_opts_init(&o);
-	ret = ub__conn_check_opts(loop, &o);
+	ret = ub_conn_opts_check(loop, &o, NULL);
 	if (ret < 0)
 		goto fail;
 	ret = ub__evq_reserve(loop, 1);
@@ -206,7 +229,7 @@ ub_conn *ub_conn_adopt(ub_loop *loop, int fd, const ub_conn_opts *opts,
 	}
 	/* Options first: check_stream_socket() clears O_NONBLOCK, and a call
 	 * that fails must leave the caller's fd as it was. */
-	if (opts && (ret = ub__conn_check_opts(loop, opts)) < 0)
+	if ((ret = ub_conn_opts_check(loop, opts, NULL)) < 0)
 		goto fail;
 	ret = check_stream_socket(fd);
 	if (ret < 0)
@@ -229,7 +252,7 @@ ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 		ret = -EINVAL;
 		goto fail;
 	}
-	if (opts && (ret = ub__conn_check_opts(loop, opts)) < 0)
+	if ((ret = ub_conn_opts_check(loop, opts, NULL)) < 0)
 		goto fail;
 	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -1236,9 +1259,19 @@ int ub_conn_set_soft_water(ub_conn *c, int on)
 	return 0;
 }
 
+int ub_water_check(size_t high, size_t low, const char **reason)
+{
+	if (high == 0)
+		return ub__refuse(reason, -EINVAL, "high_water must be > 0");
+	if (low > high)
+		return ub__refuse(reason, -EINVAL,
+				  "low_water must not exceed high_water");
+	return ub__refuse(reason, 0, NULL);
+}
+
 int ub_conn_set_water(ub_conn *c, size_t high, size_t low)
 {
-	if (!c || high == 0 || low > high)
+	if (!c || ub_water_check(high, low, NULL) < 0)
 		return -EINVAL;
 	c->high = high;
 	c->low = low;

@@ -95,25 +95,59 @@ static bool rpool_ok(const ub_pool *p)
 	return p->size > UB_DGRAM_HDR && p->size % 8 == 0;
 }
 
-static int check_opts(ub_loop *loop, const ub_dgram_opts *o)
+int ub_dgram_opts_check(const ub_loop *loop, const ub_dgram_opts *opts,
+			const char **reason)
 {
-	if (o->queue_max > UB_DG_MAX_QUEUE)
-		return -EINVAL;
-	if (o->low_water > (o->high_water ? o->high_water : UB_DG_DEF_HIGH))
-		return -EINVAL;
-	if (o->flags & ~(unsigned)(UB_DGRAM_NO_RECV | UB_DGRAM_REUSEPORT))
-		return -EINVAL;
-	if (o->recv_pool && (o->recv_pool->loop != loop ||
-			     !(o->recv_pool->flags & UB_POOL_RECV) ||
-			     !rpool_ok(o->recv_pool)))
-		return -EINVAL;
-	if (!o->recv_pool && (loop->pool_size <= UB_DGRAM_HDR ||
-			      loop->pool_size % 8))
-		return -EINVAL; /* the default pool would not do */
-	if (o->send_pool && (o->send_pool->loop != loop ||
-			     (o->send_pool->flags & UB_POOL_RECV)))
-		return -EINVAL;
-	return 0;
+	ub_dgram_opts o;
+
+	if (!loop)
+		return ub__refuse(reason, -EINVAL, "loop is NULL");
+	if (opts)
+		o = *opts;
+	else
+		ub_dgram_opts_init(&o);
+	if (o.queue_max > UB_DG_MAX_QUEUE)
+		return ub__refuse(reason, -EINVAL,
+				  "queue_max must be at most 32768 datagrams");
+	if (o.low_water > (o.high_water ? o.high_water : UB_DG_DEF_HIGH))
+		return ub__refuse(reason, -EINVAL,
+				  o.high_water ? "low_water must not exceed "
+						 "high_water"
+					       : "low_water must not exceed "
+						 "the default high_water "
+						 "(1 MiB)");
+	if (o.flags & ~(unsigned)(UB_DGRAM_NO_RECV | UB_DGRAM_REUSEPORT))
+		return ub__refuse(reason, -EINVAL,
+				  "flags has a bit that is no UB_DGRAM_* flag");
+	if (o.recv_pool && o.recv_pool->loop != loop)
+		return ub__refuse(reason, -EINVAL,
+				  "recv_pool belongs to another loop");
+	if (o.recv_pool && !(o.recv_pool->flags & UB_POOL_RECV))
+		return ub__refuse(reason, -EINVAL,
+				  "recv_pool must be a receive pool");
+	if (o.recv_pool && !rpool_ok(o.recv_pool))
+		return ub__refuse(reason, -EINVAL,
+				  "recv_pool: a datagram endpoint needs "
+				  "buffers of more than 128 bytes (its header) "
+				  "and a multiple of 8");
+	if (!o.recv_pool && (loop->pool_size <= UB_DGRAM_HDR ||
+			     loop->pool_size % 8))
+		return ub__refuse(reason, -EINVAL,
+				  "the loop's default receive pool (pool_size) "
+				  "cannot hold datagrams: it needs buffers of "
+				  "more than 128 bytes and a multiple of 8; "
+				  "give a recv_pool");
+	if (o.send_pool && o.send_pool->loop != loop)
+		return ub__refuse(reason, -EINVAL,
+				  "send_pool belongs to another loop");
+	if (o.send_pool && (o.send_pool->flags & UB_POOL_RECV))
+		return ub__refuse(reason, -EINVAL,
+				  "send_pool must be a send pool");
+	if (!(loop->features & UB_FEAT_RECV_MULTISHOT))
+		return ub__refuse(reason, -EOPNOTSUPP,
+				  "datagram endpoints need multishot recvmsg "
+				  "(Linux 6.0)");
+	return ub__refuse(reason, 0, NULL);
 }
 
 static bool family_ok(int family)
@@ -212,22 +246,9 @@ fail:
 /* What every constructor checks first; a failure changes nothing. */
 static int check_new(ub_loop *loop, const ub_dgram_opts *opts)
 {
-	int ret;
-
 	if (!loop || loop->freeing)
 		return -EINVAL;
-	if (opts && (ret = check_opts(loop, opts)) < 0)
-		return ret;
-	if (!opts) {
-		ub_dgram_opts o;
-
-		ub_dgram_opts_init(&o);
-		if ((ret = check_opts(loop, &o)) < 0)
-			return ret;
-	}
-	if (!(loop->features & UB_FEAT_RECV_MULTISHOT))
-		return -EOPNOTSUPP;
-	return 0;
+	return ub_dgram_opts_check(loop, opts, NULL);
 }
 
 ub_dgram *ub_dgram_open(ub_loop *loop, const struct sockaddr *addr,
@@ -917,7 +938,7 @@ int ub_dgram_want_writable(ub_dgram *d)
 
 int ub_dgram_set_water(ub_dgram *d, size_t high, size_t low)
 {
-	if (!d || high == 0 || low > high)
+	if (!d || ub_water_check(high, low, NULL) < 0)
 		return -EINVAL;
 	d->high = high;
 	d->low = low;

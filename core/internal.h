@@ -86,6 +86,15 @@ enum ub_kind {
 	UB_KIND_DSEND,  /* one datagram being sent (struct ub_dsend): SEND */
 };
 
+/* The answer of an option check (ub_*_check): err, with *reason, if the
+ * caller asked for it, set to why (NULL with 0). */
+static inline int ub__refuse(const char **reason, int err, const char *why)
+{
+	if (reason)
+		*reason = why;
+	return err;
+}
+
 static inline enum ub_kind ub__kind(const void *obj)
 {
 	return (enum ub_kind)*(const unsigned char *)obj;
@@ -278,7 +287,6 @@ struct ub_conn {
 	ub_listener *lsn;          /* accepted by it (counted there) */
 };
 
-int ub__conn_check_opts(ub_loop *loop, const ub_conn_opts *opts);
 void ub__conn_dirty(ub_conn *c);
 void ub__conn_update(ub_conn *c);
 void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags);
@@ -377,6 +385,10 @@ struct ub_loop {
 	struct io_uring ring;
 	unsigned features;
 	const char *reason[UB_NFEAT];
+	/* "mode ring unavailable: <reason>" ([0]) and bundle's ([1]): made
+	 * once by the probe, so that ub_conn_opts_check() can name the field
+	 * and the kernel's reason in a string that lives as long as the loop */
+	char mode_why[2][192];
 	int best_mode;
 	unsigned pool_count, pool_size;
 	ub_pool *def_rpool, *def_spool;

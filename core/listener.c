@@ -234,7 +234,7 @@ ub_listener *ub_listener_adopt(ub_loop *loop, int fd,
 		ret = -EINVAL;
 		goto fail;
 	}
-	ret = conn_opts ? ub__conn_check_opts(loop, conn_opts) : 0;
+	ret = ub_conn_opts_check(loop, conn_opts, NULL);
 	if (ret < 0)
 		goto fail;
 	return listener_new(loop, fd, conn_opts, err);
@@ -255,7 +255,7 @@ ub_listener *ub_listen(ub_loop *loop, const struct sockaddr *addr,
 		ret = -EINVAL;
 		goto fail;
 	}
-	ret = conn_opts ? ub__conn_check_opts(loop, conn_opts) : 0;
+	ret = ub_conn_opts_check(loop, conn_opts, NULL);
 	if (ret < 0)
 		goto fail;
 	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

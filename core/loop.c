@@ -126,26 +126,46 @@ void ub__bgid_free(ub_loop *loop, int bgid)
 	loop->free_bgid[loop->nfree_bgid++] = (uint16_t)bgid;
 }
 
+int ub_loop_opts_check(const ub_loop_opts *opts, const char **reason)
+{
+	ub_loop_opts o;
+
+	memset(&o, 0, sizeof(o));
+	if (opts)
+		o = *opts;
+	if (o.entries > 32768)
+		return ub__refuse(reason, -EINVAL,
+				  "entries must be at most 32768");
+	if (o.pool_count > 32768)
+		return ub__refuse(reason, -EINVAL,
+				  "pool_count must be at most 32768");
+	if (o.pool_size > (1u << 30))
+		return ub__refuse(reason, -EINVAL,
+				  "pool_size must be at most 1 GiB");
+	if ((unsigned long long)(o.pool_count ? o.pool_count : 1024) *
+		    (o.pool_size ? o.pool_size : 4096) > (64ull << 30))
+		return ub__refuse(reason, -EINVAL,
+				  "pool_count * pool_size must be at most 64 GiB");
+	if (o.disable & ~(unsigned)UB_FEAT_ALL)
+		return ub__refuse(reason, -EINVAL,
+				  "disable has a bit that is no UB_FEAT_* feature");
+	return ub__refuse(reason, 0, NULL);
+}
+
 ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
 {
 	ub_loop_opts o;
 	ub_loop *loop;
 	int ret;
 
+	ret = ub_loop_opts_check(opts, NULL);
+	if (ret < 0)
+		goto fail0;
 	memset(&o, 0, sizeof(o));
 	if (opts)
 		o = *opts;
 	if (o.entries == 0)
 		o.entries = 256;
-	if (o.entries > 32768 || o.pool_count > 32768 ||
-	    o.pool_size > (1u << 30) ||
-	    (unsigned long long)(o.pool_count ? o.pool_count : 1024) *
-			    (o.pool_size ? o.pool_size : 4096) >
-		    (64ull << 30) ||
-	    (o.disable & ~(unsigned)UB_FEAT_ALL)) {
-		ret = -EINVAL;
-		goto fail0;
-	}
 	loop = calloc(1, sizeof(*loop));
 	if (!loop) {
 		ret = -ENOMEM;

@@ -268,6 +268,24 @@ static unsigned pow2_at_least(unsigned n)
 	return p;
 }
 
+int ub_pool_check(unsigned count, unsigned size, unsigned flags,
+		  const char **reason)
+{
+	if (count == 0 || count > UB_POOL_MAX_COUNT)
+		return ub__refuse(reason, -EINVAL,
+				  "count must be 1..32768 buffers");
+	if (size == 0 || size > UB_POOL_MAX_SIZE)
+		return ub__refuse(reason, -EINVAL,
+				  "size must be 1 byte..1 GiB");
+	if ((unsigned long long)count * size > UB_POOL_MAX_BYTES)
+		return ub__refuse(reason, -EINVAL,
+				  "count * size must be at most 64 GiB");
+	if (flags & ~(unsigned)UB_POOL_RECV)
+		return ub__refuse(reason, -EINVAL,
+				  "flags has a bit that is no UB_POOL_* flag");
+	return ub__refuse(reason, 0, NULL);
+}
+
 ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 		     unsigned flags, int *err)
 {
@@ -276,13 +294,14 @@ ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 	int ret = -ENOMEM;
 	unsigned i;
 
-	if (!loop || count == 0 || count > UB_POOL_MAX_COUNT || size == 0 ||
-	    size > UB_POOL_MAX_SIZE ||
-	    (unsigned long long)count * size > UB_POOL_MAX_BYTES ||
-	    (flags & ~(unsigned)UB_POOL_RECV)) {
+	if (!loop) {
 		ret = -EINVAL;
 		goto fail0;
 	}
+	ret = ub_pool_check(count, size, flags, NULL);
+	if (ret < 0)
+		goto fail0;
+	ret = -ENOMEM;
 	if (loop->scratch_cap < count) {
 		ub_buf **sc = realloc(loop->scratch, count * sizeof(*sc));
 

@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -328,6 +329,19 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 	loop->best_mode = (loop->features & UB_FEAT_SEND_BUNDLE)
 				  ? UB_MODE_BUNDLE
 				  : UB_MODE_SERIAL;
+	{
+		const char *ring, *bundle;
+
+		ring = ub_loop_feature_reason(loop, UB_FEAT_SEND_RING);
+		bundle = ub_loop_feature_reason(loop, UB_FEAT_SEND_BUNDLE);
+
+		if (ring)
+			snprintf(loop->mode_why[0], sizeof(loop->mode_why[0]),
+				 "mode ring unavailable: %s", ring);
+		if (bundle)
+			snprintf(loop->mode_why[1], sizeof(loop->mode_why[1]),
+				 "mode bundle unavailable: %s", bundle);
+	}
 	return 0;
 }
 

@@ -20,7 +20,9 @@
  * errno on failure; constructors return NULL and store -errno in *err.  A call
  * that fails changes nothing and produces no event.  The library never prints,
  * never exits, never sets errno for the caller, and is not thread-safe: use
- * one loop per thread.
+ * one loop per thread.  The checks (ub_*_check) are what the constructors
+ * and setters apply to their options, with a reason: a binding raises the
+ * core's words instead of restating its rules.
  *
  * Minimum kernel: 5.19 (provided-buffer rings).  Multishot recv needs 6.0
  * (else one-shot receives, re-armed), SINGLE_ISSUER|DEFER_TASKRUN 6.1.
@@ -136,6 +138,23 @@ typedef struct ub_loop_opts {
  * 5.19), -EPERM (io_uring disabled by sysctl), or what io_uring_setup says.
  */
 UB_EXTERN ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err);
+
+/*
+ * The option checks.  Each returns 0 and sets *reason to NULL when
+ * ub_loop_new() (ub_pool_new(), ub_conn_adopt() and the other connection
+ * and listener constructors, ub_dgram_open() and ub_dgram_adopt(),
+ * ub_conn_set_water() and ub_dgram_set_water()) would accept the options,
+ * else returns what that call fails with and sets *reason to a string
+ * naming the field and the rule ("ring_entries must be a power of 2 up to
+ * 32768"): a static string, or one owned by loop that lives as long as it.
+ * reason may be NULL.  Errors: -EINVAL (a rule broken; loop NULL),
+ * -EOPNOTSUPP (ub_conn_opts_check: the forced send mode is unavailable on
+ * loop; ub_dgram_opts_check: the kernel has no multishot recvmsg).  NULL
+ * opts are the defaults.  They check arguments only: a loop being freed,
+ * an address or a socket are the constructors' to refuse.
+ */
+UB_EXTERN int ub_loop_opts_check(const ub_loop_opts *opts,
+				 const char **reason);
 
 /*
  * Close every connection and listener (abort), reap every operation the
@@ -256,6 +275,10 @@ enum ub_buf_state {
  */
 UB_EXTERN ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 			       unsigned flags, int *err);
+/* ub_pool_new()'s rules for count, size and flags, as the option checks
+ * above: 0, or -EINVAL with *reason. */
+UB_EXTERN int ub_pool_check(unsigned count, unsigned size, unsigned flags,
+			    const char **reason);
 
 /* Free a pool.  -EBUSY while any buffer is APP or QUEUED or a connection or
  * listener uses it (as its receive or send pool); -EINVAL if pool is NULL. */
@@ -339,6 +362,10 @@ typedef struct ub_conn_opts {
 
 /* Fill opts with the defaults. */
 UB_EXTERN void ub_conn_opts_init(ub_conn_opts *opts);
+/* Connection options (also a listener's) on loop, as the option checks
+ * above: 0, or -EINVAL or -EOPNOTSUPP with *reason. */
+UB_EXTERN int ub_conn_opts_check(const ub_loop *loop, const ub_conn_opts *opts,
+				 const char **reason);
 
 /*
  * Take over a connected stream socket (TCP or Unix).  The connection owns fd
@@ -450,6 +477,10 @@ UB_EXTERN size_t ub_conn_high_water(const ub_conn *conn);
 UB_EXTERN size_t ub_conn_low_water(const ub_conn *conn);
 /* Set both marks (low <= high, high > 0): -EINVAL otherwise. */
 UB_EXTERN int ub_conn_set_water(ub_conn *conn, size_t high, size_t low);
+/* The marks' rules (high > 0, low <= high) for ub_conn_set_water() and
+ * ub_dgram_set_water(), as the option checks above: 0, or -EINVAL with
+ * *reason. */
+UB_EXTERN int ub_water_check(size_t high, size_t low, const char **reason);
 /* User data, carried by every event about the connection. */
 UB_EXTERN void *ub_conn_udata(const ub_conn *conn);
 UB_EXTERN void ub_conn_set_udata(ub_conn *conn, void *udata);
@@ -599,6 +630,12 @@ typedef struct ub_dgram_opts {
 
 /* Fill opts with the defaults. */
 UB_EXTERN void ub_dgram_opts_init(ub_dgram_opts *opts);
+/* Datagram options on loop, as the option checks above (NULL opts: the
+ * defaults, whose receive pool is the loop's): 0, or -EINVAL or
+ * -EOPNOTSUPP with *reason. */
+UB_EXTERN int ub_dgram_opts_check(const ub_loop *loop,
+				  const ub_dgram_opts *opts,
+				  const char **reason);
 
 /*
  * Open a datagram socket bound to addr (INET or INET6, port 0: the kernel

@@ -126,12 +126,17 @@ static void tok_unref(struct ubl_tok **tp)
 
 /* ---- errors and integers ----------------------------------------------- */
 
-int ubl_push_error(lua_State *L, int err)
+int ubl_push_reason(lua_State *L, int err, const char *why)
 {
 	luaL_pushfail(L);
-	lua_pushstring(L, strerror(-err));
+	lua_pushstring(L, why ? why : strerror(-err));
 	lua_pushinteger(L, -err);
 	return 3;
+}
+
+int ubl_push_error(lua_State *L, int err)
+{
+	return ubl_push_reason(L, err, NULL);
 }
 
 lua_Integer ubl_check_int(lua_State *L, int idx, lua_Integer min,
@@ -561,9 +566,11 @@ void ubl_check_loop_opts(lua_State *L, int idx, ub_loop_opts *o)
 	idx = lua_absindex(L, idx);
 	luaL_checktype(L, idx, LUA_TTABLE);
 	check_keys(L, idx, names);
-	o->entries = (unsigned)field_int(L, idx, "entries", 0, 0, 32768);
-	o->pool_count = (unsigned)field_int(L, idx, "pool_count", 0, 0, 32768);
-	o->pool_size = (unsigned)field_int(L, idx, "pool_size", 0, 0, 1 << 30);
+	o->entries = (unsigned)field_int(L, idx, "entries", 0, 0, UINT_MAX);
+	o->pool_count = (unsigned)field_int(L, idx, "pool_count", 0, 0,
+					    UINT_MAX);
+	o->pool_size = (unsigned)field_int(L, idx, "pool_size", 0, 0,
+					   UINT_MAX);
 	lua_getfield(L, idx, "disable");
 	if (lua_type(L, -1) == LUA_TTABLE) {
 		/* An array of feature names. */
@@ -589,7 +596,7 @@ void ubl_check_loop_opts(lua_State *L, int idx, ub_loop_opts *o)
 	} else {
 		lua_pop(L, 1);
 		o->disable = (unsigned)field_int(L, idx, "disable", 0, 0,
-						 UB_FEAT_ALL);
+						 UINT_MAX);
 	}
 }
 
@@ -717,16 +724,16 @@ void ubl_check_conn_opts(lua_State *L, int idx, ub_conn_opts *o)
 	} else {
 		lua_pop(L, 1);
 		o->mode = (int)field_int(L, idx, "mode", UB_MODE_AUTO,
-					 UB_MODE_AUTO, UB_MODE_SERIAL);
+					 INT_MIN, INT_MAX);
 	}
 	o->ring_entries = (unsigned)field_int(L, idx, "ring_entries",
-					      o->ring_entries, 0, 32768);
+					      o->ring_entries, 0, UINT_MAX);
 	o->high_water = (size_t)field_int(L, idx, "high_water", 0, 0,
 					  LUA_MAXINTEGER);
 	o->low_water = (size_t)field_int(L, idx, "low_water",
 					 (lua_Integer)(o->high_water / 4), 0,
 					 LUA_MAXINTEGER);
-	o->flags = (unsigned)field_int(L, idx, "flags", 0, 0, 15);
+	o->flags = (unsigned)field_int(L, idx, "flags", 0, 0, UINT_MAX);
 	if (field_bool(L, idx, "no_recv"))
 		o->flags |= UB_CONN_NO_RECV;
 	if (field_bool(L, idx, "singleshot"))
@@ -1388,8 +1395,11 @@ void ubl_check_dgram_opts(lua_State *L, int idx, ub_dgram_opts *o)
 	check_keys(L, idx, names);
 	o->recv_pool = field_pool(L, idx, "recv_pool");
 	o->send_pool = field_pool(L, idx, "send_pool");
+	/* queue_max and high_water: 0 would be the C default, nil is that
+	 * here. */
 	o->queue_max = (unsigned)field_int(L, idx, "queue_max",
-					   (lua_Integer)o->queue_max, 1, 32768);
+					   (lua_Integer)o->queue_max, 1,
+					   UINT_MAX);
 	high = field_int(L, idx, "high_water", 0, 1, LUA_MAXINTEGER);
 	if (high) {
 		o->high_water = (size_t)high;
@@ -1397,7 +1407,7 @@ void ubl_check_dgram_opts(lua_State *L, int idx, ub_dgram_opts *o)
 	}
 	o->low_water = (size_t)field_int(L, idx, "low_water",
 					 (lua_Integer)o->low_water, 0,
-					 (lua_Integer)o->high_water);
+					 LUA_MAXINTEGER);
 	o->recv_budget = (size_t)field_int(L, idx, "recv_budget",
 					   (lua_Integer)o->recv_budget, 1,
 					   LUA_MAXINTEGER);
@@ -1417,6 +1427,7 @@ int ubl_dgram_open(lua_State *L)
 	socklen_t len;
 	ub_dgram_opts o;
 	ub_dgram *d;
+	const char *why = NULL;
 	int err = 0;
 
 	if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "unix:")) {
@@ -1427,6 +1438,8 @@ int ubl_dgram_open(lua_State *L)
 		ubl_check_addr(L, 2, &ss, &len);
 	}
 	ubl_check_dgram_opts(L, 3, &o);
+	if ((err = ub_dgram_opts_check(loop, &o, &why)) < 0)
+		return ubl_push_reason(L, err, why);
 	d = ub_dgram_open(loop, (struct sockaddr *)&ss, len, &o, &err);
 	if (!d)
 		return ubl_push_error(L, err);

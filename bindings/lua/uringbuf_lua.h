@@ -58,7 +58,8 @@ ub_dgram *ubl_check_dgram(lua_State *L, int idx);
 lua_Integer ubl_check_int(lua_State *L, int idx, lua_Integer min,
 			  lua_Integer max);
 
-/* Options tables (nil: defaults).  Raise on a wrong field. */
+/* Options tables (nil: defaults).  Raise on a wrong field (type, unknown
+ * key); the rules of the values are the core's option checks. */
 void ubl_check_loop_opts(lua_State *L, int idx, ub_loop_opts *o);
 void ubl_check_conn_opts(lua_State *L, int idx, ub_conn_opts *o);
 void ubl_check_dgram_opts(lua_State *L, int idx, ub_dgram_opts *o);
@@ -77,6 +78,8 @@ void ubl_push_dgram(lua_State *L, ub_dgram *d);
 
 /* Push nil, strerror(-err), -err; returns 3 (luaL_fileresult's shape). */
 int ubl_push_error(lua_State *L, int err);
+/* The same with why (a core check's reason) as the message, if not NULL. */
+int ubl_push_reason(lua_State *L, int err, const char *why);
 
 /* Functions SWIG cannot generate (registered with %native). */
 int ubl_loop_close(lua_State *L);

@@ -171,8 +171,11 @@ UBL_STATUS(ub_dgram_set_recv_budget)
 %typemap(out) int ub_addr_parse, int ub_sock_name
 %{ if ($1 < 0) SWIG_arg += ubl_push_error(L, $1); %}
 
-/* ub_loop_mode_check(loop, mode) -> true, or nil, reason, EOPNOTSUPP. */
-%typemap(out) int ub_loop_mode_check
+/* ub_loop_mode_check(loop, mode) -> true, or nil, reason, EOPNOTSUPP; the
+ * option checks likewise (EINVAL or EOPNOTSUPP). */
+%typemap(out) int ub_loop_mode_check, int ub_loop_opts_check,
+	int ub_pool_check, int ub_conn_opts_check, int ub_water_check,
+	int ub_dgram_opts_check
 %{ if ($1 >= 0) { lua_pushboolean(L, 1); SWIG_arg++; } %}
 %typemap(in, numinputs=0) const char **reason (const char *tmp)
 %{ tmp = NULL; $1 = ($1_ltype)&tmp; %}
@@ -183,6 +186,25 @@ UBL_STATUS(ub_dgram_set_recv_budget)
 	lua_pushinteger(L, -result);
 	SWIG_arg += 3;
    } %}
+
+/* Functions whose arguments the core checks: nil, the check's reason,
+ * errno instead of a bare EINVAL (argN: the wrapper's converted
+ * arguments; ub_dgram_open is dgram_open in uringbuf_lua.c). */
+%define UBL_CHECK_FIRST(fn, check)
+%exception fn
+%{ { const char *why_ = NULL; int r_ = check;
+     if (r_ < 0) return ubl_push_reason(L, r_, why_); }
+   $action %}
+%enddef
+UBL_CHECK_FIRST(ub_loop_new, ub_loop_opts_check(arg1, &why_))
+UBL_CHECK_FIRST(ub_pool_new, ub_pool_check(arg2, arg3, arg4, &why_))
+UBL_CHECK_FIRST(ub_conn_connect, ub_conn_opts_check(arg1, arg4, &why_))
+UBL_CHECK_FIRST(ub_conn_adopt, ub_conn_opts_check(arg1, arg3, &why_))
+UBL_CHECK_FIRST(ub_listen, ub_conn_opts_check(arg1, arg6, &why_))
+UBL_CHECK_FIRST(ub_listener_adopt, ub_conn_opts_check(arg1, arg3, &why_))
+UBL_CHECK_FIRST(ub_dgram_adopt, ub_dgram_opts_check(arg1, arg3, &why_))
+UBL_CHECK_FIRST(ub_conn_set_water, ub_water_check(arg2, arg3, &why_))
+UBL_CHECK_FIRST(ub_dgram_set_water, ub_water_check(arg2, arg3, &why_))
 
 /* ---- what the runtime does instead -------------------------------------- */
 

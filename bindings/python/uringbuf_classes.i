@@ -115,22 +115,24 @@ typedef struct ubpy_loop {} ubpy_loop;
 	ubpy_loop(unsigned int entries = 0, unsigned int disable = 0,
 		  unsigned int pool_count = 0, unsigned int pool_size = 0)
 	{
+		const char *why = NULL;
 		ub_loop_opts o;
 		ubpy_loop *L;
 		int err = 0;
 
-		if (ubpy__hide_swig_api() < 0)
+		memset(&o, 0, sizeof(o));
+		o.entries = entries;
+		o.disable = disable;
+		o.pool_count = pool_count;
+		o.pool_size = pool_size;
+		if (ubpy__hide_swig_api() < 0 ||
+		    ubpy__check(ub_loop_opts_check(&o, &why), &why) < 0)
 			return NULL;
 		L = calloc(1, sizeof(*L));
 		if (!L) {
 			PyErr_NoMemory();
 			return NULL;
 		}
-		memset(&o, 0, sizeof(o));
-		o.entries = entries;
-		o.disable = disable;
-		o.pool_count = pool_count;
-		o.pool_size = pool_size;
 		L->pools = PyDict_New();
 		L->live = PySet_New(NULL);
 		if (!L->pools || !L->live)
@@ -265,12 +267,16 @@ send pool to acquire() buffers from.";
 		       PyObject *recv = NULL)
 	{
 		ub_loop *loop = ubpy__loop_get($self);
+		const char *why = NULL;
 		int r = 0, err = 0;
 		ub_pool *p;
 
 		/* Truth only once no exception is set: PyObject_IsTrue can
 		 * run Python code or warn (NotImplemented). */
-		if (!loop || (recv && (r = PyObject_IsTrue(recv)) < 0))
+		if (!loop || (recv && (r = PyObject_IsTrue(recv)) < 0) ||
+		    ubpy__check(ub_pool_check(count, size,
+					      r ? UB_POOL_RECV : 0, &why),
+				&why) < 0)
 			return NULL;
 		p = ub_pool_new(loop, count, size, r ? UB_POOL_RECV : 0, &err);
 		if (!p)
@@ -985,15 +991,11 @@ EV_WRITABLE comes once the queue is at or below low.";
 	ubpy_rc set_water(size_t high, size_t low)
 	{
 		ub_conn *c = ubpy__conn_get($self);
+		const char *why = NULL;
 
-		if (!c)
+		if (!c ||
+		    ubpy__check(ub_water_check(high, low, &why), &why) < 0)
 			return UBPY_EXC;
-		if (high == 0 || low > high) {
-			PyErr_SetString(PyExc_ValueError,
-					"set_water needs 0 < high and "
-					"low <= high");
-			return UBPY_EXC;
-		}
 		return ub_conn_set_water(c, high, low);
 	}
 
@@ -1267,16 +1269,12 @@ EV_WRITABLE comes once the queue is at or below low.";
 	ubpy_rc set_water(size_t high, size_t low)
 	{
 		ub_dgram *d = ubpy__dgram_get($self);
+		const char *why = NULL;
 		int r;
 
-		if (!d)
+		if (!d ||
+		    ubpy__check(ub_water_check(high, low, &why), &why) < 0)
 			return UBPY_EXC;
-		if (high == 0 || low > high) {
-			PyErr_SetString(PyExc_ValueError,
-					"set_water needs 0 < high and "
-					"low <= high");
-			return UBPY_EXC;
-		}
 		r = ub_dgram_set_water(d, high, low);
 		if (r == 0) {
 			$self->high = high;

@@ -195,7 +195,9 @@ static ubpy_loop *ubpy__loop_find(const ub_loop *loop)
 
 /* ---- errors ---- */
 
-static int ubpy__raise(long long r)
+/* -errno as OSError(errno, why), why defaulting to strerror: the reason an
+ * option check of the core gave, or none. */
+static int ubpy__raise_why(long long r, const char *why)
 {
 	PyObject *args;
 	int e;
@@ -203,13 +205,18 @@ static int ubpy__raise(long long r)
 	if (r == UBPY_EXC)
 		return UBPY_EXC;
 	e = (int)-r;
-	args = Py_BuildValue("(is)", e, strerror(e));
+	args = Py_BuildValue("(is)", e, why ? why : strerror(e));
 	if (args) {
 		PyErr_SetObject(e == EINVAL ? ubpy_InvalidArgument
 					    : PyExc_OSError, args);
 		Py_DECREF(args);
 	}
 	return UBPY_EXC;
+}
+
+static int ubpy__raise(long long r)
+{
+	return ubpy__raise_why(r, NULL);
 }
 
 static int ubpy__closed(const char *what)
@@ -833,9 +840,8 @@ static int ubpy__mode_arg(PyObject *o, int *mode)
 	return 0;
 }
 
-/* A Pool object of loop L (any loop if L is NULL) for an option. */
-static int ubpy__opt_pool(PyObject *o, ubpy_loop *L, int recv,
-			 const char *name, ub_pool **out)
+/* A Pool object for an option (which loop and kind: the core's check). */
+static int ubpy__opt_pool(PyObject *o, ub_pool **out)
 {
 	ubpy_pool *p;
 
@@ -845,16 +851,6 @@ static int ubpy__opt_pool(PyObject *o, ubpy_loop *L, int recv,
 	p = ubpy__unwrap(o, SWIGTYPE_p_ubpy_pool, "Pool");
 	if (!p || !(*out = ubpy__pool_get(p)))
 		return -1;
-	if (L && p->L != L) {
-		PyErr_Format(PyExc_ValueError, "%s belongs to another loop",
-			     name);
-		return -1;
-	}
-	if (!!(ub_pool_flags(*out) & UB_POOL_RECV) != recv) {
-		PyErr_Format(PyExc_ValueError, "%s must be a %s pool", name,
-			     recv ? "receive" : "send");
-		return -1;
-	}
 	return 0;
 }
 
@@ -975,6 +971,40 @@ static int ubpy__max_conns_arg(PyObject *o, unsigned *out)
 	return 0;
 }
 
+/* What an option check of the core answered: 0, or -1 with its reason
+ * raised (InvalidArgument, or OSError EOPNOTSUPP for a mode the kernel
+ * lacks).  *why is read after the check ran (argument order is
+ * unspecified in C, hence the pointer). */
+static int ubpy__check(int r, const char *const *why)
+{
+	if (r < 0) {
+		ubpy__raise_why(r, *why);
+		return -1;
+	}
+	return 0;
+}
+
+/* high_water and low_water keywords (None: the default; low defaults to a
+ * quarter of a given high).  A given high_water goes through the core's
+ * ub_water_check(): None is the default here, so 0 is refused rather than
+ * taken for the C default. */
+static int ubpy__water_args(PyObject *high, PyObject *low, size_t *h,
+			    size_t *l)
+{
+	const char *why = NULL;
+
+	if (high && high != Py_None) {
+		if (ubpy__size_arg(high, "high_water", h) < 0)
+			return -1;
+		*l = *h / 4;
+	}
+	if (low && low != Py_None && ubpy__size_arg(low, "low_water", l) < 0)
+		return -1;
+	if (high && high != Py_None)
+		return ubpy__check(ub_water_check(*h, *l, &why), &why);
+	return 0;
+}
+
 /* Connection options from keyword arguments (None: default).  Deadlines
  * are in seconds here (see ubpy__timeout_arg). */
 static int ubpy__conn_opts(ub_conn_opts *o, ubpy_loop *L, PyObject *recv_pool,
@@ -984,40 +1014,24 @@ static int ubpy__conn_opts(ub_conn_opts *o, ubpy_loop *L, PyObject *recv_pool,
 			  PyObject *recv_budget, PyObject *idle_timeout,
 			  PyObject *connect_timeout, PyObject *close_timeout)
 {
+	const char *why = NULL;
 	long long v;
 
 	ub_conn_opts_init(o);
-	if (ubpy__opt_pool(recv_pool, L, 1, "recv_pool", &o->recv_pool) < 0 ||
-	    ubpy__opt_pool(send_pool, L, 0, "send_pool", &o->send_pool) < 0)
+	if (ubpy__opt_pool(recv_pool, &o->recv_pool) < 0 ||
+	    ubpy__opt_pool(send_pool, &o->send_pool) < 0)
 		return -1;
 	if (mode && mode != Py_None && ubpy__mode_arg(mode, &o->mode) < 0)
 		return -1;
-	if (high_water && high_water != Py_None) {
-		if (ubpy__size_arg(high_water, "high_water", &o->high_water) < 0)
-			return -1;
-		if (o->high_water == 0) {
-			PyErr_SetString(PyExc_ValueError,
-					"high_water must be > 0");
-			return -1;
-		}
-		o->low_water = o->high_water / 4;
-	}
-	if (low_water && low_water != Py_None &&
-	    ubpy__size_arg(low_water, "low_water", &o->low_water) < 0)
+	if (ubpy__water_args(high_water, low_water, &o->high_water,
+			     &o->low_water) < 0)
 		return -1;
-	if (o->low_water > o->high_water) {
-		PyErr_SetString(PyExc_ValueError,
-				"low_water must not exceed high_water");
-		return -1;
-	}
+	/* None is the default here, so 0 is refused rather than taken for
+	 * the C default; the rest of the rule is the core's. */
 	if (ring_entries && ring_entries != Py_None) {
-		if (ubpy__ll_arg(ring_entries, 1, 32768, "ring_entries", &v) < 0)
+		if (ubpy__ll_arg(ring_entries, 1, UINT_MAX, "ring_entries",
+				 &v) < 0)
 			return -1;
-		if (v & (v - 1)) {
-			PyErr_SetString(PyExc_ValueError,
-					"ring_entries must be a power of 2");
-			return -1;
-		}
 		o->ring_entries = (unsigned)v;
 	}
 	if (flags && flags != Py_None) {
@@ -1040,7 +1054,9 @@ static int ubpy__conn_opts(ub_conn_opts *o, ubpy_loop *L, PyObject *recv_pool,
 	    ubpy__timeout_arg(close_timeout, "close_timeout", UINT_MAX,
 			      &o->close_timeout_ms) < 0)
 		return -1;
-	return 0;
+	if (!L)
+		return 0; /* the flat functions: their wrappers check */
+	return ubpy__check(ub_conn_opts_check(L->loop, o, &why), &why);
 }
 
 /* Connection options from a dict (flat functions): the keys and meanings
@@ -1709,47 +1725,23 @@ static int ubpy__dgram_opts(ub_dgram_opts *o, ubpy_loop *L,
 			    PyObject *low_water, PyObject *recv_budget,
 			    PyObject *reuseport, PyObject *no_recv)
 {
+	const char *why = NULL;
 	long long v;
 	int t;
 
 	ub_dgram_opts_init(o);
-	if (ubpy__opt_pool(recv_pool, L, 1, "recv_pool", &o->recv_pool) < 0 ||
-	    ubpy__opt_pool(send_pool, L, 0, "send_pool", &o->send_pool) < 0)
+	if (ubpy__opt_pool(recv_pool, &o->recv_pool) < 0 ||
+	    ubpy__opt_pool(send_pool, &o->send_pool) < 0)
 		return -1;
-	if (o->recv_pool && (ub_pool_buf_size(o->recv_pool) <= UB_DGRAM_HDR ||
-			     ub_pool_buf_size(o->recv_pool) % 8)) {
-		PyErr_Format(PyExc_ValueError,
-			     "recv_pool: a datagram endpoint needs buffers of "
-			     "more than %u bytes (its header) and a multiple "
-			     "of 8, not %u",
-			     UB_DGRAM_HDR, ub_pool_buf_size(o->recv_pool));
-		return -1;
-	}
+	/* None is the default here, so 0 (the C default) is refused. */
 	if (queue_max && queue_max != Py_None) {
-		if (ubpy__ll_arg(queue_max, 1, 32768, "queue_max", &v) < 0)
+		if (ubpy__ll_arg(queue_max, 1, UINT_MAX, "queue_max", &v) < 0)
 			return -1;
 		o->queue_max = (unsigned)v;
 	}
-	if (high_water && high_water != Py_None) {
-		if (ubpy__size_arg(high_water, "high_water", &o->high_water) < 0)
-			return -1;
-		if (o->high_water == 0) {
-			PyErr_SetString(PyExc_ValueError,
-					"high_water must be > 0");
-			return -1;
-		}
-		o->low_water = o->high_water / 4;
-	}
-	if (low_water && low_water != Py_None) {
-		if (ubpy__size_arg(low_water, "low_water", &o->low_water) < 0)
-			return -1;
-		if (o->low_water > (o->high_water ? o->high_water
-						  : (size_t)1 << 20)) {
-			PyErr_SetString(PyExc_ValueError,
-					"low_water must not exceed high_water");
-			return -1;
-		}
-	}
+	if (ubpy__water_args(high_water, low_water, &o->high_water,
+			     &o->low_water) < 0)
+		return -1;
 	if (recv_budget && recv_budget != Py_None &&
 	    ubpy__bytes_arg(recv_budget, "recv_budget", &o->recv_budget) < 0)
 		return -1;
@@ -1765,7 +1757,7 @@ static int ubpy__dgram_opts(ub_dgram_opts *o, ubpy_loop *L,
 		if (t)
 			o->flags |= UB_DGRAM_NO_RECV;
 	}
-	return 0;
+	return ubpy__check(ub_dgram_opts_check(L->loop, o, &why), &why);
 }
 
 /* Connection.send() and the transport's _wsend/_wsendv: a Buffer zero
@@ -2138,6 +2130,38 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 			SWIG_fail;
 	}
 }
+
+/* The core's option checks: None if valid, else the reason (as
+ * ub_loop_mode_check).  ub_loop_opts_check takes a struct, which has no
+ * Python form: Loop() raises its reason. */
+%typemap(out) int ub_conn_opts_check, int ub_pool_check, int ub_water_check {
+	(void)$1; /* a failure always comes with a reason */
+	$result = SWIG_Py_Void();
+}
+%ignore ub_loop_opts_check;
+
+/* Flat functions whose arguments the core checks: raise the check's reason
+ * instead of a bare EINVAL (argN: the wrapper's converted arguments). */
+%define UBPY_CHECK_FIRST(fn, check)
+%exception fn {
+	{
+		const char *why_ = NULL;
+		int r_ = check;
+
+		if (r_ < 0) {
+			ubpy__raise_why(r_, why_);
+			SWIG_fail;
+		}
+	}
+	$action
+}
+%enddef
+UBPY_CHECK_FIRST(ub_conn_connect, ub_conn_opts_check(arg1, arg4, &why_))
+UBPY_CHECK_FIRST(ub_conn_adopt, ub_conn_opts_check(arg1, arg3, &why_))
+UBPY_CHECK_FIRST(ub_listen, ub_conn_opts_check(arg1, arg6, &why_))
+UBPY_CHECK_FIRST(ub_listener_adopt, ub_conn_opts_check(arg1, arg3, &why_))
+UBPY_CHECK_FIRST(ub_pool_new, ub_pool_check(arg2, arg3, arg4, &why_))
+UBPY_CHECK_FIRST(ub_conn_set_water, ub_water_check(arg2, arg3, &why_))
 
 /* Enum tags that share a name with a function: C keeps them apart, SWIG
  * does not.  The enums' constants are kept. */

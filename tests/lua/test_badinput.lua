@@ -92,6 +92,72 @@ T.test("listen, connect and their options", function()
 	end
 end)
 
+-- The core's option checks give the reason: nil, reason, errno.
+local function reason(text, en, f, ...)
+	local r = table.pack(pcall(f, ...))
+	T.eq(r[1], true, "unexpected raise: " .. tostring(r[2]))
+	T.eq(r[2], nil, "expected nil, reason, errno (" .. text .. ")")
+	T.eq(r[3], text)
+	T.eq(r[4], ub.errno[en], "errno")
+end
+
+T.test("option rules: the core's reason reaches Lua", function()
+	local loop <close> = assert(ub.loop())
+	local other <close> = assert(ub.loop())
+	local spool = assert(loop:pool(2, 64))
+	local c = select(2, pair(loop))
+	for _ = 1, 3 do
+		reason("entries must be at most 32768", "EINVAL", ub.loop, { entries = 40000 })
+		reason("pool_size must be at most 1 GiB", "EINVAL", ub.loop, { pool_size = (1 << 30) + 1 })
+		reason("disable has a bit that is no UB_FEAT_* feature", "EINVAL", ub.loop, { disable = 1 << 20 })
+		reason("count must be 1..32768 buffers", "EINVAL", loop.pool, loop, 0, 10)
+		reason("size must be 1 byte..1 GiB", "EINVAL", loop.pool, loop, 1, 0)
+		reason("count * size must be at most 64 GiB", "EINVAL", loop.pool, loop, 32768, 1 << 30)
+		reason("ring_entries must be a power of 2 up to 32768", "EINVAL",
+			loop.connect, loop, "127.0.0.1:1", { ring_entries = 3 })
+		reason("ring_entries must be a power of 2 up to 32768", "EINVAL",
+			loop.listen, loop, "127.0.0.1:0", { ring_entries = 65536 })
+		reason("low_water must not exceed high_water", "EINVAL",
+			loop.listen, loop, "127.0.0.1:0", { high_water = 10, low_water = 20 })
+		reason("mode must be a send mode (UB_MODE_AUTO, BUNDLE, RING or SERIAL)", "EINVAL",
+			loop.connect, loop, "127.0.0.1:1", { mode = 7 })
+		reason("flags has a bit that is no UB_CONN_* flag", "EINVAL",
+			loop.connect, loop, "127.0.0.1:1", { flags = 1 << 9 })
+		reason("recv_pool must be a receive pool", "EINVAL",
+			loop.connect, loop, "127.0.0.1:1", { recv_pool = spool })
+		reason("recv_pool belongs to another loop", "EINVAL",
+			loop.adopt, loop, 0, { recv_pool = other:recv_pool() })
+		reason("send_pool belongs to another loop", "EINVAL",
+			loop.adopt_listener, loop, 0, { send_pool = other:send_pool() })
+		reason("queue_max must be at most 32768 datagrams", "EINVAL",
+			loop.datagram, loop, "127.0.0.1:0", { queue_max = 40000 })
+		reason("low_water must not exceed high_water", "EINVAL",
+			loop.adopt_datagram, loop, 0, { high_water = 8, low_water = 9 })
+		reason("high_water must be > 0", "EINVAL", c.set_water, c, 0, 0)
+		reason("low_water must not exceed high_water", "EINVAL", c.set_water, c, 10, 20)
+		-- the checks themselves: true, or nil, reason, errno
+		T.eq(core.ub_conn_opts_check(loop, { ring_entries = 8 }), true)
+		T.eq(core.ub_conn_opts_check(loop), true)
+		reason("ring_entries must be a power of 2 up to 32768", "EINVAL",
+			core.ub_conn_opts_check, loop, { ring_entries = 6 })
+		T.eq(core.ub_pool_check(1, 1, 0), true)
+		reason("flags has a bit that is no UB_POOL_* flag", "EINVAL", core.ub_pool_check, 1, 1, 2)
+		T.eq(core.ub_water_check(1, 1), true)
+		T.eq(core.ub_loop_opts_check({ entries = 64 }), true)
+		T.eq(core.ub_dgram_opts_check(loop), true)
+	end
+	-- a forced mode the loop lacks: EOPNOTSUPP, the mode and the probe's reason
+	local nob <close> = assert(ub.loop{ disable = { "send_bundle" } })
+	reason("mode bundle unavailable: disabled by ub_loop_opts.disable", "EOPNOTSUPP",
+		nob.connect, nob, "127.0.0.1:1", { mode = "bundle" })
+	-- a default pool too small for datagrams
+	local small <close> = assert(ub.loop{ pool_size = 64 })
+	local r, msg, en = small:datagram("127.0.0.1:0")
+	T.eq(r, nil)
+	T.eq(en, ub.errno.EINVAL)
+	T.ok(msg:find("default receive pool", 1, true), msg)
+end)
+
 T.test("connections, buffers and the C-level names", function()
 	local loop <close> = assert(ub.loop{ pool_count = 8, pool_size = 64 })
 	local other <close> = assert(ub.loop())

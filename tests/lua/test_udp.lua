@@ -291,12 +291,17 @@ T.test("bad addresses and sizes: clear errors, never a crash", function()
 	T.raises("unknown option 'bogus'", loop.datagram, loop, "127.0.0.1:0",
 		{ bogus = 1 })
 	T.raises("queue_max", loop.datagram, loop, "127.0.0.1:0", { queue_max = 0 })
-	T.raises("low_water", loop.datagram, loop, "127.0.0.1:0",
+	-- the core's rules: nil, its reason, EINVAL
+	local r, msg, en = loop:datagram("127.0.0.1:0",
 		{ high_water = 100, low_water = 200 })
-	local tiny = assert(loop:pool(4, 128, "recv"))
-	local r, msg, en = loop:datagram("127.0.0.1:0", { recv_pool = tiny })
 	T.eq(r, nil)
 	T.eq(en, errno.EINVAL, msg)
+	T.eq(msg, "low_water must not exceed high_water")
+	local tiny = assert(loop:pool(4, 128, "recv"))
+	r, msg, en = loop:datagram("127.0.0.1:0", { recv_pool = tiny })
+	T.eq(r, nil)
+	T.eq(en, errno.EINVAL, msg)
+	T.ok(msg:find("more than 128 bytes", 1, true), msg)
 	local ep = assert(loop:datagram("127.0.0.1:0"))
 	T.raises("malformed address", ep.send, ep, "x", "nowhere")
 	T.raises("string or uringbuf.buf", ep.send, ep, 42, "127.0.0.1:1")

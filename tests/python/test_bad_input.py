@@ -3,6 +3,7 @@ closed loops, closed connections, freed pools, released buffers, buffers of
 another loop.  Each is a clear exception (TypeError, ValueError, OSError,
 ClosedError, BufferError); a fuzz loop calls every wrapped function and
 method with such arguments."""
+import errno
 import gc
 import random
 import socket
@@ -195,6 +196,99 @@ class BadInput(unittest.TestCase):
                   lambda: uringbuf.Loop(entries="x")):
             with self.assertRaises((TypeError, ValueError)):
                 f()
+
+    def assertReason(self, reason, f, *args, **kw):
+        """f(*args, **kw) raises InvalidArgument (an OSError EINVAL and a
+        ValueError) whose text is the core's reason, word for word."""
+        with self.assertRaises(uringbuf.InvalidArgument) as cm:
+            f(*args, **kw)
+        self.assertIsInstance(cm.exception, ValueError)
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        self.assertEqual(cm.exception.strerror, reason)
+
+    def test_core_reasons(self):
+        """The core's option checks name the field and the rule; the
+        binding raises their words instead of restating the rules."""
+        z = self.z
+        a = "127.0.0.1:1"
+        r = self.assertReason
+        r("entries must be at most 32768", uringbuf.Loop, entries=40000)
+        r("pool_size must be at most 1 GiB", uringbuf.Loop,
+          pool_size=2 ** 30 + 1)
+        r("disable has a bit that is no UB_FEAT_* feature", uringbuf.Loop,
+          disable=1 << 20)
+        r("count must be 1..32768 buffers", z.loop.pool, 0, 64)
+        r("count must be 1..32768 buffers", z.loop.pool, 40000, 64)
+        r("size must be 1 byte..1 GiB", z.loop.pool, 1, 2 ** 31)
+        r("count * size must be at most 64 GiB", z.loop.pool, 32768, 2 ** 30)
+        for f in (z.loop.connect, z.loop.listen):
+            r("ring_entries must be a power of 2 up to 32768", f, a,
+              ring_entries=3)
+            r("ring_entries must be a power of 2 up to 32768", f, a,
+              ring_entries=65536)
+            r("high_water must be > 0", f, a, high_water=0)
+            r("low_water must not exceed high_water", f, a, high_water=5,
+              low_water=10)
+            r("low_water must not exceed high_water", f, a,
+              low_water=2 ** 21)
+            r("flags has a bit that is no UB_CONN_* flag", f, a,
+              flags=1 << 9)
+            r("recv_pool must be a receive pool", f, a, recv_pool=z.pool)
+            r("send_pool must be a send pool", f, a, send_pool=z.rpool)
+            r("recv_pool belongs to another loop", f, a,
+              recv_pool=z.other.recv_pool())
+            r("send_pool belongs to another loop", f, a,
+              send_pool=z.other.send_pool())
+        r("high_water must be > 0", z.conn.set_water, 0, 0)
+        r("low_water must not exceed high_water", z.conn.set_water, 10, 20)
+        r("low_water must not exceed high_water", z.dgram.set_water, 10, 20)
+        d = "127.0.0.1:0"
+        r("queue_max must be at most 32768 datagrams", z.loop.datagram, d,
+          queue_max=40000)
+        r("low_water must not exceed high_water", z.loop.datagram, d,
+          high_water=5, low_water=10)
+        r("recv_pool: a datagram endpoint needs buffers of more than 128 "
+          "bytes (its header) and a multiple of 8", z.loop.datagram, d,
+          recv_pool=z.rpool)
+        r("recv_pool belongs to another loop", z.loop.datagram, d,
+          recv_pool=z.other.recv_pool())
+        with uringbuf.Loop(pool_size=64) as small:
+            with self.assertRaises(uringbuf.InvalidArgument) as cm:
+                small.datagram(d)
+            self.assertIn("default receive pool", str(cm.exception))
+        # the flat functions: the same reasons, and the checks themselves
+        r("ring_entries must be a power of 2 up to 32768",
+          core.ub_conn_connect, z.loop, a, {"ring_entries": 3})
+        r("recv_pool must be a receive pool", core.ub_listen, z.loop, d, 0,
+          0, {"recv_pool": z.pool})
+        r("count must be 1..32768 buffers", core.ub_pool_new, z.loop, 0, 1,
+          0)
+        r("high_water must be > 0", core.ub_conn_set_water, z.conn, 0, 0)
+        self.assertEqual(core.ub_conn_opts_check(z.loop, {"flags": 1 << 9}),
+                         "flags has a bit that is no UB_CONN_* flag")
+        self.assertIsNone(core.ub_conn_opts_check(z.loop, {"flags": 1}))
+        self.assertIsNone(core.ub_conn_opts_check(z.loop, None))
+        self.assertEqual(core.ub_pool_check(1, 0, 0),
+                         "size must be 1 byte..1 GiB")
+        self.assertIsNone(core.ub_pool_check(1, 1, core.UB_POOL_RECV))
+        self.assertEqual(core.ub_water_check(1, 2),
+                         "low_water must not exceed high_water")
+        self.assertIsNone(core.ub_water_check(2, 1))
+
+    def test_unavailable_mode_reason(self):
+        """A forced mode the loop lacks: OSError EOPNOTSUPP (not a
+        ValueError) naming the mode and the probe's reason."""
+        with uringbuf.Loop(disable=uringbuf.FEAT_SEND_BUNDLE) as loop:
+            why = loop.feature_reason(uringbuf.FEAT_SEND_BUNDLE)
+            for f in (loop.connect, loop.listen):
+                with self.assertRaises(OSError) as cm:
+                    f("127.0.0.1:1", mode="bundle")
+                self.assertNotIsInstance(cm.exception, ValueError)
+                self.assertEqual(cm.exception.errno, errno.EOPNOTSUPP)
+                self.assertEqual(cm.exception.strerror,
+                                 "mode bundle unavailable: " + why)
+            self.assertEqual(core.ub_conn_opts_check(loop, {"mode": "bundle"}),
+                             "mode bundle unavailable: " + why)
 
     def test_pools_and_buffers_of_the_wrong_kind(self):
         z = self.z
