@@ -66,7 +66,11 @@ static void wake_senders(ub_pool *p)
 
 		ub__list_del(&c->swait_link);
 		c->want_spool = false;
-		c->want_writable = true;
+		/* Refused: owed a WRITABLE.  Soft water refuses nothing: it
+		 * waited to move its spill, and is owed one only if it went
+		 * above its mark (queue_buf says so then). */
+		if (!(c->flags & UB_CONN_SOFT_WATER))
+			c->want_writable = true;
 		ub__conn_dirty(c);
 	}
 }

@@ -130,7 +130,13 @@ int ub__sendq_spill_copy(ub_conn *c, const void *data, size_t n)
 	if (!n)
 		return 0;
 	if (!s || s->buf || s->cap - s->len < n) {
-		size_t cap = n > UB_SPILL_CHUNK ? n : UB_SPILL_CHUNK;
+		/* Copies in a row share chunks of UB_SPILL_CHUNK; one between
+		 * two buffers (a header before a forwarded body) gets what it
+		 * needs, so that heap use follows queued_bytes. */
+		size_t cap = (n + 63) & ~(size_t)63;
+
+		if (s && !s->buf && cap < UB_SPILL_CHUNK)
+			cap = UB_SPILL_CHUNK;
 
 		s = malloc(sizeof(*s) + cap);
 		if (!s)
@@ -154,8 +160,23 @@ int ub__sendq_spill_copy(ub_conn *c, const void *data, size_t n)
 int ub__sendq_spill_buf(ub_conn *c, ub_buf *buf)
 {
 	struct ub_sendq *q = &c->sq;
-	struct ub_spill *s = malloc(sizeof(*s));
+	struct ub_spill *s;
 
+	if (!(buf->pool->flags & UB_POOL_RECV)) {
+		/* A send-pool buffer is copied and goes back at once: held
+		 * here behind bytes that wait for a send-pool buffer it could
+		 * be the one they wait for, and with the pool's other buffers
+		 * held the same way nothing would ever come back.  (A receive
+		 * pool's buffers are bounded by their receiver's budget.) */
+		int ret = ub__sendq_spill_copy(c, ub_buf_data(buf), buf->len);
+
+		if (ret < 0)
+			return ret; /* buf stays APP */
+		mark_queued(buf); /* the handle is spent, as for a queued one */
+		ub__buf_recycle(buf);
+		return 0;
+	}
+	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->next = NULL;

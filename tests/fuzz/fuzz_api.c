@@ -657,7 +657,11 @@ static void op_send_buf(struct fz *f, int i, size_t n, int from_held)
 		ASSERT(ub_conn_queued_bytes(s->c) < ub_conn_high_water(s->c));
 	}
 	if (r == 0) {
-		ASSERT(ub_buf_state(b) == UB_BUF_QUEUED);
+		/* soft water copies a send-pool buffer that would wait in its
+		 * spill and frees it at once (core/sendq.c) */
+		ASSERT(ub_buf_state(b) == UB_BUF_QUEUED ||
+		       (s->soft && ub_buf_state(b) == UB_BUF_FREE &&
+			ub_buf_pool(b) == f->spool));
 		ASSERT(!s->closing);
 		out_append(f, i, ub_buf_data(b), n);
 		if (from_held) {

@@ -454,6 +454,14 @@ end
 dispatch.writable = function(srv, e)
 	local st = state_of(e)
 	if not st then return end
+	local conn = st.conn
+	if st.above and valid(conn) and
+		core.ub_conn_queued_bytes(conn) > core.ub_conn_low_water(conn) and
+		core.ub_conn_want_writable(conn) then
+		-- written above the mark again since the event was queued
+		-- (earlier in this batch): the next "writable" tells
+		return
+	end
 	st.above = nil
 	unblock(st)
 	if st.h.on_drain then call(st.h.on_drain, st.conn) end
