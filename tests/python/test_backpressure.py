@@ -167,6 +167,60 @@ class Backpressure(ModeTestCase):
             with self.subTest(mode=mode):
                 self.run_case(mode, obey=True, use_buffers=True)
 
+    def test_lowered_limits_pause_then_resume(self):
+        """set_write_buffer_limits() below what is queued pauses at once,
+        and resume_writing() follows once the queue drains (no write went
+        above the mark, so the core owed no WRITABLE: the transport asks)."""
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        loop = uringbuf.EventLoop()
+        calls, made = [], []
+
+        class P(uringbuf.Protocol):
+            def connection_made(self, t):
+                made.append(t)
+
+            def pause_writing(self):
+                calls.append("pause")
+
+            def resume_writing(self):
+                calls.append("resume")
+
+        try:
+            loop.create_connection(P, "127.0.0.1", ls.getsockname()[1])
+            loop.run_until(lambda: made, timeout=DEADLINE)
+            t = made[0]
+            with socket.socket(fileno=os.dup(t.connection.fd)) as dup:
+                dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            ls.settimeout(DEADLINE)
+            peer, _ = ls.accept()
+            data = pattern(9, 256 * 1024)
+            t.write(data)  # far below the 1 MiB default mark
+            loop.run_once(0)
+            self.assertEqual(calls, [])
+            self.assertGreater(t.get_write_buffer_size(), 64 * 1024)
+            t.set_write_buffer_limits(high=16 * 1024)
+            self.assertEqual(calls, ["pause"])
+            got = bytearray()
+            peer.setblocking(False)
+            deadline = time.monotonic() + DEADLINE
+            while len(got) < len(data) and time.monotonic() < deadline:
+                loop.run_once(0.005)
+                try:
+                    got += peer.recv(65536)
+                except BlockingIOError:
+                    pass
+            loop.run_until(lambda: len(calls) > 1, timeout=DEADLINE)
+            self.assertEqual(calls, ["pause", "resume"])
+            self.assertTrue(got == data)
+            peer.close()
+            t.abort()
+        finally:
+            ls.close()
+            loop.close()
+
     def test_limits_validation(self):
         loop = uringbuf.EventLoop()
         try:

@@ -517,9 +517,14 @@ class Transport:
     # ---- internals ----
 
     def _check_pause(self) -> None:
+        """New limits put the queue above the mark: pause, and have the
+        core say when it drains (no write went above it, so no WRITABLE
+        is owed yet)."""
         if self._conn.queued_bytes > self._high:
             self._paused = True
             self._protocol.pause_writing()
+            if not self._lost:
+                self._arm_writable()
 
     def _resume(self) -> None:
         self._paused = False
