@@ -2160,6 +2160,10 @@ static PyObject *ubpy__repr_state(const char *cls, const void *self,
 %ignore ub_listener_udata;
 %ignore ub_listener_set_udata;
 %ignore ub_addr_format;
+/* Lifetime is the handles' own: each holds what it names (a flat release
+ * could free it under the handle). */
+%rename("$ignore", regextarget=1) "^ub_(conn|listener)_(hold|release|is_closed)$";
+%ignore ub_listener_loop;
 /* Datagram endpoints: the Datagram class (Loop.datagram(),
  * Loop.adopt_datagram()) covers every ub_dgram_* function; as flat
  * functions SWIG would pass raw pointers and option structs. */
