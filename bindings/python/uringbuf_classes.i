@@ -779,11 +779,7 @@ typedef struct ubpy_conn {} ubpy_conn;
 %extend ubpy_conn {
 	~ubpy_conn()
 	{
-		Py_CLEAR($self->o.udata);
-		Py_CLEAR($self->o.on_data);
-		Py_CLEAR($self->o.on_buffers);
-		ubpy__loop_unref($self->o.L);
-		free($self);
+		ubpy__obj_dealloc(&$self->o);
 	}
 
 	%feature("docstring") send
@@ -1012,7 +1008,7 @@ without a refused send.";
 	{
 		char s[96];
 
-		if (!$self->o.ptr)
+		if (ubpy__obj_dead(&$self->o))
 			return ubpy__repr_state("Connection", $self, "closed");
 		snprintf(s, sizeof(s), "fd=%d mode=%s%s",
 			 ub_conn_fd($self->o.ptr),
@@ -1080,9 +1076,7 @@ typedef struct ubpy_listener {} ubpy_listener;
 %extend ubpy_listener {
 	~ubpy_listener()
 	{
-		Py_CLEAR($self->o.udata);
-		ubpy__loop_unref($self->o.L);
-		free($self);
+		ubpy__obj_dealloc(&$self->o);
 	}
 
 	%feature("docstring") close
@@ -1099,7 +1093,7 @@ follows.";
 	{
 		char s[32];
 
-		if (!$self->o.ptr)
+		if (ubpy__obj_dead(&$self->o))
 			return ubpy__repr_state("Listener", $self, "closed");
 		snprintf(s, sizeof(s), "fd=%d", ub_listener_fd($self->o.ptr));
 		return ubpy__repr_state("Listener", $self, s);
@@ -1144,11 +1138,7 @@ typedef struct ubpy_dgram {} ubpy_dgram;
 %extend ubpy_dgram {
 	~ubpy_dgram()
 	{
-		Py_CLEAR($self->o.udata);
-		Py_CLEAR($self->o.on_data);
-		Py_CLEAR($self->o.on_buffers);
-		ubpy__loop_unref($self->o.L);
-		free($self);
+		ubpy__obj_dealloc(&$self->o);
 	}
 
 	%feature("docstring") send
@@ -1272,7 +1262,7 @@ EV_WRITABLE comes once the queue is at or below low.";
 	{
 		char s[96];
 
-		if (!$self->o.ptr)
+		if (ubpy__obj_dead(&$self->o))
 			return ubpy__repr_state("Datagram", $self, "closed");
 		snprintf(s, sizeof(s), "fd=%d%s", ub_dgram_fd($self->o.ptr),
 			 $self->o.closed ? " CLOSED"
@@ -1355,7 +1345,8 @@ typedef struct ubpy_buf {} ubpy_buf;
 				   (L->deferred = realloc(L->deferred,
 					(L->capdeferred = L->capdeferred * 2 + 16) *
 					sizeof(*L->deferred)))) {
-				L->deferred[L->ndeferred].buf = $self->buf;
+				L->deferred[L->ndeferred].ptr = $self->buf;
+				L->deferred[L->ndeferred].kind = UBPY_DEF_BUF;
 				L->deferred[L->ndeferred++].gen = $self->gen;
 			}
 		}
@@ -1635,13 +1626,13 @@ static PyObject *ubpy_conn_low_water_get(ubpy_conn *h)
 }
 static PyObject *ubpy_conn_closing_get(ubpy_conn *h)
 {
-	if (!h->o.ptr)
+	if (ubpy__obj_dead(&h->o))
 		Py_RETURN_TRUE;
 	return PyBool_FromLong(ub_conn_is_closing(h->o.ptr) > 0);
 }
 static PyObject *ubpy_conn_closed_get(ubpy_conn *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o));
 }
 static PyObject *ubpy_conn_bytes_sent_get(ubpy_conn *h)
 {
@@ -1702,7 +1693,7 @@ static void ubpy__set_callable(ubpy_conn *h, PyObject **slot, PyObject *v,
 		return;
 	}
 	/* A gone connection gets no DATA: keep no reference (cycles). */
-	if (!h->o.ptr || h->o.closed)
+	if (h->o.closed || ubpy__obj_dead(&h->o))
 		v = Py_None;
 	Py_INCREF(v);
 	*slot = v == Py_None ? (Py_DECREF(v), NULL) : v;
@@ -1815,7 +1806,7 @@ static PyObject *ubpy_listener_sockname_get(ubpy_listener *h)
 }
 static PyObject *ubpy_listener_closed_get(ubpy_listener *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o));
 }
 static PyObject *ubpy_listener_loop_get(ubpy_listener *h)
 {
@@ -1958,11 +1949,12 @@ static PyObject *ubpy_dgram_recv_throttled_get(ubpy_dgram *h)
 }
 static PyObject *ubpy_dgram_closing_get(ubpy_dgram *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed || h->closing);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o) ||
+			       h->closing);
 }
 static PyObject *ubpy_dgram_closed_get(ubpy_dgram *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o));
 }
 static PyObject *ubpy_dgram_loop_get(ubpy_dgram *h)
 {
