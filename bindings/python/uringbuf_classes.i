@@ -1339,16 +1339,11 @@ typedef struct ubpy_buf {} ubpy_buf;
 		    ub_buf_gen($self->buf) == $self->gen) {
 			ubpy_loop *L = p->L;
 
-			if (!ubpy__foreign(L)) {
+			if (!ubpy__foreign(L))
 				ub_buf_release($self->buf);
-			} else if (L->ndeferred < L->capdeferred ||
-				   (L->deferred = realloc(L->deferred,
-					(L->capdeferred = L->capdeferred * 2 + 16) *
-					sizeof(*L->deferred)))) {
-				L->deferred[L->ndeferred].ptr = $self->buf;
-				L->deferred[L->ndeferred].kind = UBPY_DEF_BUF;
-				L->deferred[L->ndeferred++].gen = $self->gen;
-			}
+			else
+				ubpy__defer(L, $self->buf, $self->gen,
+					    UBPY_DEF_BUF);
 		}
 		Py_XDECREF($self->pool);
 		free($self);

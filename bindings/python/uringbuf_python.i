@@ -326,46 +326,48 @@ static void *ubpy__obj_get(ubpy_obj *o, const char *closed_msg)
 	return o->ptr;
 }
 
-/* Let go of the core object at dealloc: now, or at the owner's next wait
- * when another thread drops it (or the owner waits with the GIL
- * released).  A detached object (loop closed) needs no loop. */
-static void ubpy__obj_release(ubpy_obj *o)
+/* Something dropped while the loop is another thread's or waits with the
+ * GIL released: done at the owner's next wait (ubpy__flush_deferred).
+ * Out of memory: it leaks, nothing breaks. */
+static void ubpy__defer(ubpy_loop *L, void *ptr, uint32_t gen, int kind)
 {
-	ubpy_loop *L = o->L;
-
-	if (!o->held)
-		return;
-	o->held = 0;
-	if (L->loop && ubpy__foreign(L)) {
-		if (L->ndeferred < L->capdeferred ||
-		    (L->deferred = realloc(L->deferred,
-				(L->capdeferred = L->capdeferred * 2 + 16) *
-				sizeof(*L->deferred)))) {
-			L->deferred[L->ndeferred].ptr = o->ptr;
-			L->deferred[L->ndeferred++].kind = o->is_conn;
-		}
-		return; /* out of memory: the object leaks, nothing breaks */
-	}
-	/* Its events no longer find this handle (ubpy__let_go reads it). */
-	if (o->is_conn == UBPY_DGRAM) {
-		ub_dgram_set_udata(o->ptr, NULL);
-		ub_dgram_release(o->ptr);
-	} else if (o->is_conn) {
-		ub_conn_set_udata(o->ptr, NULL);
-		ub_conn_release(o->ptr);
-	} else {
-		ub_listener_set_udata(o->ptr, NULL);
-		ub_listener_release(o->ptr);
+	if (L->ndeferred < L->capdeferred ||
+	    (L->deferred = realloc(L->deferred,
+			(L->capdeferred = L->capdeferred * 2 + 16) *
+			sizeof(*L->deferred)))) {
+		L->deferred[L->ndeferred].ptr = ptr;
+		L->deferred[L->ndeferred].gen = gen;
+		L->deferred[L->ndeferred++].kind = kind;
 	}
 }
 
-/* A handle's deallocation: its references, its hold, its loop. */
+/* A handle lets go of its core object (kind: its is_conn), whose events
+ * then no longer find it (ubpy__let_go reads the udata). */
+static void ubpy__core_release(void *p, int kind)
+{
+	if (kind == UBPY_DGRAM) {
+		ub_dgram_set_udata(p, NULL);
+		ub_dgram_release(p);
+	} else if (kind == UBPY_CONN) {
+		ub_conn_set_udata(p, NULL);
+		ub_conn_release(p);
+	} else {
+		ub_listener_set_udata(p, NULL);
+		ub_listener_release(p);
+	}
+}
+
+/* A handle's deallocation: its references, its hold (a detached object,
+ * its loop closed, needs no loop), its loop. */
 static void ubpy__obj_dealloc(ubpy_obj *o)
 {
 	Py_CLEAR(o->udata);
 	Py_CLEAR(o->on_data);
 	Py_CLEAR(o->on_buffers);
-	ubpy__obj_release(o);
+	if (o->held && o->L->loop && ubpy__foreign(o->L))
+		ubpy__defer(o->L, o->ptr, 0, o->is_conn);
+	else if (o->held)
+		ubpy__core_release(o->ptr, o->is_conn);
 	ubpy__loop_unref(o->L);
 	free(o);
 }
@@ -647,25 +649,11 @@ static void ubpy__flush_deferred(ubpy_loop *L)
 	for (i = 0; i < L->ndeferred; i++) {
 		struct ubpy_deferred *d = &L->deferred[i];
 
-		switch (d->kind) {
-		case UBPY_DEF_BUF:
-			if (L->loop && ub_buf_state(d->ptr) == UB_BUF_APP &&
-			    ub_buf_gen(d->ptr) == d->gen)
-				ub_buf_release(d->ptr);
-			break;
-		case UBPY_DGRAM:
-			ub_dgram_set_udata(d->ptr, NULL);
-			ub_dgram_release(d->ptr);
-			break;
-		case UBPY_CONN:
-			ub_conn_set_udata(d->ptr, NULL);
-			ub_conn_release(d->ptr);
-			break;
-		default:
-			ub_listener_set_udata(d->ptr, NULL);
-			ub_listener_release(d->ptr);
-			break;
-		}
+		if (d->kind != UBPY_DEF_BUF)
+			ubpy__core_release(d->ptr, d->kind);
+		else if (L->loop && ub_buf_state(d->ptr) == UB_BUF_APP &&
+			 ub_buf_gen(d->ptr) == d->gen)
+			ub_buf_release(d->ptr);
 	}
 	L->ndeferred = 0;
 }
@@ -677,6 +665,16 @@ static void ubpy__obj_drop_refs(ubpy_obj *o)
 	Py_CLEAR(o->udata);
 	Py_CLEAR(o->on_data);
 	Py_CLEAR(o->on_buffers);
+}
+
+/* The handle of a CLOSED event's object (borrowed; NULL: none, or it was
+ * deallocated). */
+static PyObject *ubpy__ev_subject(const ub_event *e)
+{
+	return e->type != UB_EV_CLOSED ? NULL
+	       : e->dgram ? ub_dgram_udata(e->dgram)
+	       : e->conn ? ub_conn_udata(e->conn)
+	       : e->listener ? ub_listener_udata(e->listener) : NULL;
 }
 
 /* Its CLOSED is being delivered: no more events, so the loop stops
@@ -710,14 +708,8 @@ static void ubpy__let_go(ubpy_loop *L)
 	L->closed_i = L->closed_n = 0;
 	hs = PyList_New(0);
 	for (i = i0; hs && i < n; i++) {
-		ub_event *e = &L->ev[i];
-		PyObject *o;
+		PyObject *o = ubpy__ev_subject(&L->ev[i]);
 
-		if (e->type != UB_EV_CLOSED)
-			continue;
-		o = e->dgram ? ub_dgram_udata(e->dgram)
-		    : e->conn ? ub_conn_udata(e->conn)
-			      : ub_listener_udata(e->listener);
 		if (o && PyList_Append(hs, o) < 0)
 			Py_CLEAR(hs);
 	}
@@ -1360,13 +1352,11 @@ fail:
 	return NULL;
 }
 
-/* A CLOSED event that could not be delivered: its handle (if any) drops
- * its references at once. */
-static void ubpy__drop_closed(ub_event *e)
+/* dispatch() is done with a CLOSED event (delivered, or not deliverable):
+ * its handle drops its references at once. */
+static void ubpy__drop_closed(const ub_event *e)
 {
-	PyObject *o = e->dgram ? ub_dgram_udata(e->dgram)
-		      : e->conn ? ub_conn_udata(e->conn)
-		      : e->listener ? ub_listener_udata(e->listener) : NULL;
+	PyObject *o = ubpy__ev_subject(e);
 
 	if (o) {
 		Py_INCREF(o);
@@ -1381,19 +1371,11 @@ static void ubpy__events_drop(ubpy_loop *L, int i, int n)
 {
 	for (; i < n; i++) {
 		ub_event *e = &L->ev[i];
-		PyObject *o = NULL;
+		PyObject *o = ubpy__ev_subject(e);
 
 		if (e->buf)
 			ub_buf_release(e->buf);
 		e->buf = NULL;
-		if (e->type != UB_EV_CLOSED)
-			continue;
-		if (e->dgram)
-			o = ub_dgram_udata(e->dgram);
-		else if (e->conn)
-			o = ub_conn_udata(e->conn);
-		else if (e->listener)
-			o = ub_listener_udata(e->listener);
 		if (o)
 			ubpy__closed_seen(((SwigPyObject *)o)->ptr);
 	}
@@ -1619,18 +1601,14 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 			arg = ubpy__event(L, e);
 			if (!arg) {
 				ubpy__events_drop(L, i, i + 1);
-				if (e->type == UB_EV_CLOSED)
-					ubpy__drop_closed(e);
+				ubpy__drop_closed(e);
 				goto stop;
 			}
+			/* CLOSED: once handled, its handle (which arg keeps
+			 * alive) drops its references */
+			subj = ubpy__ev_subject(e);
 			r = PyObject_CallOneArg(slow, arg);
-			/* CLOSED handled: the handle drops its references
-			 * (the Event holds it until then) */
-			subj = e->type != UB_EV_CLOSED ? NULL
-			       : e->dgram ? PyStructSequence_GET_ITEM(arg, 6)
-			       : e->conn ? PyStructSequence_GET_ITEM(arg, 2)
-					 : PyStructSequence_GET_ITEM(arg, 3);
-			if (subj && subj != Py_None)
+			if (subj)
 				ubpy__obj_drop_refs(((SwigPyObject *)subj)->ptr);
 			Py_DECREF(arg);
 		}
