@@ -142,7 +142,7 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		ret = -ENOMEM;
 		goto fail;
 	}
-	c->obj.kind = UB_KIND_CONN;
+	c->obj.h.kind = UB_KIND_CONN;
 	c->loop = loop;
 	c->fd = fd;
 	c->mode = o.mode == UB_MODE_AUTO ? loop->best_mode : o.mode;
@@ -176,7 +176,7 @@ ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 	ub__list_init(&c->wait_link);
 	ub__list_init(&c->swait_link);
 	ub__list_init(&c->thr_link);
-	ub__list_add_tail(&loop->conns, &c->link);
+	ub__list_add_tail(&loop->conns, &c->obj.h.link);
 	loop->nlive++;
 	{
 		/* Latency matters more than segment count for a message
@@ -268,7 +268,7 @@ ub_conn *ub_conn_connect(ub_loop *loop, const struct sockaddr *addr,
 	sqe = c->caddr ? ub__sqe(loop) : NULL;
 	if (!sqe) {
 		ret = c->caddr ? -EBUSY : -ENOMEM;
-		ub__list_del(&c->link);
+		ub__list_del(&c->obj.h.link);
 		ub__conn_free(c); /* pool references, the socket, caddr */
 		free(c);
 		goto fail;

@@ -217,7 +217,7 @@ static ub_dgram *new_ep(ub_loop *loop, int fd, int family,
 		d->slots[i].next = d->sfree;
 		d->sfree = &d->slots[i];
 	}
-	d->obj.kind = UB_KIND_DGRAM;
+	d->obj.h.kind = UB_KIND_DGRAM;
 	d->loop = loop;
 	d->fd = fd;
 	d->family = family;
@@ -231,7 +231,7 @@ static ub_dgram *new_ep(ub_loop *loop, int fd, int family,
 	ub__list_init(&d->dirty_link);
 	ub__list_init(&d->wait_link);
 	ub__list_init(&d->swait_link);
-	ub__list_add_tail(&loop->dgrams, &d->link);
+	ub__list_add_tail(&loop->dgrams, &d->obj.h.link);
 	loop->nlive++;
 	ub__dgram_dirty(d);
 	if (err)

@@ -5,9 +5,10 @@
  *  - every ub_buf is in exactly one state (enum ub_buf_state) and, when it
  *    is FREE or QUEUED, on exactly one intrusive list (pool free list or one
  *    connection's send queue) through buf->next;
- *  - an object (conn, listener) is freed only when its count of operations
- *    armed in the kernel (inflight) is zero and its CLOSED event has been
- *    handed to the application;
+ *  - an object (conn, listener, dgram) releases what the kernel may touch
+ *    only when its count of operations armed in the kernel (inflight) is
+ *    zero; its struct goes only after its CLOSED event has been handed to
+ *    the application and nobody holds it (handle.c);
  *  - a send ring or buffer is handed back only after the CQE of the send that
  *    may read it.
  */
@@ -84,6 +85,8 @@ enum ub_kind {
 	UB_KIND_CONN = 1,
 	UB_KIND_DGRAM,  /* a datagram endpoint: RECV, CANCEL */
 	UB_KIND_DSEND,  /* one datagram being sent (struct ub_dsend): SEND */
+	UB_KIND_LISTENER, /* its tags are ACCEPT, TIMER, LCANCEL: not routed
+			     by kind; named for handle.c */
 };
 
 /* The answer of an option check (ub_*_check): err, with *reason, if the
@@ -100,11 +103,44 @@ static inline enum ub_kind ub__kind(const void *obj)
 	return (enum ub_kind)*(const unsigned char *)obj;
 }
 
+/*
+ * The head of every connection, listener and datagram endpoint: its kind
+ * and its lifetime (handle.c), libuv's handle model.  life goes OPEN ->
+ * REPORTED (its CLOSED was returned by ub_loop_wait) -> GONE (the next
+ * wait started, or the loop was freed).  GONE and not held: freed.  GONE
+ * and held: kept (on loop->held, or detached from a freed loop) until the
+ * last release.
+ */
+enum ub_life {
+	UB_LIFE_OPEN = 0,
+	UB_LIFE_REPORTED,
+	UB_LIFE_GONE,
+};
+
+struct ub_handle {
+	uint8_t kind;        /* enum ub_kind; first, see above */
+	uint8_t life;        /* enum ub_life */
+	bool leak;           /* its loop was freed with operations the kernel
+				did not give back: never free it */
+	unsigned holds;      /* ub_*_hold() minus ub_*_release() */
+	/* OPEN: loop->conns, listeners or dgrams; REPORTED: loop->zombies;
+	 * GONE and held: loop->held, or itself once detached */
+	struct ub_list link;
+};
+
+/* Called by loop.c: h's CLOSED was returned by this wait. */
+void ub__handle_reported(ub_loop *loop, struct ub_handle *h);
+/* At the start of a wait: every REPORTED object becomes GONE. */
+void ub__handles_reap(ub_loop *loop);
+/* ub_loop_free(): h (whose resources are released, or leaked: leak)
+ * becomes GONE and forgets its loop. */
+void ub__handle_detach(struct ub_handle *h, bool leak);
+
 /* What a receive-pool buffer is charged to (ub_buf.owner): a connection or
  * a datagram endpoint, which both begin with one.  pool.c counts it. */
 struct ub_obj {
-	uint8_t kind;   /* enum ub_kind; first, see above */
-	unsigned rheld; /* buffers of its receive pool charged to it */
+	struct ub_handle h; /* first: kind at offset 0, see above */
+	unsigned rheld;     /* buffers of its receive pool charged to it */
 };
 
 /* ---- buffers and pools (pool.c) ---- */
@@ -228,7 +264,7 @@ void ub__sendq_destroy(ub_conn *c);
 
 /* ---- connections (conn.c) ---- */
 struct ub_conn {
-	struct ub_obj obj;      /* first: kind UB_KIND_CONN, rheld */
+	struct ub_obj obj;      /* first: handle (kind UB_KIND_CONN), rheld */
 	ub_loop *loop;
 	int fd;
 	int mode;
@@ -273,7 +309,6 @@ struct ub_conn {
 	/* closing, sent and shut down, nothing unread left: stop receiving */
 	bool rx_done;
 	bool use_recv_bundle;
-	struct ub_list link;       /* loop->conns */
 	struct ub_list dirty_link; /* loop->dirty */
 	struct ub_list wait_link;  /* pool recv_waiters */
 	struct ub_list swait_link; /* pool send_waiters */
@@ -301,6 +336,7 @@ void ub__conn_expire(ub_conn *c);
 
 /* ---- listeners (listener.c) ---- */
 struct ub_listener {
+	struct ub_handle h;      /* first: kind UB_KIND_LISTENER, lifetime */
 	ub_loop *loop;
 	int fd;
 	void *udata;
@@ -311,7 +347,6 @@ struct ub_listener {
 		closed;
 	struct __kernel_timespec backoff;
 	char *unix_path; /* bound by ub_listen(): unlinked on close */
-	struct ub_list link;
 	/* on loop->lstart until its first accept is armed, at the next wait,
 	 * so that options set right after creation (max_conns) apply to it */
 	struct ub_list start_link;
@@ -339,7 +374,7 @@ struct ub_dsend {
 };
 
 struct ub_dgram {
-	struct ub_obj obj;         /* first: kind UB_KIND_DGRAM, rheld */
+	struct ub_obj obj;         /* first: handle (UB_KIND_DGRAM), rheld */
 	ub_loop *loop;
 	int fd, family;
 	unsigned flags;
@@ -364,7 +399,6 @@ struct ub_dgram {
 		recv_started, user_paused, want_writable, want_spool,
 		connected, closing, cancel_sent, closed, dirty, poll_armed;
 	char *unix_path;           /* bound by ub_dgram_open(): unlinked */
-	struct ub_list link;       /* loop->dgrams */
 	struct ub_list dirty_link; /* loop->ddirty */
 	struct ub_list wait_link;  /* rpool->dgram_waiters */
 	struct ub_list swait_link; /* spool->dsend_waiters */
@@ -399,12 +433,12 @@ struct ub_loop {
 	struct ub_list conns, listeners, pools, dirty;
 	struct ub_list lstart; /* listeners whose accept is still to arm */
 	struct ub_list later; /* dirty, but only from the next round on */
-	/* objects whose CLOSED event went out: freed on the next wait */
-	struct ub_list zombies;
-	struct ub_list zombie_listeners;
-	/* datagram endpoints: live, dirty (updated in run_dirty like
-	 * connections) and CLOSED ones to free on the next wait */
-	struct ub_list dgrams, ddirty, dlater, zombie_dgrams;
+	/* objects (any kind) whose CLOSED event went out: GONE at the next
+	 * wait; GONE objects still held (handle.c) */
+	struct ub_list zombies, held;
+	/* datagram endpoints: live and dirty (updated in run_dirty like
+	 * connections) */
+	struct ub_list dgrams, ddirty, dlater;
 	/* buffer group ids */
 	uint16_t *free_bgid;
 	unsigned nfree_bgid, cap_free_bgid;

@@ -60,7 +60,7 @@ static void finish(ub_listener *l)
 	/* Its connections live on without it. */
 	for (n = l->loop->conns.next; l->nconns && n != &l->loop->conns;
 	     n = n->next) {
-		ub_conn *c = ub__container_of(n, ub_conn, link);
+		ub_conn *c = ub__container_of(n, ub_conn, obj.h.link);
 
 		if (c->lsn == l) {
 			c->lsn = NULL;
@@ -191,6 +191,7 @@ static ub_listener *listener_new(ub_loop *loop, int fd,
 		ret = -ENOMEM;
 		goto fail;
 	}
+	l->h.kind = UB_KIND_LISTENER;
 	l->loop = loop;
 	l->fd = fd;
 	if (opts)
@@ -205,7 +206,7 @@ static ub_listener *listener_new(ub_loop *loop, int fd,
 		l->opts.recv_pool->users++;
 	if (l->opts.send_pool)
 		l->opts.send_pool->users++;
-	ub__list_add_tail(&loop->listeners, &l->link);
+	ub__list_add_tail(&loop->listeners, &l->h.link);
 	loop->nlive++;
 	if (err)
 		*err = 0;
@@ -385,5 +386,6 @@ int ub_listener_set_max_conns(ub_listener *l, unsigned max)
 unsigned ub_listener_conns(const ub_listener *l) { return l ? l->nconns : 0; }
 
 int ub_listener_fd(const ub_listener *l) { return l ? l->fd : -EINVAL; }
+ub_loop *ub_listener_loop(const ub_listener *l) { return l ? l->loop : NULL; }
 void *ub_listener_udata(const ub_listener *l) { return l ? l->udata : NULL; }
 void ub_listener_set_udata(ub_listener *l, void *udata) { if (l) l->udata = udata; }

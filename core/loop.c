@@ -5,9 +5,9 @@
  * of connections, listeners, datagram endpoints and pools, and the buffer
  * group id allocator.
  * Invariants: CQEs are turned into events in the order the kernel posted
- * them; an object is freed only at the start of the wait call after the one
- * that returned its CLOSED event; every SQE prepared is submitted before
- * ub_loop_wait() returns.
+ * them; an object is freed at the earliest at the start of the wait call
+ * after the one that returned its CLOSED event (later if held: handle.c);
+ * every SQE prepared is submitted before ub_loop_wait() returns.
  */
 #include "internal.h"
 
@@ -178,11 +178,10 @@ ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
 	ub__list_init(&loop->dirty);
 	ub__list_init(&loop->later);
 	ub__list_init(&loop->zombies);
-	ub__list_init(&loop->zombie_listeners);
+	ub__list_init(&loop->held);
 	ub__list_init(&loop->dgrams);
 	ub__list_init(&loop->ddirty);
 	ub__list_init(&loop->dlater);
-	ub__list_init(&loop->zombie_dgrams);
 	loop->evfd = -1;
 	loop->pool_count = o.pool_count ? o.pool_count : 1024;
 	loop->pool_size = o.pool_size ? o.pool_size : 4096;
@@ -198,30 +197,6 @@ fail0:
 	if (err)
 		*err = ret;
 	return NULL;
-}
-
-static void free_zombies(ub_loop *loop)
-{
-	while (!ub__list_empty(&loop->zombies)) {
-		ub_conn *c = ub__container_of(loop->zombies.next, ub_conn, link);
-
-		ub__list_del(&c->link);
-		free(c);
-	}
-	while (!ub__list_empty(&loop->zombie_listeners)) {
-		ub_listener *l = ub__container_of(loop->zombie_listeners.next,
-						  ub_listener, link);
-
-		ub__list_del(&l->link);
-		free(l);
-	}
-	while (!ub__list_empty(&loop->zombie_dgrams)) {
-		ub_dgram *d = ub__container_of(loop->zombie_dgrams.next,
-					       ub_dgram, link);
-
-		ub__list_del(&d->link);
-		free(d);
-	}
 }
 
 static void run_dirty(ub_loop *loop)
@@ -546,7 +521,7 @@ int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 	if (!loop || !ev || max <= 0 || min < 0 || min > max || loop->freeing)
 		return -EINVAL;
 	reaped0 = loop->reaped;
-	free_zombies(loop);
+	ub__handles_reap(loop);
 	if (loop->evfd >= 0) {
 		/* Clear before reaping: what completes from here on sets it
 		 * again, so the other loop cannot miss it. */
@@ -587,18 +562,10 @@ int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min, int timeout_ms)
 		else if (e->dgram)
 			e->udata = e->dgram->udata;
 		ev[i] = *e;
-		if (e->type == UB_EV_CLOSED && e->conn) {
-			ub__list_del(&e->conn->link);
-			ub__list_add_tail(&loop->zombies, &e->conn->link);
-		} else if (e->type == UB_EV_CLOSED && e->listener) {
-			ub__list_del(&e->listener->link);
-			ub__list_add_tail(&loop->zombie_listeners,
-					  &e->listener->link);
-		} else if (e->type == UB_EV_CLOSED && e->dgram) {
-			ub__list_del(&e->dgram->link);
-			ub__list_add_tail(&loop->zombie_dgrams,
-					  &e->dgram->link);
-		}
+		if (e->type == UB_EV_CLOSED)
+			ub__handle_reported(loop, e->conn ? &e->conn->obj.h
+						  : e->listener ? &e->listener->h
+						  : &e->dgram->obj.h);
 	}
 	/* With an eventfd, come back for what is left (work_left()): the
 	 * kernel signals the eventfd only when its list of pending task work
@@ -666,17 +633,17 @@ int ub_loop_free(ub_loop *loop)
 	}
 	for (n = loop->listeners.next; n != &loop->listeners; n = next) {
 		next = n->next;
-		ub_listener_close(ub__container_of(n, ub_listener, link));
+		ub_listener_close(ub__container_of(n, ub_listener, h.link));
 	}
 	for (n = loop->conns.next; n != &loop->conns; n = next) {
 		next = n->next;
-		ub_conn *c = ub__container_of(n, ub_conn, link);
+		ub_conn *c = ub__container_of(n, ub_conn, obj.h.link);
 
 		if (!c->closed)
 			ub__conn_fail(c, -ECANCELED);
 	}
 	for (n = loop->dgrams.next; n != &loop->dgrams; n = n->next) {
-		ub_dgram *d = ub__container_of(n, ub_dgram, link);
+		ub_dgram *d = ub__container_of(n, ub_dgram, obj.h.link);
 
 		if (!d->closed)
 			ub__dgram_fail(d, -ECANCELED);
@@ -689,14 +656,14 @@ int ub_loop_free(ub_loop *loop)
 
 		run_dirty(loop);
 		for (n = loop->conns.next; n != &loop->conns; n = n->next)
-			if (!ub__container_of(n, ub_conn, link)->closed)
+			if (!ub__container_of(n, ub_conn, obj.h.link)->closed)
 				busy = true;
 		for (n = loop->listeners.next; n != &loop->listeners;
 		     n = n->next)
-			if (!ub__container_of(n, ub_listener, link)->closed)
+			if (!ub__container_of(n, ub_listener, h.link)->closed)
 				busy = true;
 		for (n = loop->dgrams.next; n != &loop->dgrams; n = n->next)
-			if (!ub__container_of(n, ub_dgram, link)->closed)
+			if (!ub__container_of(n, ub_dgram, obj.h.link)->closed)
 				busy = true;
 		if (!busy)
 			break;
@@ -710,36 +677,54 @@ int ub_loop_free(ub_loop *loop)
 	}
 	if (ret < 0) {
 		/* The kernel still holds operations we could not reap: leak
-		 * their memory rather than free what it may touch. */
+		 * their memory rather than free what it may touch.  Held
+		 * objects are detached all the same (their holders must not
+		 * reach the loop), but never freed. */
+		struct ub_list *lists[] = { &loop->conns, &loop->listeners,
+					    &loop->dgrams, &loop->zombies,
+					    &loop->held };
+
+		for (unsigned i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+			while (!ub__list_empty(lists[i]))
+				ub__handle_detach(ub__container_of(
+					lists[i]->next, struct ub_handle, link),
+					true);
 		io_uring_queue_exit(&loop->ring);
 		close_eventfd(loop);
 		return ret;
 	}
-	/* Nothing is armed any more: free it all, rings before the ring. */
+	/* Nothing is armed any more: release it all, rings before the ring;
+	 * what the application holds stays as a detached struct. */
 	while (!ub__list_empty(&loop->conns)) {
-		ub_conn *c = ub__container_of(loop->conns.next, ub_conn, link);
+		ub_conn *c = ub__container_of(loop->conns.next, ub_conn,
+					      obj.h.link);
 
-		ub__list_del(&c->link);
 		ub__conn_free(c);
-		free(c);
+		ub__handle_detach(&c->obj.h, false);
 	}
 	while (!ub__list_empty(&loop->listeners)) {
 		ub_listener *l = ub__container_of(loop->listeners.next,
-						  ub_listener, link);
+						  ub_listener, h.link);
 
-		ub__list_del(&l->link);
 		ub__listener_free(l);
-		free(l);
+		ub__handle_detach(&l->h, false);
 	}
 	while (!ub__list_empty(&loop->dgrams)) {
 		ub_dgram *d = ub__container_of(loop->dgrams.next, ub_dgram,
-					       link);
+					       obj.h.link);
 
-		ub__list_del(&d->link);
 		ub__dgram_free(d);
-		free(d);
+		ub__handle_detach(&d->obj.h, false);
 	}
-	free_zombies(loop);
+	/* CLOSED already returned: their resources went when they closed. */
+	while (!ub__list_empty(&loop->zombies))
+		ub__handle_detach(ub__container_of(loop->zombies.next,
+						   struct ub_handle, link),
+				  false);
+	while (!ub__list_empty(&loop->held))
+		ub__handle_detach(ub__container_of(loop->held.next,
+						   struct ub_handle, link),
+				  false);
 	while (!ub__list_empty(&loop->pools))
 		ub__pool_destroy(ub__container_of(loop->pools.next, ub_pool,
 						  link));

@@ -124,7 +124,7 @@ void ub__buf_recycle(ub_buf *b)
 			/* Its receiver may take one more: let it look. */
 			b->owner = NULL;
 			o->rheld--;
-			if (o->kind == UB_KIND_DGRAM) {
+			if (o->h.kind == UB_KIND_DGRAM) {
 				ub_dgram *d = ub__container_of(o, ub_dgram,
 							       obj);
 

@@ -3,5 +3,5 @@
 # core/Makefile.am and tests/Makefile.am (the fuzzer) include it, lua.mk
 # includes it, setup.py and configure.ac read the two lines below.  Keep
 # each on one line, "NAME = value".
-UB_CORE_FILES = loop.c probe.c pool.c sendq.c conn.c listener.c dgram.c addr.c
+UB_CORE_FILES = loop.c handle.c probe.c pool.c sendq.c conn.c listener.c dgram.c addr.c
 UB_CORE_WARN = -Wall -Wextra -Wstrict-prototypes -Wshadow

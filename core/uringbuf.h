@@ -16,6 +16,15 @@
  *   ub_dgram     one datagram socket (UDP, Unix): multishot recvmsg on a
  *                pool, each datagram with its source address in one buffer.
  *
+ * Lifetime (libuv's handle model): a connection, listener or datagram
+ * endpoint is freed when the ub_loop_wait() call after the one that
+ * returned its UB_EV_CLOSED event starts.  A binding or an application that
+ * keeps pointers to them takes a hold (ub_conn_hold(), ub_listener_hold(),
+ * ub_dgram_hold()): a held object stays allocated past that until its last
+ * release, and meanwhile ub_*_is_closed() says 1 and every operation fails
+ * with its documented error, never touching freed memory (a loop freed
+ * under it included).
+ *
  * Conventions: functions return 0 (or a count) on success and a negative
  * errno on failure; constructors return NULL and store -errno in *err.  A call
  * that fails changes nothing and produces no event.  The library never prints,
@@ -78,7 +87,8 @@ enum ub_event_type {
 			   listener's (a failed accept) does not close it   */
 	UB_EV_CLOSED,   /* conn or listener is gone; res: 0 or the -errno that
 			   ended it.  The object is freed when the next
-			   ub_loop_wait() call starts: use it until then.      */
+			   ub_loop_wait() call starts: use it until then
+			   (held: at its last release, ub_conn_hold()).       */
 };
 
 typedef struct ub_event {
@@ -159,7 +169,10 @@ UB_EXTERN int ub_loop_opts_check(const ub_loop_opts *opts,
 /*
  * Close every connection and listener (abort), reap every operation the
  * kernel still holds, free every pool and the loop.  Buffers the application
- * still holds become invalid; no CLOSED events are delivered.  Returns 0,
+ * still holds become invalid; no CLOSED events are delivered.  Connections,
+ * listeners and endpoints that are held (ub_conn_hold()) keep only their
+ * struct, detached, until their last release: their loop accessor returns
+ * NULL, is_closed 1, every operation an error.  Returns 0,
  * -EINVAL (loop NULL), -EBUSY if the loop is already being freed, or
  * -ETIMEDOUT if the kernel did not give back every operation within 10 s
  * (the memory it may still touch is then leaked, not freed).
@@ -174,7 +187,8 @@ UB_EXTERN int ub_loop_free(ub_loop *loop);
  * loop is being freed), -EINTR (a signal arrived and no event was ready; if
  * some were, they are returned instead), or another io_uring_enter error
  * (likewise only when no event was ready).
- * Objects that received UB_EV_CLOSED in the previous batch are freed here.
+ * Objects that received UB_EV_CLOSED in the previous batch are freed here
+ * (those held: at their last release; ub_*_is_closed() says 1 from here).
  */
 UB_EXTERN int ub_loop_wait(ub_loop *loop, ub_event *ev, int max, int min,
 			   int timeout_ms);
@@ -493,6 +507,28 @@ UB_EXTERN uint64_t ub_conn_bytes_sent(const ub_conn *conn);
 UB_EXTERN uint64_t ub_conn_bytes_received(const ub_conn *conn);
 
 /*
+ * Keep the connection's memory past its life: it is not freed when the wait
+ * after its CLOSED event starts, but at the last ub_conn_release().  Any
+ * number of holds; take them from the loop's thread, as every call.  For a
+ * binding whose handle objects outlive what they name: it checks
+ * ub_conn_is_closed() instead of tracking CLOSED events itself.
+ * Returns 0, -EINVAL (NULL) or -EOVERFLOW (UINT_MAX holds).
+ */
+UB_EXTERN int ub_conn_hold(ub_conn *conn);
+/* Drop one hold; the last one of a connection that is closed (is_closed 1)
+ * frees it then and there.  Nothing if conn is NULL or not held. */
+UB_EXTERN void ub_conn_release(ub_conn *conn);
+/* 1 once the connection is gone: from the ub_loop_wait() call after the one
+ * that returned its CLOSED event (when an unheld one is freed), or once its
+ * loop is freed; then every operation fails with its documented error
+ * (EPIPE; EINVAL where a buffer names another loop: ub_conn_loop() is NULL
+ * once the loop is freed), setters that only store a value (water marks,
+ * budget, udata) still do, ub_conn_fd() is -1; only a held connection can
+ * be asked.
+ * Else 0; -EINVAL if conn is NULL. */
+UB_EXTERN int ub_conn_is_closed(const ub_conn *conn);
+
+/*
  * Receive budgets.  Every connection counts the buffers of its receive pool
  * that it received and that have not gone back to the pool: held by the
  * application, queued on any connection's send queue (echo, forwarding,
@@ -574,6 +610,14 @@ UB_EXTERN unsigned ub_listener_conns(const ub_listener *l);
 UB_EXTERN int ub_listener_fd(const ub_listener *l); /* -EINVAL if NULL */
 UB_EXTERN void *ub_listener_udata(const ub_listener *l);
 UB_EXTERN void ub_listener_set_udata(ub_listener *l, void *udata);
+/* Its loop; NULL if l is NULL or once the loop is freed (l held). */
+UB_EXTERN ub_loop *ub_listener_loop(const ub_listener *l);
+/* Lifetime, as ub_conn_hold(), ub_conn_release(), ub_conn_is_closed():
+ * hold returns 0, -EINVAL (NULL) or -EOVERFLOW; is_closed 1 once gone
+ * (fd -1, every operation fails: EPIPE), 0 before, -EINVAL if l is NULL. */
+UB_EXTERN int ub_listener_hold(ub_listener *l);
+UB_EXTERN void ub_listener_release(ub_listener *l);
+UB_EXTERN int ub_listener_is_closed(const ub_listener *l);
 
 /* ---- datagrams --------------------------------------------------------- */
 
@@ -733,6 +777,14 @@ UB_EXTERN size_t ub_dgram_recv_budget(const ub_dgram *ep);
 UB_EXTERN int ub_dgram_set_recv_budget(ub_dgram *ep, size_t bytes);
 UB_EXTERN unsigned ub_dgram_recv_held(const ub_dgram *ep);
 UB_EXTERN int ub_dgram_recv_throttled(const ub_dgram *ep);
+/* Lifetime, as ub_conn_hold(), ub_conn_release(), ub_conn_is_closed():
+ * hold returns 0, -EINVAL (NULL) or -EOVERFLOW; is_closed 1 once gone
+ * (fd -1, ub_dgram_loop() NULL once the loop is freed, every operation
+ * fails: EPIPE, or EINVAL for a buffer of another loop), 0 before, -EINVAL
+ * if ep is NULL. */
+UB_EXTERN int ub_dgram_hold(ub_dgram *ep);
+UB_EXTERN void ub_dgram_release(ub_dgram *ep);
+UB_EXTERN int ub_dgram_is_closed(const ub_dgram *ep);
 
 /* A received datagram's source address, inside the buffer (valid while the
  * buffer is APP or QUEUED): NULL, *addrlen 0, for a buffer that is not a

@@ -14,10 +14,12 @@
  *    loop can kill them all, in whatever order handles are collected;
  *  - a buffer is touched only after checking, in this order: pool token
  *    alive (so the descriptors exist), state APP, generation unchanged;
- *  - a conn/listener handle's pointer is cut (set NULL) before the core
- *    frees the object: at the start of the wait after its CLOSED event, or
- *    when the loop is freed; its state slot is cleared at the same moment,
- *    so per-connection Lua state never outlives the connection;
+ *  - a conn/listener/endpoint handle holds its core object (ub_*_hold)
+ *    until its __gc, so its pointer is never stale; whether the object is
+ *    gone (the wait after its CLOSED, or its loop freed) is the core's
+ *    answer (ub_*_is_closed) or the loop token's, and its state slot reads
+ *    nil from then on, so per-connection Lua state never outlives the
+ *    connection;
  *  - nothing here calls into Lua while core code runs (the core never calls
  *    back), so a __gc that releases a buffer never re-enters the core.
  */
@@ -59,7 +61,6 @@ struct ubl_loop {
 /* User values of a loop handle. */
 enum {
 	UV_OBJS = 1, /* id -> conn/listener handle, until CLOSED    */
-	UV_ZOMBIES,  /* handles whose CLOSED went out: cut next wait */
 	UV_POOLS,    /* lightuserdata(ub_pool) -> pool handle        */
 	UV_EVENTS,   /* the default event table                      */
 	UV_LSTATE,   /* the Lua layer's value for this loop (state()) */
@@ -70,7 +71,7 @@ enum {
 enum {
 	UV_OLOOP = 1, /* its loop handle (keeps the loop's tables alive)    */
 	UV_OSTATE,    /* the Lua layer's value (state()): gone with the
-		       * handle's object, cleared when the handle is cut   */
+		       * handle's object (reads nil, cleared, once gone)   */
 	UV_NOBJ = UV_OSTATE
 };
 
@@ -89,9 +90,10 @@ struct ubl_buf {
 enum ubl_kind { K_LISTENER = 0, K_CONN = 1, K_DGRAM = 2 };
 
 struct ubl_obj {
-	void *p;
+	void *p;               /* held (NULL: not yet, or released in __gc) */
 	struct ubl_tok *tok;
 	lua_Integer id;
+	int kind;              /* enum ubl_kind */
 };
 
 static const char loops_key = 0; /* registry: lightud(ub_loop) -> handle */
@@ -353,9 +355,23 @@ void ubl_push_buf(lua_State *L, ub_buf *buf)
 
 /* ---- handles: connections and listeners -------------------------------- */
 
+/* The core's word on a held object: gone (is_closed) or not. */
+static int obj_core_closed(void *p, int kind)
+{
+	switch (kind) {
+	case K_CONN:
+		return ub_conn_is_closed(p) > 0;
+	case K_DGRAM:
+		return ub_dgram_is_closed(p) > 0;
+	default:
+		return ub_listener_is_closed(p) > 0;
+	}
+}
+
 static int obj_alive(const struct ubl_obj *h)
 {
-	return h->p && h->tok && h->tok->alive;
+	return h->p && h->tok && h->tok->alive &&
+	       !obj_core_closed(h->p, h->kind);
 }
 
 static void *check_obj(lua_State *L, int idx, const char *tname,
@@ -365,7 +381,7 @@ static void *check_obj(lua_State *L, int idx, const char *tname,
 
 	if (!h->tok || !h->tok->alive)
 		luaL_argerror(L, idx, "its loop is closed");
-	if (!h->p)
+	if (!h->p || obj_core_closed(h->p, h->kind))
 		luaL_argerror(L, idx, closed);
 	return h->p;
 }
@@ -426,16 +442,25 @@ static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int kind)
 	struct ubl_loop *lh = lua_touserdata(L, lidx);
 	lua_Integer id = (lua_Integer)(intptr_t)obj_udata(p, kind);
 	struct ubl_obj *h;
+	int r;
 
 	if (id && lua_rawgeti(L, oidx, id) == LUA_TUSERDATA)
 		return;
 	if (id)
 		lua_pop(L, 1);
 	h = lua_newuserdatauv(L, sizeof(*h), UV_NOBJ);
-	h->p = p;
+	h->p = NULL;
+	h->tok = NULL;
+	h->kind = kind;
+	luaL_setmetatable(L, kind_tname[kind]);
+	r = kind == K_CONN ? ub_conn_hold(p)
+	    : kind == K_DGRAM ? ub_dgram_hold(p) : ub_listener_hold(p);
+	if (r < 0)
+		luaL_error(L, "cannot hold a %s: %s", kind_tname[kind],
+			   strerror(-r));
+	h->p = p; /* held: released by __gc */
 	h->tok = tok_ref(lh->tok);
 	h->id = ++lh->next_id;
-	luaL_setmetatable(L, kind_tname[kind]);
 	obj_set_udata(p, kind, (void *)(intptr_t)h->id);
 	lua_pushvalue(L, lidx);
 	lua_setiuservalue(L, -2, UV_OLOOP);
@@ -465,14 +490,7 @@ void ubl_push_conn(lua_State *L, ub_conn *c)
 
 void ubl_push_listener(lua_State *L, ub_listener *l)
 {
-	/* The core has no ub_listener_loop(): a listener is only ever pushed
-	 * right after ub_listen()/ub_listener_adopt(), whose loop handle is
-	 * argument 1. */
-	if (!l) {
-		lua_pushnil(L);
-		return;
-	}
-	push_obj(L, ubl_check_loop(L, 1), l, K_LISTENER);
+	push_obj(L, l ? ub_listener_loop(l) : NULL, l, K_LISTENER);
 }
 
 void ubl_push_dgram(lua_State *L, ub_dgram *d)
@@ -480,11 +498,24 @@ void ubl_push_dgram(lua_State *L, ub_dgram *d)
 	push_obj(L, d ? ub_dgram_loop(d) : NULL, d, K_DGRAM);
 }
 
+/* Let go of the core object: freed now if it is gone, else when it is
+ * (a detached one, its loop closed, needs no loop).  Lua runs no __gc
+ * while core code runs: this never re-enters the core. */
 static int obj_gc(lua_State *L)
 {
 	struct ubl_obj *h = lua_touserdata(L, 1);
+	void *p = h->p;
 
 	h->p = NULL;
+	if (p) {
+		obj_set_udata(p, h->kind, NULL); /* events no longer find us */
+		if (h->kind == K_CONN)
+			ub_conn_release(p);
+		else if (h->kind == K_DGRAM)
+			ub_dgram_release(p);
+		else
+			ub_listener_release(p);
+	}
 	tok_unref(&h->tok);
 	return 0;
 }
@@ -770,32 +801,6 @@ void ubl_check_addr(lua_State *L, int idx, struct sockaddr_storage *ss,
 
 /* ---- loop: close and wait ---------------------------------------------- */
 
-/* Cut the conn/listener handle on top of the stack from its core object,
- * and drop its Lua state with it: state kept by the Lua layer lives exactly
- * as long as the object, whoever still holds the handle. */
-static void cut_top(lua_State *L)
-{
-	struct ubl_obj *h = lua_touserdata(L, -1);
-
-	if (!h)
-		return;
-	h->p = NULL;
-	lua_pushnil(L);
-	lua_setiuservalue(L, -2, UV_OSTATE);
-}
-
-/* Cut every handle in table t (at idx) from its core object. */
-static void cut_all(lua_State *L, int idx)
-{
-	if (!lua_istable(L, idx))
-		return; /* a handle that died half made */
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		cut_top(L);
-		lua_pop(L, 1);
-	}
-}
-
 int ubl_loop_close(lua_State *L)
 {
 	struct ubl_loop *h = to_loop(L, 1);
@@ -821,12 +826,11 @@ int ubl_loop_close(lua_State *L)
 	h->nptoks = h->capptoks = 0;
 	free(h->ev);
 	h->ev = NULL;
+	/* Handles still referenced keep their (detached) objects until their
+	 * __gc; the loop no longer keeps them. */
 	lua_settop(L, 1);
-	lua_getiuservalue(L, 1, UV_OBJS);
-	cut_all(L, 2);
-	lua_getiuservalue(L, 1, UV_ZOMBIES);
-	cut_all(L, 3);
-	lua_settop(L, 1);
+	lua_newtable(L);
+	lua_setiuservalue(L, 1, UV_OBJS);
 	lua_pushnil(L);
 	lua_setiuservalue(L, 1, UV_LSTATE);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &loops_key);
@@ -845,7 +849,7 @@ static volatile sig_atomic_t ubl_sig;
 int ubl_loop_wait(lua_State *L)
 {
 	struct ubl_loop *h = to_loop(L, 1);
-	int min, timeout, n, i, ie, io, iz;
+	int min, timeout, n, i, ie, io;
 	ub_pool *last_pool = NULL;
 	struct ubl_tok *last_ptok = NULL;
 
@@ -863,18 +867,7 @@ int ubl_loop_wait(lua_State *L)
 	ie = 4;
 	lua_getiuservalue(L, 1, UV_OBJS);
 	io = 5;
-	lua_getiuservalue(L, 1, UV_ZOMBIES);
-	iz = 6;
 
-	/* The core frees what was CLOSED in the last batch now. */
-	n = (int)lua_rawlen(L, iz);
-	for (i = 1; i <= n; i++) {
-		lua_rawgeti(L, iz, i);
-		cut_top(L);
-		lua_pop(L, 1);
-		lua_pushnil(L);
-		lua_rawseti(L, iz, i);
-	}
 	if (ubl_sig && min > 0) {
 		/* A signal is pending: do not sleep on it. */
 		min = 0;
@@ -907,13 +900,12 @@ int ubl_loop_wait(lua_State *L)
 		} else {
 			lua_pushnil(L);
 		}
+		/* CLOSED: no more events, the loop stops keeping it */
 		if (e->type == UB_EV_CLOSED && e->listener && !e->conn) {
 			struct ubl_obj *o = lua_touserdata(L, -1);
 
 			lua_pushnil(L);
 			lua_rawseti(L, io, o->id);
-			lua_pushvalue(L, -1);
-			lua_rawseti(L, iz, (lua_Integer)lua_rawlen(L, iz) + 1);
 		}
 		lua_setfield(L, -2, "listener");
 		if (e->conn) {
@@ -928,9 +920,6 @@ int ubl_loop_wait(lua_State *L)
 
 				lua_pushnil(L);
 				lua_rawseti(L, io, o->id);
-				lua_pushvalue(L, -1);
-				lua_rawseti(L, iz,
-					    (lua_Integer)lua_rawlen(L, iz) + 1);
 			}
 		} else {
 			lua_pushnil(L);
@@ -946,9 +935,6 @@ int ubl_loop_wait(lua_State *L)
 
 				lua_pushnil(L);
 				lua_rawseti(L, io, o->id);
-				lua_pushvalue(L, -1);
-				lua_rawseti(L, iz,
-					    (lua_Integer)lua_rawlen(L, iz) + 1);
 			}
 		} else {
 			lua_pushnil(L);
@@ -1279,16 +1265,27 @@ int ubl_handle_valid(lua_State *L)
 	return 1;
 }
 
+/* Push the state slot of the conn/listener/endpoint handle at idx: nil,
+ * and dropped, once its object is gone. */
+static void push_ostate(lua_State *L, int idx)
+{
+	if (!obj_alive(lua_touserdata(L, idx))) {
+		lua_pushnil(L);
+		lua_setiuservalue(L, idx, UV_OSTATE);
+	}
+	lua_getiuservalue(L, idx, UV_OSTATE);
+}
+
 /* state(handle): the Lua value the layer above keeps with a conn, listener
- * or loop handle (nil until set_state; nil again once the handle is cut or
- * its loop closed).  Readable on a dead handle, so that code asking "is this
- * connection managed?" gets nil rather than an error. */
+ * or loop handle (nil until set_state; nil again once the handle's object
+ * is gone or its loop closed).  Readable on a dead handle, so that code
+ * asking "is this connection managed?" gets nil rather than an error. */
 int ubl_handle_state(lua_State *L)
 {
 	if (luaL_testudata(L, 1, UBL_CONN) ||
 	    luaL_testudata(L, 1, UBL_LISTENER) ||
 	    luaL_testudata(L, 1, UBL_DGRAM))
-		lua_getiuservalue(L, 1, UV_OSTATE);
+		push_ostate(L, 1);
 	else if (luaL_testudata(L, 1, UBL_LOOP))
 		lua_getiuservalue(L, 1, UV_LSTATE);
 	else
@@ -1302,7 +1299,7 @@ int ubl_handle_state(lua_State *L)
 int ubl_conn_state(lua_State *L)
 {
 	luaL_checkudata(L, 1, UBL_CONN);
-	lua_getiuservalue(L, 1, UV_OSTATE);
+	push_ostate(L, 1);
 	return 1;
 }
 

@@ -15,13 +15,14 @@
  *    the descriptors of a freed pool;
  *  - a buffer handle remembers ub_buf_gen() from when it was handed out and is
  *    valid only while the buffer is APP with that generation;
- *  - a connection, listener or datagram endpoint handle stays in its loop's registry table
- *    (keyed by an id stored as the core object's udata) until its CLOSED
- *    event, and is cut from the core object at the next wait, when the core
- *    frees it.
+ *  - a connection, listener or datagram endpoint handle holds its core
+ *    object (ub_*_hold) until its __gc, and stays in its loop's registry
+ *    table (keyed by an id stored as the core object's udata) until its
+ *    CLOSED event; from the next wait on the core says it is gone
+ *    (ub_*_is_closed) and every use raises.
  * State.  Conn, listener and loop handles carry one Lua value for the layer
  * above (a user value: state(), set_state(), and the "state" field of each
- * event); it is dropped when the handle is cut or its loop closed, so the
+ * event); it reads nil once the object is gone or its loop closed, so the
  * server helper's per-connection state needs no table keyed by handle.
  * Every check that fails raises a Lua error ("bad argument #n to 'f' (...)");
  * nothing ever touches freed memory.

@@ -221,6 +221,10 @@ UBL_CHECK_FIRST(ub_dgram_set_water, ub_water_check(arg2, arg3, &why_))
 %ignore ub_listener_udata;
 %ignore ub_listener_set_udata;
 %ignore ub_addr_format;
+/* Lifetime is the handles' own: each holds what it names (a flat release
+ * could free it under the handle). */
+%rename("$ignore", regextarget=1) "^ub_(conn|listener|dgram)_(hold|release|is_closed)$";
+%ignore ub_listener_loop;
 /* Datagram endpoints: a checked handle ("uringbuf.dgram") like conns;
  * open and send are natives (an autobound "unix:", string or buffer data,
  * an optional address that may be a received buffer's source). */

@@ -785,11 +785,7 @@ typedef struct ubpy_conn {} ubpy_conn;
 %extend ubpy_conn {
 	~ubpy_conn()
 	{
-		Py_CLEAR($self->o.udata);
-		Py_CLEAR($self->o.on_data);
-		Py_CLEAR($self->o.on_buffers);
-		ubpy__loop_unref($self->o.L);
-		free($self);
+		ubpy__obj_dealloc(&$self->o);
 	}
 
 	%feature("docstring") send
@@ -1031,7 +1027,7 @@ without a refused send.";
 	{
 		char s[96];
 
-		if (!$self->o.ptr)
+		if (ubpy__obj_dead(&$self->o))
 			return ubpy__repr_state("Connection", $self, "closed");
 		snprintf(s, sizeof(s), "fd=%d mode=%s%s",
 			 ub_conn_fd($self->o.ptr),
@@ -1099,9 +1095,7 @@ typedef struct ubpy_listener {} ubpy_listener;
 %extend ubpy_listener {
 	~ubpy_listener()
 	{
-		Py_CLEAR($self->o.udata);
-		ubpy__loop_unref($self->o.L);
-		free($self);
+		ubpy__obj_dealloc(&$self->o);
 	}
 
 	%feature("docstring") close
@@ -1118,7 +1112,7 @@ follows.";
 	{
 		char s[32];
 
-		if (!$self->o.ptr)
+		if (ubpy__obj_dead(&$self->o))
 			return ubpy__repr_state("Listener", $self, "closed");
 		snprintf(s, sizeof(s), "fd=%d", ub_listener_fd($self->o.ptr));
 		return ubpy__repr_state("Listener", $self, s);
@@ -1163,11 +1157,7 @@ typedef struct ubpy_dgram {} ubpy_dgram;
 %extend ubpy_dgram {
 	~ubpy_dgram()
 	{
-		Py_CLEAR($self->o.udata);
-		Py_CLEAR($self->o.on_data);
-		Py_CLEAR($self->o.on_buffers);
-		ubpy__loop_unref($self->o.L);
-		free($self);
+		ubpy__obj_dealloc(&$self->o);
 	}
 
 	%feature("docstring") send
@@ -1287,7 +1277,7 @@ EV_WRITABLE comes once the queue is at or below low.";
 	{
 		char s[96];
 
-		if (!$self->o.ptr)
+		if (ubpy__obj_dead(&$self->o))
 			return ubpy__repr_state("Datagram", $self, "closed");
 		snprintf(s, sizeof(s), "fd=%d%s", ub_dgram_fd($self->o.ptr),
 			 $self->o.closed ? " CLOSED"
@@ -1364,15 +1354,11 @@ typedef struct ubpy_buf {} ubpy_buf;
 		    ub_buf_gen($self->buf) == $self->gen) {
 			ubpy_loop *L = p->L;
 
-			if (!ubpy__foreign(L)) {
+			if (!ubpy__foreign(L))
 				ub_buf_release($self->buf);
-			} else if (L->ndeferred < L->capdeferred ||
-				   (L->deferred = realloc(L->deferred,
-					(L->capdeferred = L->capdeferred * 2 + 16) *
-					sizeof(*L->deferred)))) {
-				L->deferred[L->ndeferred].buf = $self->buf;
-				L->deferred[L->ndeferred++].gen = $self->gen;
-			}
+			else
+				ubpy__defer(L, $self->buf, $self->gen,
+					    UBPY_DEF_BUF);
 		}
 		Py_XDECREF($self->pool);
 		free($self);
@@ -1650,13 +1636,13 @@ static PyObject *ubpy_conn_low_water_get(ubpy_conn *h)
 }
 static PyObject *ubpy_conn_closing_get(ubpy_conn *h)
 {
-	if (!h->o.ptr)
+	if (ubpy__obj_dead(&h->o))
 		Py_RETURN_TRUE;
 	return PyBool_FromLong(ub_conn_is_closing(h->o.ptr) > 0);
 }
 static PyObject *ubpy_conn_closed_get(ubpy_conn *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o));
 }
 static PyObject *ubpy_conn_bytes_sent_get(ubpy_conn *h)
 {
@@ -1717,7 +1703,7 @@ static void ubpy__set_callable(ubpy_conn *h, PyObject **slot, PyObject *v,
 		return;
 	}
 	/* A gone connection gets no DATA: keep no reference (cycles). */
-	if (!h->o.ptr || h->o.closed)
+	if (h->o.closed || ubpy__obj_dead(&h->o))
 		v = Py_None;
 	Py_INCREF(v);
 	*slot = v == Py_None ? (Py_DECREF(v), NULL) : v;
@@ -1830,7 +1816,7 @@ static PyObject *ubpy_listener_sockname_get(ubpy_listener *h)
 }
 static PyObject *ubpy_listener_closed_get(ubpy_listener *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o));
 }
 static PyObject *ubpy_listener_loop_get(ubpy_listener *h)
 {
@@ -1973,11 +1959,12 @@ static PyObject *ubpy_dgram_recv_throttled_get(ubpy_dgram *h)
 }
 static PyObject *ubpy_dgram_closing_get(ubpy_dgram *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed || h->closing);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o) ||
+			       h->closing);
 }
 static PyObject *ubpy_dgram_closed_get(ubpy_dgram *h)
 {
-	return PyBool_FromLong(!h->o.ptr || h->o.closed);
+	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o));
 }
 static PyObject *ubpy_dgram_loop_get(ubpy_dgram *h)
 {

@@ -14,11 +14,17 @@
  *     references (a C refcount): the "loop alive" token.  Closing the loop
  *     sets every handle's pointer to NULL, so any later use raises
  *     uringbuf.ClosedError instead of touching freed memory.
- *   - a Connection, Listener or Datagram stays referenced by its loop (ubpy_loop.live)
- *     until the wait() after the one that returned its CLOSED event: that is
- *     when the core frees the object, and when the handle's pointer is
- *     cleared (ubpy__bury).  Its core udata points at the handle object, so
- *     events map to the same Python object without a lookup.
+ *   - a Connection, Listener or Datagram holds its core object
+ *     (ub_*_hold) from when it is made until it is deallocated, so its
+ *     pointer is never stale: "gone?" is a question to the core
+ *     (ub_*_is_closed: from the wait after the one that returned its CLOSED,
+ *     or once the loop is freed), and a gone handle raises ClosedError.  Its
+ *     loop references it (ubpy_loop.live) until its CLOSED is delivered, so
+ *     events reach the same object; its core udata points at the handle, so
+ *     that needs no lookup.  Its udata and callbacks (which usually point
+ *     back at it: a cycle) are dropped once its CLOSED was delivered:
+ *     dispatch() right after the callback, wait() at the next wait (the
+ *     handlers of a wait() batch run after it returns).
  *   - a Buffer remembers the generation (ub_buf_gen) and state it was handed
  *     over in; once the buffer is released or queued for sending the handle
  *     is stale and refuses use.  A Buffer dropped while still owned goes back
@@ -105,15 +111,20 @@ typedef struct ubpy_loop {
 	ub_loop *loop;          /* NULL once closed */
 	PyObject *obj;          /* the Loop object (borrowed); NULL once gone */
 	PyObject *pools;        /* dict: address -> Pool */
-	PyObject *live;         /* set: Connection and Listener objects */
-	ubpy_obj *zombies;      /* CLOSED returned: cleared at the next wait */
+	PyObject *live;         /* set: handles whose CLOSED is still to come */
 	ub_event *ev;
 	int evcap;
 	/* ev[left_i, left_n): events of a dispatch() batch not delivered yet
 	 * (a callback raised KeyboardInterrupt or the like): they come first
 	 * at the next dispatch() or wait(), so no event is lost. */
 	int left_i, left_n;
-	struct ubpy_deferred { ub_buf *buf; uint32_t gen; } *deferred;
+	/* ev[closed_i, closed_n): the last wait() batch, if it returned a
+	 * CLOSED: those handles drop udata and callbacks at the next wait */
+	int closed_i, closed_n;
+	/* Dropped while the loop waited in another thread: a buffer to
+	 * release (kind UBPY_DEF_BUF, if still at gen) or a handle's hold
+	 * (kind: its is_conn). */
+	struct ubpy_deferred { void *ptr; uint32_t gen; int kind; } *deferred;
 	size_t ndeferred, capdeferred;
 	ub_pool *last_pool;     /* lookup cache for DATA buffers */
 	PyObject *last_pool_obj;
@@ -137,8 +148,8 @@ struct ubpy_obj {
 	/* Like on_data, with a list of the buffers of consecutive DATA
 	 * events (one receive bundle, or several receives in one batch). */
 	PyObject *on_buffers;
-	ubpy_obj *zombie;       /* next in L->zombies */
 	int closed;             /* CLOSED returned */
+	int held;               /* holds ptr (ub_*_hold): released at dealloc */
 	int is_conn;            /* UBPY_LISTENER, UBPY_CONN or UBPY_DGRAM */
 	/* The close deadline given to the core (ub_conn_opts.close_timeout_ms;
 	 * 0: the core's default), which the core does not report back: a
@@ -148,7 +159,7 @@ struct ubpy_obj {
 };
 
 /* ubpy_obj.is_conn: what ptr is. */
-enum { UBPY_LISTENER = 0, UBPY_CONN = 1, UBPY_DGRAM = 2 };
+enum { UBPY_LISTENER = 0, UBPY_CONN = 1, UBPY_DGRAM = 2, UBPY_DEF_BUF = -1 };
 
 typedef struct ubpy_conn { ubpy_obj o; } ubpy_conn;
 /* A datagram endpoint.  The core reports neither its water marks nor
@@ -293,9 +304,25 @@ static ub_loop *ubpy__loop_get(ubpy_loop *L)
 	return L->loop;
 }
 
+/* The core's word on a handle's object (held: never freed under it). */
+static int ubpy__core_closed(const ubpy_obj *o)
+{
+	return o->is_conn == UBPY_DGRAM ? ub_dgram_is_closed(o->ptr) > 0
+	       : o->is_conn ? ub_conn_is_closed(o->ptr) > 0
+			    : ub_listener_is_closed(o->ptr) > 0;
+}
+
+/* Gone: its loop closed, or the core says so.  Not asked while the loop
+ * waits in another thread (the core is not thread-safe): then it is not
+ * gone yet as far as this thread can tell. */
+static int ubpy__obj_dead(const ubpy_obj *o)
+{
+	return !o->L->loop || (!o->L->busy && ubpy__core_closed(o));
+}
+
 static void *ubpy__obj_get(ubpy_obj *o, const char *closed_msg)
 {
-	if (!o || !o->ptr) {
+	if (!o || ubpy__obj_dead(o)) {
 		ubpy__closed(o && !o->L->loop ? "the loop is closed" : closed_msg);
 		return NULL;
 	}
@@ -304,6 +331,52 @@ static void *ubpy__obj_get(ubpy_obj *o, const char *closed_msg)
 		return NULL;
 	}
 	return o->ptr;
+}
+
+/* Something dropped while the loop is another thread's or waits with the
+ * GIL released: done at the owner's next wait (ubpy__flush_deferred).
+ * Out of memory: it leaks, nothing breaks. */
+static void ubpy__defer(ubpy_loop *L, void *ptr, uint32_t gen, int kind)
+{
+	if (L->ndeferred < L->capdeferred ||
+	    (L->deferred = realloc(L->deferred,
+			(L->capdeferred = L->capdeferred * 2 + 16) *
+			sizeof(*L->deferred)))) {
+		L->deferred[L->ndeferred].ptr = ptr;
+		L->deferred[L->ndeferred].gen = gen;
+		L->deferred[L->ndeferred++].kind = kind;
+	}
+}
+
+/* A handle lets go of its core object (kind: its is_conn), whose events
+ * then no longer find it (ubpy__let_go reads the udata). */
+static void ubpy__core_release(void *p, int kind)
+{
+	if (kind == UBPY_DGRAM) {
+		ub_dgram_set_udata(p, NULL);
+		ub_dgram_release(p);
+	} else if (kind == UBPY_CONN) {
+		ub_conn_set_udata(p, NULL);
+		ub_conn_release(p);
+	} else {
+		ub_listener_set_udata(p, NULL);
+		ub_listener_release(p);
+	}
+}
+
+/* A handle's deallocation: its references, its hold (a detached object,
+ * its loop closed, needs no loop), its loop. */
+static void ubpy__obj_dealloc(ubpy_obj *o)
+{
+	Py_CLEAR(o->udata);
+	Py_CLEAR(o->on_data);
+	Py_CLEAR(o->on_buffers);
+	if (o->held && o->L->loop && ubpy__foreign(o->L))
+		ubpy__defer(o->L, o->ptr, 0, o->is_conn);
+	else if (o->held)
+		ubpy__core_release(o->ptr, o->is_conn);
+	ubpy__loop_unref(o->L);
+	free(o);
 }
 
 static ub_conn *ubpy__conn_get(ubpy_conn *h)
@@ -423,6 +496,7 @@ static PyObject *ubpy__obj_obj(ubpy_loop *L, void *ptr, int is_conn)
 	PyObject *o = is_conn == UBPY_DGRAM ? ub_dgram_udata(ptr)
 		      : is_conn ? ub_conn_udata(ptr) : ub_listener_udata(ptr);
 	ubpy_obj *h;
+	int r;
 
 	if (o) {
 		Py_INCREF(o);
@@ -446,8 +520,15 @@ static PyObject *ubpy__obj_obj(ubpy_loop *L, void *ptr, int is_conn)
 		free(h);
 		goto fail;
 	}
+	r = is_conn == UBPY_DGRAM ? ub_dgram_hold(ptr)
+	    : is_conn ? ub_conn_hold(ptr) : ub_listener_hold(ptr);
+	if (r < 0) {
+		Py_DECREF(o);
+		ubpy__raise(r);
+		goto fail;
+	}
+	h->held = 1;
 	if (PySet_Add(L->live, o) < 0) {
-		h->ptr = NULL;
 		Py_DECREF(o);
 		goto fail;
 	}
@@ -564,48 +645,88 @@ fail:
 	return NULL;
 }
 
-/* Buffers dropped while the loop waited in another thread. */
+/* What was dropped while the loop waited in another thread: buffers go
+ * back to their pools (still at their gen; not once the loop is freed: it
+ * took them back), handles' holds are released (a detached object needs
+ * no loop). */
 static void ubpy__flush_deferred(ubpy_loop *L)
 {
 	size_t i;
 
 	for (i = 0; i < L->ndeferred; i++) {
-		ub_buf *b = L->deferred[i].buf;
+		struct ubpy_deferred *d = &L->deferred[i];
 
-		if (L->loop && ub_buf_state(b) == UB_BUF_APP &&
-		    ub_buf_gen(b) == L->deferred[i].gen)
-			ub_buf_release(b);
+		if (d->kind != UBPY_DEF_BUF)
+			ubpy__core_release(d->ptr, d->kind);
+		else if (L->loop && ub_buf_state(d->ptr) == UB_BUF_APP &&
+			 ub_buf_gen(d->ptr) == d->gen)
+			ub_buf_release(d->ptr);
 	}
 	L->ndeferred = 0;
 }
 
-/* Objects whose CLOSED event went out: the core frees them in the wait
- * that is starting, so their handles let go now. */
-static void ubpy__bury(ubpy_loop *L)
+/* Drop what a gone handle references: its udata and callbacks usually
+ * reference it back (a Transport), a cycle only this breaks. */
+static void ubpy__obj_drop_refs(ubpy_obj *o)
 {
-	while (L->zombies) {
-		ubpy_obj *o = L->zombies;
-		PyObject *self = o->self;
-
-		L->zombies = o->zombie;
-		o->zombie = NULL;
-		o->ptr = NULL;
-		o->self = NULL;
-		Py_CLEAR(o->udata);
-		Py_CLEAR(o->on_data);
-		Py_CLEAR(o->on_buffers);
-		if (self && PySet_Discard(L->live, self) < 0)
-			PyErr_Clear();
-	}
+	Py_CLEAR(o->udata);
+	Py_CLEAR(o->on_data);
+	Py_CLEAR(o->on_buffers);
 }
 
-static void ubpy__mark_closed(ubpy_obj *o)
+/* The handle of a CLOSED event's object (borrowed; NULL: none, or it was
+ * deallocated). */
+static PyObject *ubpy__ev_subject(const ub_event *e)
 {
+	return e->type != UB_EV_CLOSED ? NULL
+	       : e->dgram ? ub_dgram_udata(e->dgram)
+	       : e->conn ? ub_conn_udata(e->conn)
+	       : e->listener ? ub_listener_udata(e->listener) : NULL;
+}
+
+/* Its CLOSED is being delivered: no more events, so the loop stops
+ * keeping it alive (the Event references it). */
+static void ubpy__closed_seen(ubpy_obj *o)
+{
+	PyObject *self = o->self;
+
 	if (o->closed)
 		return;
 	o->closed = 1;
-	o->zombie = o->L->zombies;
-	o->L->zombies = o;
+	o->self = NULL;
+	/* may be the last reference: o is not touched after it */
+	if (self && PySet_Discard(o->L->live, self) < 0)
+		PyErr_Clear();
+}
+
+/* The handles whose CLOSED the last wait() batch delivered (ev[closed_i,
+ * closed_n)) drop their references: their handlers have run.  Before the
+ * core frees anything of that batch (ub_loop_wait, ub_loop_free), after
+ * the deferred releases (which unlink a dropped handle from its core
+ * object's udata).  Their handles are taken first: dropping references
+ * runs arbitrary code. */
+static void ubpy__let_go(ubpy_loop *L)
+{
+	PyObject *hs;
+	int i, i0 = L->closed_i, n = L->closed_n;
+
+	if (i0 >= n)
+		return;
+	L->closed_i = L->closed_n = 0;
+	hs = PyList_New(0);
+	for (i = i0; hs && i < n; i++) {
+		PyObject *o = ubpy__ev_subject(&L->ev[i]);
+
+		if (o && PyList_Append(hs, o) < 0)
+			Py_CLEAR(hs);
+	}
+	if (!hs) {
+		PyErr_Clear(); /* out of memory: the cycles stay */
+		return;
+	}
+	for (i = 0; i < PyList_GET_SIZE(hs); i++)
+		ubpy__obj_drop_refs(((SwigPyObject *)PyList_GET_ITEM(hs, i))->ptr);
+	Py_DECREF(hs);
 }
 
 /*
@@ -621,15 +742,17 @@ static int ubpy__loop_shut(ubpy_loop *L)
 
 	if (!L->loop)
 		return 0;
-	L->ndeferred = 0; /* ub_loop_free takes every buffer back */
-	L->left_i = L->left_n = 0; /* their buffers too */
+	ubpy__flush_deferred(L);
+	ubpy__let_go(L);
+	L->left_i = L->left_n = 0; /* ub_loop_free takes their buffers back */
 	L->busy = 1;
 	Py_BEGIN_ALLOW_THREADS
 	r = ub_loop_free(L->loop);
 	Py_END_ALLOW_THREADS
 	L->busy = 0;
 	L->loop = NULL;
-	L->zombies = NULL;
+	/* dropped meanwhile by other threads: their holds (detached) */
+	ubpy__flush_deferred(L);
 	L->last_pool = NULL;
 	L->last_pool_obj = NULL;
 	for (pp = &ubpy__loops; *pp; pp = &(*pp)->next) {
@@ -644,20 +767,12 @@ static int ubpy__loop_shut(ubpy_loop *L)
 	items = PySequence_List(L->live);
 	if (!items)
 		PyErr_Clear();
-	for (i = 0; items && i < PyList_GET_SIZE(items); i++) {
-		ubpy_obj *o = ((SwigPyObject *)PyList_GET_ITEM(items, i))->ptr;
-
-		o->ptr = NULL;
-		o->self = NULL;
-		o->zombie = NULL;
-	}
-	for (i = 0; items && i < PyList_GET_SIZE(items); i++) {
-		ubpy_obj *o = ((SwigPyObject *)PyList_GET_ITEM(items, i))->ptr;
-
-		Py_CLEAR(o->udata);
-		Py_CLEAR(o->on_data);
-		Py_CLEAR(o->on_buffers);
-	}
+	for (i = 0; items && i < PyList_GET_SIZE(items); i++)
+		((ubpy_obj *)((SwigPyObject *)PyList_GET_ITEM(items, i))->ptr)
+			->self = NULL;
+	for (i = 0; items && i < PyList_GET_SIZE(items); i++)
+		ubpy__obj_drop_refs(
+			((SwigPyObject *)PyList_GET_ITEM(items, i))->ptr);
 	Py_XDECREF(items);
 	PyDict_Clear(L->pools);
 	PySet_Clear(L->live);
@@ -1217,7 +1332,7 @@ static PyObject *ubpy__event(ubpy_loop *L, ub_event *e)
 			subject = ((SwigPyObject *)lst)->ptr;
 	}
 	if (e->type == UB_EV_CLOSED && subject)
-		ubpy__mark_closed(subject);
+		ubpy__closed_seen(subject);
 	if (e->type == UB_EV_ACCEPT && conn && lst)
 		((ubpy_obj *)((SwigPyObject *)conn)->ptr)->close_ms =
 			((ubpy_obj *)((SwigPyObject *)lst)->ptr)->close_ms;
@@ -1253,27 +1368,32 @@ fail:
 	return NULL;
 }
 
+/* dispatch() is done with a CLOSED event (delivered, or not deliverable):
+ * its handle drops its references at once. */
+static void ubpy__drop_closed(const ub_event *e)
+{
+	PyObject *o = ubpy__ev_subject(e);
+
+	if (o) {
+		Py_INCREF(o);
+		ubpy__obj_drop_refs(((SwigPyObject *)o)->ptr);
+		Py_DECREF(o);
+	}
+}
+
 /* Building the batch failed at event i: no buffer may leak and no CLOSED
  * may go unnoticed. */
 static void ubpy__events_drop(ubpy_loop *L, int i, int n)
 {
 	for (; i < n; i++) {
 		ub_event *e = &L->ev[i];
-		PyObject *o = NULL;
+		PyObject *o = ubpy__ev_subject(e);
 
 		if (e->buf)
 			ub_buf_release(e->buf);
 		e->buf = NULL;
-		if (e->type != UB_EV_CLOSED)
-			continue;
-		if (e->dgram)
-			o = ub_dgram_udata(e->dgram);
-		else if (e->conn)
-			o = ub_conn_udata(e->conn);
-		else if (e->listener)
-			o = ub_listener_udata(e->listener);
 		if (o)
-			ubpy__mark_closed(((SwigPyObject *)o)->ptr);
+			ubpy__closed_seen(((SwigPyObject *)o)->ptr);
 	}
 }
 
@@ -1313,8 +1433,8 @@ static int ubpy__loop_collect(ubpy_loop *L, int max, int min, int timeout,
 		L->ev = ev;
 		L->evcap = max;
 	}
-	ubpy__bury(L);
 	ubpy__flush_deferred(L);
+	ubpy__let_go(L);
 	L->busy = 1;
 	Py_BEGIN_ALLOW_THREADS
 	n = ub_loop_wait(loop, L->ev, max, min, timeout);
@@ -1343,6 +1463,14 @@ static PyObject *ubpy__loop_wait(ubpy_loop *L, int max, int min, int timeout)
 	i0 = ubpy__loop_collect(L, max, min, timeout, &n);
 	if (i0 < 0)
 		return NULL;
+	/* the handlers of this batch run after we return: its CLOSED
+	 * handles keep their references until the next wait */
+	for (i = i0; i < n; i++)
+		if (L->ev[i].type == UB_EV_CLOSED) {
+			L->closed_i = i0;
+			L->closed_n = n;
+			break;
+		}
 	list = PyList_New(n - i0);
 	if (!list) {
 		ubpy__events_drop(L, i0, n);
@@ -1484,12 +1612,20 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 			}
 			Py_DECREF(ud);
 		} else {
+			PyObject *subj;
+
 			arg = ubpy__event(L, e);
 			if (!arg) {
 				ubpy__events_drop(L, i, i + 1);
+				ubpy__drop_closed(e);
 				goto stop;
 			}
+			/* CLOSED: once handled, its handle (which arg keeps
+			 * alive) drops its references */
+			subj = ubpy__ev_subject(e);
 			r = PyObject_CallOneArg(slow, arg);
+			if (subj)
+				ubpy__obj_drop_refs(((SwigPyObject *)subj)->ptr);
 			Py_DECREF(arg);
 		}
 		if (!r)
@@ -2184,6 +2320,10 @@ UBPY_CHECK_FIRST(ub_conn_set_water, ub_water_check(arg2, arg3, &why_))
 %ignore ub_listener_udata;
 %ignore ub_listener_set_udata;
 %ignore ub_addr_format;
+/* Lifetime is the handles' own: each holds what it names (a flat release
+ * could free it under the handle). */
+%rename("$ignore", regextarget=1) "^ub_(conn|listener)_(hold|release|is_closed)$";
+%ignore ub_listener_loop;
 /* Datagram endpoints: the Datagram class (Loop.datagram(),
  * Loop.adopt_datagram()) covers every ub_dgram_* function; as flat
  * functions SWIG would pass raw pointers and option structs. */

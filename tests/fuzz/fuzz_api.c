@@ -27,6 +27,12 @@
  * every conn is closed, every pool idle, ub_loop_free() returns 0 and the
  * process has as many fds as before.
  *
+ * Lifetime: the conns the input picks are held (ub_conn_hold) from the
+ * start; after its CLOSED a held conn stays allocated: is_closed is 0 until
+ * the next wait, then 1, and every operation on it fails (-EPIPE).  Half of
+ * them are released before ub_loop_free(), the others after it (detached:
+ * ub_conn_loop() NULL).  ASan finds a use after free or a leak.
+ *
  * Datagrams: four endpoints on the same loop.  D0 and D1 are the two ends
  * of an AF_UNIX SOCK_DGRAM socketpair (ub_dgram_adopt, connected to each
  * other), each with a receive pool of its own (16 x 256 B: 128 B of
@@ -130,6 +136,8 @@ struct cstate {
 	uint64_t rx;      /* bytes received and checked */
 	int closed, eof, error, closing, aborted, shut, closed_seen;
 	int soft;         /* UB_CONN_SOFT_WATER: sends are never refused */
+	ub_conn *kept;    /* held: its CLOSED came, not yet released */
+	int held, kept_gone; /* kept_gone: a wait since its CLOSED */
 };
 
 struct dstate {
@@ -461,6 +469,9 @@ static void on_event(struct fz *f, const ub_event *ev)
 		ASSERT(!s->closed_seen);
 		s->closed_seen = 1;
 		ASSERT(ub_conn_is_closing(s->c) == 1);
+		ASSERT(ub_conn_is_closed(s->c) == 0); /* until the next wait */
+		if (s->held)
+			s->kept = s->c;
 		s->c = NULL;
 		s->closing = 1;
 		if (i == 2) /* nothing can be relayed any more */
@@ -472,12 +483,15 @@ static void on_event(struct fz *f, const ub_event *ev)
 	FAIL("unexpected event %s", ub_event_name(ev->type));
 }
 
+static void check_kept(struct fz *f, int waiting);
+
 static void pump(struct fz *f, int timeout_ms)
 {
 	ub_event ev[16];
 	int n, rounds = 0;
 
 	do {
+		check_kept(f, 1);
 		n = ub_loop_wait(f->loop, ev, 16, 0, rounds ? 0 : timeout_ms);
 		if (n == -EINTR)
 			continue;
@@ -486,6 +500,7 @@ static void pump(struct fz *f, int timeout_ms)
 		for (int k = 0; k < n; k++)
 			on_event(f, &ev[k]);
 		check_pools(f);
+		check_kept(f, 0);
 	} while ((n > 0 || ub_loop_pending(f->loop)) && ++rounds < 64);
 }
 
@@ -779,6 +794,31 @@ static void op_close(struct fz *f, int i, int how)
 	ASSERT(ub_conn_is_closing(s->c) == 1);
 	if (s->closing) {
 		ASSERT(ub_conn_send(s->c, "x", 1) == -EPIPE);
+	}
+}
+
+/* Held conns whose CLOSED came: gone from the wait after it on, and every
+ * operation fails.  waiting: a wait is about to start. */
+static void check_kept(struct fz *f, int waiting)
+{
+	for (int i = 0; i < NC; i++) {
+		ub_conn *c = f->cs[i].kept;
+
+		if (!c)
+			continue;
+		if (waiting) {
+			f->cs[i].kept_gone = 1;
+			continue;
+		}
+		ASSERT(ub_conn_is_closed(c) == f->cs[i].kept_gone);
+		ASSERT(ub_conn_send(c, "x", 1) == -EPIPE);
+		ASSERT(ub_conn_close(c) == -EPIPE);
+		ASSERT(ub_conn_abort(c) == -EPIPE);
+		ASSERT(ub_conn_pause_recv(c) == -EPIPE);
+		ASSERT(ub_conn_is_closing(c) == 1);
+		ASSERT(ub_conn_queued_bufs(c) == 0);
+		if (f->cs[i].kept_gone)
+			ASSERT(ub_conn_fd(c) == -1);
 	}
 }
 
@@ -1587,6 +1627,10 @@ static void run(struct fz *f)
 			f->cs[i].c = ub_conn_adopt(f->loop, fds[k], &o, &err);
 			if (!f->cs[i].c)
 				FAIL("ub_conn_adopt: %d", err);
+			/* which conns are held: the input's length picks */
+			f->cs[i].held = (int)((f->len >> i) & 1);
+			if (f->cs[i].held)
+				ASSERT(ub_conn_hold(f->cs[i].c) == 0);
 			f->cs[i].fd = fds[k];
 			f->cs[i].out = out_mem[i];
 		}
@@ -1733,7 +1777,29 @@ static void run(struct fz *f)
 	}
 	for (int p = 0; p < np; p++)
 		ASSERT(ub_pool_free((ub_pool *)pools[p]) == 0);
+	/* held conns: half let go now (freed at once: gone), half after the
+	 * loop is freed (detached) */
+	for (int i = 0; i < NC; i++) {
+		ASSERT(!f->cs[i].held == !f->cs[i].kept);
+		if (f->cs[i].kept && (i & 1)) {
+			ASSERT(ub_conn_is_closed(f->cs[i].kept) == 1);
+			ub_conn_release(f->cs[i].kept);
+			f->cs[i].kept = NULL;
+		}
+	}
 	ASSERT(ub_loop_free(f->loop) == 0);
+	for (int i = 0; i < NC; i++) {
+		ub_conn *c = f->cs[i].kept;
+
+		if (!c)
+			continue;
+		ASSERT(ub_conn_loop(c) == NULL);
+		ASSERT(ub_conn_is_closed(c) == 1);
+		ASSERT(ub_conn_send(c, "x", 1) == -EPIPE);
+		ASSERT(ub_conn_fd(c) == -1);
+		ub_conn_release(c);
+		f->cs[i].kept = NULL;
+	}
 	if (getenv("FUZZ_TRACE"))
 		fprintf(stderr, "freed at %.1f ms\n", now_ms() - t_start);
 }

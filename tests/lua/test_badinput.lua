@@ -233,6 +233,44 @@ T.test("closing and closed connections", function()
 	s:abort()
 end)
 
+T.test("handles outlive their objects and their loop", function()
+	local loop = assert(ub.loop())
+	local s, c = pair(loop)
+	local l = assert(loop:listen("127.0.0.1:0"))
+	local s2, c2 = pair(loop)
+	core.set_state(c2, { "mine" })
+	T.eq(core.state(c2)[1], "mine")
+	T.ok(core.ub_conn_abort(c2)) -- raw: c2 has a state, but no server
+	local closed, deadline = false, ub.now() + 5
+	while not closed and ub.now() < deadline do
+		local n, ev = assert(loop:wait(1, 50))
+		for i = 1, n do
+			if ev[i].conn == c2 and ev[i].type == "closed" then
+				T.eq(ev[i].state[1], "mine") -- still there with CLOSED
+				closed = true
+			end
+		end
+	end
+	T.ok(closed)
+	T.eq(core.state(c2)[1], "mine") -- until the next wait
+	loop:wait(0, 0)
+	T.eq(core.state(c2), nil) -- gone with its connection
+	check("raise", "connection is closed", c2.fd, c2)
+	T.eq(ub.valid(c2), false)
+	core.set_state(c, { "live" })
+	T.eq(loop:close(), true)
+	for _, h in ipairs({ c, c2, s, s2 }) do
+		check("raise", "its loop is closed", h.fd, h)
+		T.eq(ub.valid(h), false)
+		T.ok(tostring(h):find("closed", 1, true))
+	end
+	check("raise", "its loop is closed", l.close, l)
+	T.eq(core.state(c), nil)
+	c, c2, s, s2, l = nil, nil, nil, nil, nil
+	collectgarbage()
+	collectgarbage()
+end)
+
 T.test("server helper argument checks", function()
 	for _ = 1, 3 do
 		check("raise", "bad argument #1 to 'server'", ub.server, nil)

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 import unittest
+import weakref
 
 import uringbuf
 from uringbuf import (EV_ACCEPT, EV_CLOSED, EV_CONNECT, EV_DATA, EV_EOF,
@@ -167,6 +168,88 @@ class Events(unittest.TestCase):
 
         wait_events(self.loop, lambda: "closed" in got, handle)
         got["server"].abort()
+
+    def test_udata_cycle_is_broken_once_closed(self):
+        """conn.udata referencing conn (a Transport does) is a cycle the
+        garbage collector cannot see: it is broken once CLOSED has been
+        handled, at the next wait() (or right after dispatch()'s call)."""
+        class Owner:
+            pass
+
+        for use_dispatch in (False, True):
+            conn, peer = tcp_pair(self.loop)
+            owner = Owner()
+            owner.conn = conn
+            conn.udata = owner
+            ref = weakref.ref(owner)
+            del owner
+            conn.abort()
+            seen = []
+            if use_dispatch:
+                def slow(ev):
+                    if ev.type == EV_CLOSED:
+                        self.assertIs(ev.conn.udata, ref())  # still there
+                        seen.append(ev.type)
+
+                deadline = time.monotonic() + DEADLINE
+                while not seen and time.monotonic() < deadline:
+                    self.loop.dispatch(64, 0, 50, slow, lambda e, u: None)
+                self.assertEqual(seen, [EV_CLOSED])
+                self.assertIsNone(conn.udata)  # dropped after slow()
+            else:
+                def handle(ev):
+                    if ev.type == EV_CLOSED:
+                        self.assertIs(ev.conn.udata, ref())  # still there
+                        seen.append(ev)
+                wait_events(self.loop, lambda: seen, handle)
+                self.assertIsNotNone(ref())
+                seen.clear()
+                self.loop.wait(min=0, timeout=0)
+            del conn, seen
+            self.assertIsNone(ref())
+            peer.close()
+
+    def test_handle_dropped_by_another_thread_while_waiting(self):
+        """The last reference to a Connection dropped by another thread
+        while the loop waits: its hold goes at the owner's next wait."""
+        conn, peer = tcp_pair(self.loop)
+        conn.abort()
+        wait_events(self.loop, lambda: conn.closed, lambda ev: None)
+        holder = [conn]
+        del conn
+
+        def other():
+            holder.clear()
+
+        t = threading.Timer(0.1, other)
+        t.start()
+        self.loop.wait(min=1, timeout=400)
+        t.join(DEADLINE)
+        self.assertEqual(holder, [])
+        self.loop.wait(min=0, timeout=0)
+        peer.close()
+
+    def test_handles_outlive_their_loop(self):
+        """Handles kept past Loop.close() raise ClosedError, and dropping
+        them later is harmless."""
+        loop = uringbuf.Loop()
+        conn, peer = tcp_pair(loop)
+        lst = loop.listen("127.0.0.1:0")
+        gone, peer2 = tcp_pair(loop)
+        gone.abort()
+        wait_events(loop, lambda: gone.closed, lambda ev: None)
+        loop.wait(min=0, timeout=0)
+        loop.close()
+        for h in (conn, lst, gone):
+            self.assertTrue(h.closed)
+            self.assertIn("closed", repr(h))
+            with self.assertRaises(uringbuf.ClosedError):
+                h.fd
+        self.assertEqual(peer.recv(1), b"")  # its socket was closed
+        del conn, lst, gone
+        gc.collect()
+        peer.close()
+        peer2.close()
 
     def test_errors_are_oserror_subclasses(self):
         # Refused connect: CONNECT res -ECONNREFUSED, then CLOSED.
