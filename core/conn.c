@@ -1219,6 +1219,13 @@ int ub_conn_recv_throttled(const ub_conn *c) { return c ? c->throttled : -EINVAL
 
 unsigned ub_conn_idle_timeout(const ub_conn *c) { return c ? c->idle_ms : 0; }
 
+unsigned ub_conn_close_timeout(const ub_conn *c)
+{
+	if (!c)
+		return 0;
+	return c->close_ms ? c->close_ms : UINT_MAX; /* 0 inside: never */
+}
+
 int ub_conn_set_idle_timeout(ub_conn *c, unsigned ms)
 {
 	if (!c)

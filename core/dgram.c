@@ -961,6 +961,17 @@ void *ub_dgram_udata(const ub_dgram *d) { return d ? d->udata : NULL; }
 void ub_dgram_set_udata(ub_dgram *d, void *udata) { if (d) d->udata = udata; }
 size_t ub_dgram_queued_bytes(const ub_dgram *d) { return d ? d->qbytes : 0; }
 unsigned ub_dgram_queued_bufs(const ub_dgram *d) { return d ? d->nqueued : 0; }
+size_t ub_dgram_high_water(const ub_dgram *d) { return d ? d->high : 0; }
+size_t ub_dgram_low_water(const ub_dgram *d) { return d ? d->low : 0; }
+int ub_dgram_family(const ub_dgram *d) { return d ? d->family : 0; }
+ub_pool *ub_dgram_send_pool(const ub_dgram *d) { return d ? d->spool : NULL; }
+
+int ub_dgram_is_closing(const ub_dgram *d)
+{
+	if (!d)
+		return -EINVAL;
+	return d->closing || d->closed;
+}
 uint64_t ub_dgram_received(const ub_dgram *d) { return d ? d->nrecv : 0; }
 uint64_t ub_dgram_sent(const ub_dgram *d) { return d ? d->nsent : 0; }
 uint64_t ub_dgram_nobufs(const ub_dgram *d) { return d ? d->nobufs : 0; }

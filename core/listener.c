@@ -384,6 +384,10 @@ int ub_listener_set_max_conns(ub_listener *l, unsigned max)
 }
 
 unsigned ub_listener_conns(const ub_listener *l) { return l ? l->nconns : 0; }
+unsigned ub_listener_max_conns(const ub_listener *l)
+{
+	return l ? l->max_conns : 0;
+}
 
 int ub_listener_fd(const ub_listener *l) { return l ? l->fd : -EINVAL; }
 ub_loop *ub_listener_loop(const ub_listener *l) { return l ? l->loop : NULL; }

@@ -560,6 +560,9 @@ UB_EXTERN int ub_conn_is_closed(const ub_conn *conn);
  * per connection. */
 UB_EXTERN int ub_conn_set_idle_timeout(ub_conn *conn, unsigned ms);
 UB_EXTERN unsigned ub_conn_idle_timeout(const ub_conn *conn); /* 0 if NULL */
+/* The close deadline in ms, as the options set it (the default resolved;
+ * UINT_MAX: never).  0 if conn is NULL. */
+UB_EXTERN unsigned ub_conn_close_timeout(const ub_conn *conn);
 
 /* Budget in bytes (0 if conn is NULL). */
 UB_EXTERN size_t ub_conn_recv_budget(const ub_conn *conn);
@@ -606,6 +609,8 @@ UB_EXTERN int ub_listener_close(ub_listener *l);
 UB_EXTERN int ub_listener_set_max_conns(ub_listener *l, unsigned max);
 /* Connections of this listener not yet CLOSED (0 if NULL). */
 UB_EXTERN unsigned ub_listener_conns(const ub_listener *l);
+/* The limit of ub_listener_set_max_conns() (0: none; 0 if l is NULL). */
+UB_EXTERN unsigned ub_listener_max_conns(const ub_listener *l);
 /* Accessors; udata is carried by the listener's ERROR and CLOSED events. */
 UB_EXTERN int ub_listener_fd(const ub_listener *l); /* -EINVAL if NULL */
 UB_EXTERN void *ub_listener_udata(const ub_listener *l);
@@ -758,6 +763,17 @@ UB_EXTERN void *ub_dgram_udata(const ub_dgram *ep);
 UB_EXTERN void ub_dgram_set_udata(ub_dgram *ep, void *udata);
 UB_EXTERN size_t ub_dgram_queued_bytes(const ub_dgram *ep);
 UB_EXTERN unsigned ub_dgram_queued_bufs(const ub_dgram *ep);
+/* The send queue's byte marks (the defaults resolved). */
+UB_EXTERN size_t ub_dgram_high_water(const ub_dgram *ep);
+UB_EXTERN size_t ub_dgram_low_water(const ub_dgram *ep);
+/* AF_INET, AF_INET6 or AF_UNIX. */
+UB_EXTERN int ub_dgram_family(const ub_dgram *ep);
+/* The pool ub_dgram_send() copies into: the send_pool option, or the
+ * loop's default send pool once a copying send has made it; else NULL. */
+UB_EXTERN ub_pool *ub_dgram_send_pool(const ub_dgram *ep);
+/* 1 once ub_dgram_close() was accepted (or the endpoint is gone), else 0;
+ * -EINVAL if ep is NULL. */
+UB_EXTERN int ub_dgram_is_closing(const ub_dgram *ep);
 /* Datagrams received and sent (completed) since the endpoint began. */
 UB_EXTERN uint64_t ub_dgram_received(const ub_dgram *ep);
 UB_EXTERN uint64_t ub_dgram_sent(const ub_dgram *ep);

@@ -500,6 +500,9 @@ Listener.set_max_connections = core.ub_listener_set_max_conns
 --- Connections accepted by this listener that are not yet closed.
 -- @function Listener:connections
 Listener.connections = core.ub_listener_conns
+--- The connection limit (0: none).
+-- @function Listener:max_connections
+Listener.max_connections = core.ub_listener_max_conns
 
 --- The bound address, "HOST:PORT" (the real port after port 0).
 function Listener:address()
@@ -663,6 +666,9 @@ Dgram.loop = core.ub_dgram_loop
 --- Bytes queued for sending.
 -- @function Dgram:queued_bytes
 Dgram.queued_bytes = core.ub_dgram_queued_bytes
+Dgram.high_water = core.ub_dgram_high_water
+Dgram.low_water = core.ub_dgram_low_water
+Dgram.is_closing = core.ub_dgram_is_closing
 --- Datagrams queued for sending.
 -- @function Dgram:queued_bufs
 Dgram.queued_bufs = core.ub_dgram_queued_bufs

@@ -74,6 +74,8 @@ UBL_STATUS(ub_dgram_set_recv_budget)
 
 %typemap(out) int ub_conn_is_closing
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
+%typemap(out) int ub_dgram_is_closing
+%{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
 %typemap(out) int ub_loop_needs_wait
 %{ lua_pushboolean(L, $1 > 0); SWIG_arg++; %}
 %typemap(out) int ub_conn_recv_throttled

@@ -1196,7 +1196,7 @@ its datagrams are received.";
 
 		if (!d || ubpy__addr_arg(addr, &ss, &len) < 0)
 			return UBPY_EXC;
-		if ($self->family && ss.ss_family != $self->family) {
+		if (ub_dgram_family(d) && ss.ss_family != ub_dgram_family(d)) {
 			PyErr_SetString(PyExc_ValueError,
 					"the address is of another family "
 					"than the endpoint's socket");
@@ -1213,14 +1213,8 @@ yours.  BrokenPipeError if already closing.";
 	ubpy_rc close()
 	{
 		ub_dgram *d = ubpy__dgram_get($self);
-		int r;
 
-		if (!d)
-			return UBPY_EXC;
-		r = ub_dgram_close(d);
-		if (r == 0)
-			$self->closing = 1;
-		return r;
+		return d ? ub_dgram_close(d) : UBPY_EXC;
 	}
 
 	%feature("docstring") pause_recv
@@ -1266,10 +1260,6 @@ EV_WRITABLE comes once the queue is at or below low.";
 		    ubpy__check(ub_water_check(high, low, &why), &why) < 0)
 			return UBPY_EXC;
 		r = ub_dgram_set_water(d, high, low);
-		if (r == 0) {
-			$self->high = high;
-			$self->low = low;
-		}
 		return r;
 	}
 
@@ -1281,7 +1271,8 @@ EV_WRITABLE comes once the queue is at or below low.";
 			return ubpy__repr_state("Datagram", $self, "closed");
 		snprintf(s, sizeof(s), "fd=%d%s", ub_dgram_fd($self->o.ptr),
 			 $self->o.closed ? " CLOSED"
-			 : $self->closing ? " closing" : "");
+			 : ub_dgram_is_closing($self->o.ptr) > 0 ? " closing"
+			 : "");
 		return ubpy__repr_state("Datagram", $self, s);
 	}
 
@@ -1743,9 +1734,10 @@ static PyObject *ubpy__timeout_obj(unsigned ms, unsigned def)
 }
 static PyObject *ubpy_conn_close_timeout_get(ubpy_conn *h)
 {
-	if (!ubpy__conn_get(h))
-		return NULL;
-	return ubpy__timeout_obj(h->o.close_ms, UB_DEF_CLOSE_TIMEOUT_MS);
+	ub_conn *c = ubpy__conn_get(h);
+
+	return c ? ubpy__timeout_obj(ub_conn_close_timeout(c),
+				     UB_DEF_CLOSE_TIMEOUT_MS) : NULL;
 }
 static PyObject *ubpy_conn_idle_timeout_get(ubpy_conn *h)
 {
@@ -1829,11 +1821,13 @@ static PyObject *ubpy_listener_connection_count_get(ubpy_listener *h)
 }
 static PyObject *ubpy_listener_max_connections_get(ubpy_listener *h)
 {
-	if (!ubpy__listener_get(h))
+	ub_listener *l = ubpy__listener_get(h);
+
+	if (!l)
 		return NULL;
-	if (!h->max_conns)
+	if (!ub_listener_max_conns(l))
 		Py_RETURN_NONE;
-	return PyLong_FromUnsignedLong(h->max_conns);
+	return PyLong_FromUnsignedLong(ub_listener_max_conns(l));
 }
 static void ubpy_listener_max_connections_set(ubpy_listener *h, PyObject *v)
 {
@@ -1851,11 +1845,8 @@ static void ubpy_listener_max_connections_set(ubpy_listener *h, PyObject *v)
 	if (ubpy__max_conns_arg(v, &m) < 0)
 		return;
 	r = ub_listener_set_max_conns(l, m);
-	if (r < 0) {
+	if (r < 0)
 		ubpy__raise(r);
-		return;
-	}
-	h->max_conns = m;
 }
 static PyObject *ubpy_listener_udata_get(ubpy_listener *h)
 {
@@ -1902,7 +1893,9 @@ static PyObject *ubpy_dgram_fd_get(ubpy_dgram *h)
 }
 static PyObject *ubpy_dgram_family_get(ubpy_dgram *h)
 {
-	return ubpy__dgram_get(h) ? PyLong_FromLong(h->family) : NULL;
+	ub_dgram *d = ubpy__dgram_get(h);
+
+	return d ? PyLong_FromLong(ub_dgram_family(d)) : NULL;
 }
 static PyObject *ubpy_dgram_sockname_get(ubpy_dgram *h)
 {
@@ -1926,11 +1919,15 @@ static PyObject *ubpy_dgram_queued_bufs_get(ubpy_dgram *h)
 }
 static PyObject *ubpy_dgram_high_water_get(ubpy_dgram *h)
 {
-	return ubpy__dgram_get(h) ? PyLong_FromSize_t(h->high) : NULL;
+	ub_dgram *d = ubpy__dgram_get(h);
+
+	return d ? PyLong_FromSize_t(ub_dgram_high_water(d)) : NULL;
 }
 static PyObject *ubpy_dgram_low_water_get(ubpy_dgram *h)
 {
-	return ubpy__dgram_get(h) ? PyLong_FromSize_t(h->low) : NULL;
+	ub_dgram *d = ubpy__dgram_get(h);
+
+	return d ? PyLong_FromSize_t(ub_dgram_low_water(d)) : NULL;
 }
 static PyObject *ubpy_dgram_received_get(ubpy_dgram *h)
 {
@@ -1959,8 +1956,10 @@ static PyObject *ubpy_dgram_recv_throttled_get(ubpy_dgram *h)
 }
 static PyObject *ubpy_dgram_closing_get(ubpy_dgram *h)
 {
+	/* (the core is asked only from the loop's own thread) */
 	return PyBool_FromLong(h->o.closed || ubpy__obj_dead(&h->o) ||
-			       h->closing);
+			       (!ubpy__foreign(h->o.L) &&
+				ub_dgram_is_closing(h->o.ptr) > 0));
 }
 static PyObject *ubpy_dgram_closed_get(ubpy_dgram *h)
 {

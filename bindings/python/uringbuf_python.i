@@ -151,30 +151,17 @@ struct ubpy_obj {
 	int closed;             /* CLOSED returned */
 	int held;               /* holds ptr (ub_*_hold): released at dealloc */
 	int is_conn;            /* UBPY_LISTENER, UBPY_CONN or UBPY_DGRAM */
-	/* The close deadline given to the core (ub_conn_opts.close_timeout_ms;
-	 * 0: the core's default), which the core does not report back: a
-	 * connection's own, or what a listener gives the connections it
-	 * accepts.  uringbuf.server applies it to closes it defers. */
-	unsigned close_ms;
 };
 
 /* ubpy_obj.is_conn: what ptr is. */
 enum { UBPY_LISTENER = 0, UBPY_CONN = 1, UBPY_DGRAM = 2, UBPY_DEF_BUF = -1 };
 
 typedef struct ubpy_conn { ubpy_obj o; } ubpy_conn;
-/* A datagram endpoint.  The core reports neither its water marks nor
- * whether it is closing: the handle remembers them. */
-typedef struct ubpy_dgram {
-	ubpy_obj o;
-	size_t high, low;       /* send queue byte marks */
-	int family;             /* AF_INET, AF_INET6 or AF_UNIX */
-	ub_pool *spool;         /* the send_pool option (NULL: the default) */
-	int closing;            /* close() accepted */
-} ubpy_dgram;
-typedef struct ubpy_listener {
-	ubpy_obj o;
-	unsigned max_conns;     /* ub_listener_set_max_conns; 0: no limit */
-} ubpy_listener;
+/* Everything else a handle could want to know, the core reports (water
+ * marks, family, closing, limits, deadlines): the handles remember
+ * nothing of their own. */
+typedef struct ubpy_dgram { ubpy_obj o; } ubpy_dgram;
+typedef struct ubpy_listener { ubpy_obj o; } ubpy_listener;
 
 typedef struct ubpy_pool {
 	ub_pool *pool;          /* NULL once freed (or the loop closed) */
@@ -555,33 +542,16 @@ fail:
 static PyObject *ubpy__dgram_new(ubpy_loop *L, ub_dgram *d,
 				 const ub_dgram_opts *o)
 {
-	PyObject *obj = ubpy__obj_obj(L, d, UBPY_DGRAM);
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	ubpy_dgram *h;
-
-	if (!obj)
-		return NULL;
-	h = ((SwigPyObject *)obj)->ptr;
-	h->high = o->high_water ? o->high_water : (size_t)1 << 20; /* core's */
-	h->low = o->high_water || o->low_water ? o->low_water : h->high / 4;
-	h->spool = o->send_pool;
-	if (getsockname(ub_dgram_fd(d), (struct sockaddr *)&ss, &len) == 0)
-		h->family = ss.ss_family;
-	return obj;
+	(void)o;
+	return ubpy__obj_obj(L, d, UBPY_DGRAM);
 }
 
-/* The handle of a connection just made with options o (new reference):
- * it remembers the close deadline, which the core does not report. */
+/* The handle of a connection just made (new reference). */
 static PyObject *ubpy__conn_new(ubpy_loop *L, ub_conn *c,
 				const ub_conn_opts *o)
 {
-	PyObject *obj = ubpy__obj_obj(L, c, 1);
-
-	if (obj)
-		((ubpy_obj *)((SwigPyObject *)obj)->ptr)->close_ms =
-			o->close_timeout_ms;
-	return obj;
+	(void)o;
+	return ubpy__obj_obj(L, c, 1);
 }
 
 /* The handle of a listener just made with options o and a connection
@@ -591,13 +561,11 @@ static PyObject *ubpy__listener_new(ubpy_loop *L, ub_listener *l,
 				    const ub_conn_opts *o, unsigned max_conns)
 {
 	PyObject *obj = ubpy__obj_obj(L, l, 0);
-	ubpy_listener *h;
 	int r;
 
+	(void)o;
 	if (!obj)
 		return NULL;
-	h = ((SwigPyObject *)obj)->ptr;
-	h->o.close_ms = o->close_timeout_ms;
 	if (max_conns) {
 		r = ub_listener_set_max_conns(l, max_conns);
 		if (r < 0) {
@@ -606,7 +574,6 @@ static PyObject *ubpy__listener_new(ubpy_loop *L, ub_listener *l,
 			ubpy__raise(r);
 			return NULL;
 		}
-		h->max_conns = max_conns;
 	}
 	return obj;
 }
@@ -1333,9 +1300,6 @@ static PyObject *ubpy__event(ubpy_loop *L, ub_event *e)
 	}
 	if (e->type == UB_EV_CLOSED && subject)
 		ubpy__closed_seen(subject);
-	if (e->type == UB_EV_ACCEPT && conn && lst)
-		((ubpy_obj *)((SwigPyObject *)conn)->ptr)->close_ms =
-			((ubpy_obj *)((SwigPyObject *)lst)->ptr)->close_ms;
 	if (e->buf) {
 		buf = ubpy__buf_obj(L, e->buf);
 		e->buf = NULL; /* ours now (or released) */
@@ -1803,17 +1767,19 @@ static long long ubpy__dgram_send(ubpy_dgram *h, PyObject *data,
 	size_t max, len;
 	const struct sockaddr *sa;
 	long long r;
+	int family;
 
 	if (!d || ubpy__addr_opt(addr, &ss, &alen) < 0)
 		return UBPY_EXC;
 	sa = alen ? (struct sockaddr *)&ss : NULL;
-	if (sa && h->family && sa->sa_family != h->family) {
+	family = ub_dgram_family(d);
+	if (sa && family && sa->sa_family != family) {
 		PyErr_SetString(PyExc_ValueError,
 				"the address is of another family than the "
 				"endpoint's socket");
 		return UBPY_EXC;
 	}
-	max = ubpy__dgram_max(h->family);
+	max = ubpy__dgram_max(family);
 	if (PyObject_TypeCheck(data, buftype)) {
 		ubpy_buf *b = ((SwigPyObject *)data)->ptr;
 		ub_buf *buf = b ? ubpy__buf_get(b, 1) : NULL;
@@ -1844,8 +1810,10 @@ static long long ubpy__dgram_send(ubpy_dgram *h, PyObject *data,
 		PyBuffer_Release(&view);
 		if (r == -EMSGSIZE) {
 			int err = 0;
-			ub_pool *sp = h->spool ? h->spool
-				      : ub_loop_send_pool(h->o.L->loop, &err);
+			ub_pool *sp = ub_dgram_send_pool(d);
+
+			if (!sp)
+				sp = ub_loop_send_pool(h->o.L->loop, &err);
 
 			return ubpy__msgsize(len, sp ? ub_pool_buf_size(sp) : 0,
 					     "a buffer of its send pool");
