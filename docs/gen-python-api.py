@@ -8,7 +8,8 @@ the docstrings, with pydoc.
 or, from an Autotools build directory: make -C bindings/python api-docs.
 
 Renders `pydoc` plain text (what help() shows) for uringbuf, uringbuf.core
-(the SWIG-built core), uringbuf.server and uringbuf.asyncio, without the
+(the SWIG-built core), uringbuf.server, uringbuf.datagram,
+uringbuf.workers and uringbuf.asyncio, without the
 machine-specific parts (FILE paths, object addresses).  --check writes
 nothing: it lists every public module member, class, method and property
 that has no docstring and exits 1 if there is any (SWIG's internal
@@ -23,7 +24,7 @@ import re
 import sys
 
 MODULES = ["uringbuf", "uringbuf.core", "uringbuf.server",
-           "uringbuf.asyncio"]
+           "uringbuf.datagram", "uringbuf.workers", "uringbuf.asyncio"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 # SWIG -builtin slots that uringbuf hides once a Loop exists.
 SWIG_INTERNAL = {"this", "thisown", "own", "disown", "append", "next"}

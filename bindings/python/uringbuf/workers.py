@@ -1,4 +1,4 @@
-"""uringbuf.workers - serve(..., workers=N): one server process per core.
+"""serve(..., workers=N): one server process per core.
 
 Each worker is a forked process with its own EventLoop (its own io_uring)
 and its own listening socket on the same address, bound with SO_REUSEPORT:
