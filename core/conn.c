@@ -529,6 +529,16 @@ static bool sends_over(const ub_conn *c)
 	return c->closing || c->shut_req || c->aborting || c->closed;
 }
 
+/* Wait for a buffer of the send pool: the pool wakes c (dirty, and owed a
+ * WRITABLE unless it has soft water: then it only waits to move its
+ * spill) when it has buffers again. */
+static void wait_spool(ub_conn *c)
+{
+	c->want_spool = true;
+	if (ub__list_empty(&c->swait_link))
+		ub__list_add_tail(&c->spool->send_waiters, &c->swait_link);
+}
+
 /* At or above the high mark: counts what is spilled too. */
 static bool above_high(const ub_conn *c)
 {
@@ -727,13 +737,10 @@ void ub__conn_update(ub_conn *c)
 		return;
 	}
 	if (c->sq.spill_head && !c->want_spool) {
-		int ret = ub__sendq_unspill(c, c->spool);
+		int ret = ub__sendq_unspill(c);
 
 		if (ret == 1) {
-			/* Woken (dirty) when the pool has buffers again. */
-			c->want_spool = true;
-			ub__list_add_tail(&c->spool->send_waiters,
-					  &c->swait_link);
+			wait_spool(c);
 		} else if (ret < 0) {
 			ub__conn_fail(c, ret);
 			ub__conn_dirty(c);
@@ -1054,11 +1061,7 @@ ssize_t ub_conn_send(ub_conn *c, const void *data, size_t len)
 		size_t n = len - off;
 
 		if (!b) {
-			/* WRITABLE once the pool has buffers again. */
-			c->want_spool = true;
-			if (ub__list_empty(&c->swait_link))
-				ub__list_add_tail(&c->spool->send_waiters,
-						  &c->swait_link);
+			wait_spool(c);
 			break;
 		}
 		if (n > b->pool->size)

@@ -254,7 +254,7 @@ int ub__sendq_spill_buf(ub_conn *c, ub_buf *buf);
 /* Move the spill into the FIFO while it is below c's high mark: 0 (done,
  * or at the mark), 1 (the send pool has no buffer: wait for one), or
  * -errno (no send ring could be made). */
-int ub__sendq_unspill(ub_conn *c, ub_pool *spool);
+int ub__sendq_unspill(ub_conn *c);
 /* Bytes accepted and not yet sent: the FIFO's and the spill's. */
 static inline size_t ub__sendq_queued(const struct ub_sendq *q)
 {

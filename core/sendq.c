@@ -204,9 +204,10 @@ static void spill_pop(struct ub_sendq *q)
 	free(s);
 }
 
-int ub__sendq_unspill(ub_conn *c, ub_pool *spool)
+int ub__sendq_unspill(ub_conn *c)
 {
 	struct ub_sendq *q = &c->sq;
+	ub_pool *spool = c->spool; /* a spilled copy made it exist */
 
 	while (q->spill_head) {
 		struct ub_spill *s = q->spill_head;

@@ -330,7 +330,7 @@ kernel's backlog) until one of them is EV_CLOSED.";
 			      &o, &err);
 		if (!l)
 			return ubpy__none_or_raise(err);
-		return ubpy__listener_new($self, l, &o, maxc);
+		return ubpy__listener_new($self, l, maxc);
 	}
 
 	%feature("docstring") connect
@@ -384,7 +384,7 @@ connect deadline), then EV_CLOSED.";
 				    &err);
 		if (!c)
 			return ubpy__none_or_raise(err);
-		return ubpy__conn_new($self, c, &o);
+		return ubpy__obj_obj($self, c, UBPY_CONN);
 	}
 
 	%feature("docstring") adopt
@@ -418,7 +418,7 @@ CONN_NO_RECV.";
 		if (!c)
 			return ubpy__none_or_raise(err);
 		ubpy__detach(sock);
-		return ubpy__conn_new($self, c, &o);
+		return ubpy__obj_obj($self, c, UBPY_CONN);
 	}
 
 	%feature("docstring") adopt_listener
@@ -458,7 +458,7 @@ listen().";
 		if (!l)
 			return ubpy__none_or_raise(err);
 		ubpy__detach(sock);
-		return ubpy__listener_new($self, l, &o, maxc);
+		return ubpy__listener_new($self, l, maxc);
 	}
 
 	%feature("docstring") datagram
@@ -503,7 +503,7 @@ EOPNOTSUPP before Linux 6.0 (no multishot recvmsg).";
 		d = ub_dgram_open(loop, (struct sockaddr *)&ss, len, &o, &err);
 		if (!d)
 			return ubpy__none_or_raise(err);
-		return ubpy__dgram_new($self, d, &o);
+		return ubpy__obj_obj($self, d, UBPY_DGRAM);
 	}
 
 	%feature("docstring") adopt_datagram
@@ -535,7 +535,7 @@ then owns; on failure the caller keeps it.";
 		if (!d)
 			return ubpy__none_or_raise(err);
 		ubpy__detach(sock);
-		return ubpy__dgram_new($self, d, &o);
+		return ubpy__obj_obj($self, d, UBPY_DGRAM);
 	}
 
 	%feature("docstring") eventfd

@@ -537,33 +537,15 @@ fail:
 	return NULL;
 }
 
-/* The handle of a datagram endpoint just made with marks high and low
- * (the core's defaults when 0) (new reference). */
-static PyObject *ubpy__dgram_new(ubpy_loop *L, ub_dgram *d,
-				 const ub_dgram_opts *o)
-{
-	(void)o;
-	return ubpy__obj_obj(L, d, UBPY_DGRAM);
-}
-
-/* The handle of a connection just made (new reference). */
-static PyObject *ubpy__conn_new(ubpy_loop *L, ub_conn *c,
-				const ub_conn_opts *o)
-{
-	(void)o;
-	return ubpy__obj_obj(L, c, 1);
-}
-
-/* The handle of a listener just made with options o and a connection
- * limit (0: none) (new reference).  No accept has completed yet (that
- * takes a ub_loop_wait), so the limit holds from the first connection. */
+/* The handle of a listener just made with a connection limit (0: none)
+ * (new reference).  No accept has completed yet (that takes a
+ * ub_loop_wait), so the limit holds from the first connection. */
 static PyObject *ubpy__listener_new(ubpy_loop *L, ub_listener *l,
-				    const ub_conn_opts *o, unsigned max_conns)
+				    unsigned max_conns)
 {
-	PyObject *obj = ubpy__obj_obj(L, l, 0);
+	PyObject *obj = ubpy__obj_obj(L, l, UBPY_LISTENER);
 	int r;
 
-	(void)o;
 	if (!obj)
 		return NULL;
 	if (max_conns) {

@@ -24,6 +24,7 @@ from collections import deque
 from typing import Any, Deque, Optional, Tuple, Union
 
 from .core import Buffer, ClosedError, Datagram
+from .server import _write_limits
 
 __all__ = ["DatagramProtocol", "DatagramTransport"]
 
@@ -203,16 +204,7 @@ class DatagramTransport:
         core send queue's marks.  The default, before any call, is the
         endpoint's (1 MiB / 256 KiB unless high_water / low_water were
         given)."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not (isinstance(high, int) and isinstance(low, int)):
-            raise TypeError("high and low must be ints")
-        if not high >= low >= 0:
-            raise ValueError("high (%r) must be >= low (%r) must be >= 0"
-                             % (high, low))
-        self._high, self._low = high, low
+        self._high, self._low = high, low = _write_limits(high, low)
         if not self._lost:
             self._ep.set_water(max(high, 1), min(low, max(high, 1)))
         size = self.get_write_buffer_size()

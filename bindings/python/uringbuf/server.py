@@ -30,9 +30,7 @@ keyword arguments of ``serve()``, ``EventLoop.create_server()`` and
 ``create_connection()`` (see docs/python.md, "Budgets, fairness and
 deadlines").
 """
-import errno
 import heapq
-import math
 import os
 import signal
 import socket
@@ -70,6 +68,23 @@ BytesLike = Union[bytes, bytearray, memoryview]
 def _oserror(res: int) -> OSError:
     """OSError for a core -errno (the subclass matching the errno)."""
     return OSError(-res, os.strerror(-res))
+
+
+def _write_limits(high: Optional[int],
+                  low: Optional[int]) -> Tuple[int, int]:
+    """set_write_buffer_limits()' arguments as (high, low), asyncio's
+    defaults filled in (high 64 KiB, low high/4) and checked; shared by the
+    stream and the datagram transports."""
+    if high is None:
+        high = 64 * 1024 if low is None else 4 * low
+    if low is None:
+        low = high // 4
+    if not (isinstance(high, int) and isinstance(low, int)):
+        raise TypeError("high and low must be ints")
+    if not high >= low >= 0:
+        raise ValueError("high (%r) must be >= low (%r) must be >= 0"
+                         % (high, low))
+    return high, low
 
 
 def _parse_addr(s: str) -> Any:
@@ -347,16 +362,7 @@ class Transport:
         high/4).  They are also the core send queue's marks.  The default,
         before any call, is the connection's (1 MiB / 256 KiB unless
         high_water / low_water were given)."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not (isinstance(high, int) and isinstance(low, int)):
-            raise TypeError("high and low must be ints")
-        if not high >= low >= 0:
-            raise ValueError("high (%r) must be >= low (%r) must be >= 0"
-                             % (high, low))
-        self._high, self._low = high, low
+        self._high, self._low = high, low = _write_limits(high, low)
         if not self._lost:
             self._conn.set_water(max(high, 1), min(low, max(high, 1)))
         if self._paused:
