@@ -24,6 +24,10 @@
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2
 #endif
+/* On a CQE of such a ring: the kernel goes on filling the buffer. */
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
 
 /* Single issuer / deferred task work: Linux 6.0 / 6.1. */
 #ifndef IORING_SETUP_SINGLE_ISSUER

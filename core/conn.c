@@ -425,7 +425,8 @@ static int arm_recv(ub_conn *c)
 	if (ms) {
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 		sqe->file_index = (uint32_t)bytes; /* sqe->optlen: the limit */
-		if (c->use_recv_bundle)
+		/* An incremental pool's reads are contiguous already. */
+		if (c->use_recv_bundle && !p->inc)
 			sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	} else {
 		/* One buffer.  Not a bundle: a one-shot bundle that fills its
@@ -623,10 +624,20 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		if (res > 0) {
 			c->handoff = NULL;
 			b->pool->handoff--;
-			ub__buf_set_state(b, UB_BUF_APP);
+			if (b->pool->inc) {
+				/* The whole buffer was ours: one slice of it. */
+				b = ub__pool_slice_whole(b, (unsigned)res);
+				if (!b) {
+					ub__conn_fail(c, -ENOBUFS);
+					ub__conn_dirty(c);
+					return;
+				}
+			} else {
+				ub__buf_set_state(b, UB_BUF_APP);
+				b->len = (uint32_t)res;
+				b->sent = 0;
+			}
 			ub__buf_charge(b, &c->obj);
-			b->len = (uint32_t)res;
-			b->sent = 0;
 			c->bytes_recv += (unsigned)res;
 			c->last_active = c->loop->now;
 			deliver(c, b);
@@ -639,6 +650,7 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		ub_pool *p = c->rpool;
 		ub_buf **bufs = c->loop->scratch;
 		unsigned n, i, got = 0;
+		int err;
 
 		if (!(cflags & IORING_CQE_F_BUFFER)) {
 			ub__conn_fail(c, -EIO);
@@ -649,18 +661,30 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		/* Take every buffer of the bundle before delivering any:
 		 * delivering may recycle buffers into ring slots. */
 		n = ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
-				       (unsigned)res, &c->obj, bufs,
-				       c->loop->scratch_cap);
+				       (unsigned)res, cflags, &c->obj, bufs,
+				       c->loop->scratch_cap, &err);
 		for (i = 0; i < n; i++)
 			got += bufs[i]->len;
 		arm_progress(c, res, n, cflags & IORING_CQE_F_MORE);
 		for (i = 0; i < n; i++)
 			deliver(c, bufs[i]);
 		if (got != (unsigned)res) {
-			ub__conn_fail(c, -EIO); /* ring out of sync */
+			/* ring out of sync (-EIO), or no slice handle left */
+			ub__conn_fail(c, err < 0 ? err : -EIO);
 			return;
 		}
 	} else if (!direct && c->rpool) {
+		/* A kernel that consumed an incremental buffer on a
+		 * zero-length completion (fixed in later stable kernels)
+		 * says so with the buffer's id and no BUF_MORE. */
+		if ((cflags & IORING_CQE_F_BUFFER) && c->rpool->inc) {
+			int err;
+
+			(void)ub__pool_take_recv(c->rpool,
+						 cflags >> UB_CQE_BUFFER_SHIFT,
+						 0, cflags, &c->obj, NULL, 0,
+						 &err);
+		}
 		arm_progress(c, res, 0, cflags & IORING_CQE_F_MORE);
 	}
 	if (res == 0 && peer_reset(c)) {
@@ -1022,7 +1046,7 @@ int ub_conn_send_buf(ub_conn *c, ub_buf *buf)
 {
 	int ret;
 
-	if (!c || !buf || buf->state != UB_BUF_APP || buf->len == 0 ||
+	if (!c || !buf || !ub__buf_usable(buf) || buf->len == 0 ||
 	    buf->pool->loop != c->loop)
 		return -EINVAL;
 	ret = check_sendable(c);

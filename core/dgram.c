@@ -125,6 +125,17 @@ int ub_dgram_opts_check(const ub_loop *loop, const ub_dgram_opts *opts,
 	if (o.recv_pool && !(o.recv_pool->flags & UB_POOL_RECV))
 		return ub__refuse(reason, -EINVAL,
 				  "recv_pool must be a receive pool");
+	if (o.recv_pool ? (o.recv_pool->flags & UB_POOL_INC)
+			: ub__loop_rpool_inc(loop))
+		return ub__refuse(reason, -EINVAL,
+				  o.recv_pool
+					  ? "recv_pool must not be incremental "
+					    "(UB_POOL_INC): one datagram per "
+					    "buffer"
+					  : "the loop's default receive pool is "
+					    "incremental (pool_flags "
+					    "UB_POOL_INC): give a recv_pool "
+					    "without it");
 	if (o.recv_pool && !rpool_ok(o.recv_pool))
 		return ub__refuse(reason, -EINVAL,
 				  "recv_pool: a datagram endpoint needs "
@@ -466,10 +477,12 @@ static void on_recv(ub_dgram *d, int res, unsigned cflags)
 	}
 	if (cflags & IORING_CQE_F_BUFFER) {
 		ub_buf *b = NULL;
+		int err;
 
 		if (res <= 0 ||
 		    ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
-				       (unsigned)res, &d->obj, &b, 1) != 1) {
+				       (unsigned)res, cflags, &d->obj, &b, 1,
+				       &err) != 1) {
 			ub__dgram_fail(d, -EIO);
 			ub__dgram_dirty(d);
 			return;
@@ -673,7 +686,7 @@ int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
 {
 	int ret;
 
-	if (!d || !buf || buf->state != UB_BUF_APP ||
+	if (!d || !buf || !ub__buf_usable(buf) ||
 	    buf->pool->loop != d->loop ||
 	    (addr && !addr_fits(addr, addrlen, d->family)))
 		return -EINVAL;

@@ -154,11 +154,20 @@ struct ub_buf {
 	uint32_t len;        /* bytes of data */
 	uint32_t sent;       /* bytes of it already sent (while QUEUED) */
 	uint32_t gen;
-	uint16_t idx;
+	uint16_t idx;        /* a slice: its parent's */
 	uint8_t state;
 	uint8_t dflags;      /* UB_BUF_F_*: a received datagram (its data
 				starts UB_DGRAM_HDR bytes in); cleared when
 				it goes back to its pool */
+	/* Incremental pools (UB_POOL_INC).  A slice is a handle of its own
+	 * for cap bytes at off in its parent pool buffer (parent != NULL;
+	 * never KERNEL or FREE, not counted in nstate[]).  A pool buffer
+	 * counts the bytes the kernel filled while in the ring (kused) and
+	 * its slices out (nslices); it is APP once the kernel moved past it
+	 * with slices still out, and goes back to the ring with the last. */
+	struct ub_buf *parent;
+	uint32_t off, cap;
+	uint32_t kused, nslices;
 };
 
 enum {
@@ -201,15 +210,37 @@ struct ub_pool {
 					  buffer in the ring */
 	struct ub_list dsend_waiters;  /* endpoints refused for want of one */
 	struct ub_list link;         /* loop->pools */
+	/* UB_POOL_INC in effect: slice handles, in chunks that live as long
+	 * as the pool (bindings keep pointers to handles and check gen) */
+	bool inc;
+	struct ub_buf *slice_free;
+	struct ub_buf **chunks;
+	unsigned nchunks, nslices, max_slices;
 };
+
+/* The application's to use (release, send, resize): APP, and not a pool
+ * buffer of an incremental pool (only its slices are handed out; it is
+ * APP while they pin it). */
+static inline bool ub__buf_usable(const struct ub_buf *b)
+{
+	return b->state == UB_BUF_APP && (b->parent || !b->pool->inc);
+}
 
 void ub__buf_set_state(ub_buf *buf, int state);
 /* Return a buffer (any state but FREE/KERNEL) to its pool. */
 void ub__buf_recycle(ub_buf *buf);
 /* Turn a receive CQE into APP buffers charged to owner; returns how many
- * were filled in out[]. */
+ * were filled in out[].  An incremental pool: one slice (cflags says
+ * whether the kernel goes on filling its pool buffer); 0 with *err set
+ * when the CQE names a buffer it cannot be (-EIO) or no slice handle is
+ * left (-ENOBUFS). */
 unsigned ub__pool_take_recv(ub_pool *pool, unsigned bid, unsigned bytes,
-			    struct ub_obj *owner, ub_buf **out, unsigned max);
+			    unsigned cflags, struct ub_obj *owner,
+			    ub_buf **out, unsigned max, int *err);
+/* A pool buffer handed to a waiter for a plain receive got bytes: a slice
+ * of it (the kernel is done with it), or NULL (no slice handle left: the
+ * buffer went back). */
+ub_buf *ub__pool_slice_whole(ub_buf *buf, unsigned bytes);
 /* Charge a buffer the connection or endpoint received to it. */
 void ub__buf_charge(ub_buf *buf, struct ub_obj *owner);
 /* A receiver is going: its buffers still out are charged to nobody. */
@@ -424,7 +455,7 @@ struct ub_loop {
 	 * and the kernel's reason in a string that lives as long as the loop */
 	char mode_why[2][192];
 	int best_mode;
-	unsigned pool_count, pool_size;
+	unsigned pool_count, pool_size, pool_flags;
 	ub_pool *def_rpool, *def_spool;
 	/* event queue: a growable ring of events */
 	ub_event *evq;
@@ -461,6 +492,12 @@ struct ub_loop {
 };
 
 int ub__probe(ub_loop *loop, unsigned entries, unsigned disable);
+/* The loop's default receive pool is (or will be made) incremental. */
+static inline bool ub__loop_rpool_inc(const ub_loop *loop)
+{
+	return (loop->pool_flags & UB_POOL_INC) &&
+	       (loop->features & UB_FEAT_PBUF_INC);
+}
 int64_t ub__now_ms(void);
 /* c's deadline may have moved earlier (or gone): put it right in the
  * heap.  A later deadline needs nothing (the heap looks again at tkey). */

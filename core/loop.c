@@ -149,6 +149,9 @@ int ub_loop_opts_check(const ub_loop_opts *opts, const char **reason)
 	if (o.disable & ~(unsigned)UB_FEAT_ALL)
 		return ub__refuse(reason, -EINVAL,
 				  "disable has a bit that is no UB_FEAT_* feature");
+	if (o.pool_flags & ~(unsigned)UB_POOL_INC)
+		return ub__refuse(reason, -EINVAL,
+				  "pool_flags may hold UB_POOL_INC only");
 	return ub__refuse(reason, 0, NULL);
 }
 
@@ -185,6 +188,7 @@ ub_loop *ub_loop_new(const ub_loop_opts *opts, int *err)
 	loop->evfd = -1;
 	loop->pool_count = o.pool_count ? o.pool_count : 1024;
 	loop->pool_size = o.pool_size ? o.pool_size : 4096;
+	loop->pool_flags = o.pool_flags;
 	ret = ub__probe(loop, o.entries, o.disable);
 	if (ret < 0) {
 		free(loop);
@@ -778,8 +782,8 @@ static ub_pool *default_pool(ub_loop *loop, ub_pool **slot, unsigned flags,
 
 ub_pool *ub_loop_recv_pool(ub_loop *loop, int *err)
 {
-	return default_pool(loop, loop ? &loop->def_rpool : NULL, UB_POOL_RECV,
-			    err);
+	return default_pool(loop, loop ? &loop->def_rpool : NULL,
+			    UB_POOL_RECV | (loop ? loop->pool_flags : 0), err);
 }
 
 ub_pool *ub_loop_send_pool(ub_loop *loop, int *err)

@@ -13,6 +13,10 @@
  * buffers are charged the same way (dgram.c).  A received datagram's data
  * starts UB_DGRAM_HDR bytes into its slot (ub_buf.dflags), after the
  * kernel's recvmsg header and the source address.
+ * An incremental pool (UB_POOL_INC) hands out slices instead: handles of
+ * their own for the bytes of one completion, charged like buffers; their
+ * pool buffer stays KERNEL while the kernel fills it, becomes APP when the
+ * kernel moves past it, and goes back to the ring with its last slice.
  */
 #include "internal.h"
 
@@ -26,11 +30,21 @@
 #define UB_POOL_MAX_COUNT 32768u
 #define UB_POOL_MAX_SIZE (1u << 30)
 #define UB_POOL_MAX_BYTES (64ull << 30)
+/* Incremental pools: slice handles are made 256 at a time, at most 64 per
+ * pool buffer and no fewer than 65536 in all (uringbuf.h).  Each
+ * connection holds at most its budget in slices (plus what completions
+ * already on their way bring); the cap bounds what a pool can take
+ * whatever the application holds. */
+#define UB_SLICE_CHUNK 256u
+#define UB_SLICES_PER_BUF 64u
+#define UB_SLICES_MIN 65536u
 
 void ub__buf_set_state(ub_buf *b, int state)
 {
-	b->pool->nstate[b->state]--;
-	b->pool->nstate[state]++;
+	if (!b->parent) { /* slices are not counted there */
+		b->pool->nstate[b->state]--;
+		b->pool->nstate[state]++;
+	}
 	b->state = (uint8_t)state;
 }
 
@@ -40,6 +54,7 @@ static void ring_add(ub_pool *p, ub_buf *b)
 	unsigned mask = p->br_entries - 1;
 	unsigned slot = p->br_tail & mask;
 
+	b->kused = 0;
 	io_uring_buf_ring_add(p->br, p->mem + (size_t)b->idx * p->size,
 			      p->size, b->idx, (int)mask, 0);
 	p->slot_bid[slot] = b->idx;
@@ -106,38 +121,133 @@ void ub__pool_disown(ub_pool *p, struct ub_obj *owner)
 			p->bufs[i].owner = NULL;
 			owner->rheld--;
 		}
+	for (i = 0; i < p->nchunks * UB_SLICE_CHUNK && owner->rheld; i++) {
+		ub_buf *s = &p->chunks[i / UB_SLICE_CHUNK][i % UB_SLICE_CHUNK];
+
+		if (s->owner == owner) {
+			s->owner = NULL;
+			owner->rheld--;
+		}
+	}
+}
+
+/* b (a buffer or slice of a receive pool) is back: its receiver, charged
+ * for it, may take one more; let it look. */
+static void uncharge(ub_buf *b)
+{
+	struct ub_obj *o = b->owner;
+
+	if (!o)
+		return;
+	b->owner = NULL;
+	o->rheld--;
+	if (o->h.kind == UB_KIND_DGRAM) {
+		ub_dgram *d = ub__container_of(o, ub_dgram, obj);
+
+		if (d->throttled)
+			ub__dgram_dirty(d);
+	} else {
+		ub_conn *c = ub__container_of(o, ub_conn, obj);
+
+		if (c->throttled)
+			ub__conn_dirty(c);
+	}
+}
+
+/* A slice handle from the free list, or a new chunk of them; NULL at the
+ * pool's cap or out of memory. */
+static ub_buf *slice_get(ub_pool *p)
+{
+	ub_buf *s = p->slice_free;
+
+	if (p->nslices >= p->max_slices)
+		return NULL;
+	if (!s) {
+		ub_buf **cs, *chunk;
+		unsigned i;
+
+		cs = realloc(p->chunks, (p->nchunks + 1) * sizeof(*cs));
+		if (!cs)
+			return NULL;
+		p->chunks = cs;
+		chunk = calloc(UB_SLICE_CHUNK, sizeof(*chunk));
+		if (!chunk)
+			return NULL;
+		cs[p->nchunks++] = chunk;
+		for (i = UB_SLICE_CHUNK; i-- > 0;) {
+			chunk[i].pool = p;
+			chunk[i].state = UB_BUF_FREE;
+			chunk[i].next = p->slice_free;
+			p->slice_free = &chunk[i];
+		}
+		s = p->slice_free;
+	}
+	p->slice_free = s->next;
+	s->next = NULL;
+	return s;
+}
+
+/* A slice of b's next len bytes, APP; NULL if no handle is left. */
+static ub_buf *slice_cut(ub_buf *b, unsigned len)
+{
+	ub_pool *p = b->pool;
+	ub_buf *s = slice_get(p);
+
+	if (!s)
+		return NULL;
+	s->parent = b;
+	s->idx = b->idx;
+	s->off = b->kused;
+	s->cap = s->len = len;
+	s->sent = 0;
+	s->state = UB_BUF_APP;
+	b->nslices++;
+	p->nslices++;
+	return s;
+}
+
+/* The kernel moved past b (it is out of the ring): back with its last
+ * slice, now if it has none out. */
+static void slice_parent_done(ub_buf *b)
+{
+	b->kused = 0;
+	ub__buf_set_state(b, UB_BUF_APP);
+	if (b->nslices == 0)
+		ub__buf_recycle(b);
+}
+
+static void slice_put(ub_buf *s)
+{
+	ub_pool *p = s->pool;
+	ub_buf *b = s->parent;
+
+	uncharge(s);
+	s->gen++; /* stale handles of it are refused from here on */
+	s->len = s->sent = s->off = s->cap = 0;
+	s->parent = NULL;
+	s->state = UB_BUF_FREE;
+	s->next = p->slice_free;
+	p->slice_free = s;
+	p->nslices--;
+	if (--b->nslices == 0 && b->state == UB_BUF_APP)
+		ub__buf_recycle(b);
 }
 
 void ub__buf_recycle(ub_buf *b)
 {
 	ub_pool *p = b->pool;
 
+	if (b->parent) {
+		slice_put(b);
+		return;
+	}
 	b->gen++;
 	b->len = 0;
 	b->sent = 0;
 	b->dflags = 0;
 	b->next = NULL;
 	if (p->flags & UB_POOL_RECV) {
-		struct ub_obj *o = b->owner;
-
-		if (o) {
-			/* Its receiver may take one more: let it look. */
-			b->owner = NULL;
-			o->rheld--;
-			if (o->h.kind == UB_KIND_DGRAM) {
-				ub_dgram *d = ub__container_of(o, ub_dgram,
-							       obj);
-
-				if (d->throttled)
-					ub__dgram_dirty(d);
-			} else {
-				ub_conn *c = ub__container_of(o, ub_conn,
-							      obj);
-
-				if (c->throttled)
-					ub__conn_dirty(c);
-			}
-		}
+		uncharge(b);
 		ub__buf_set_state(b, UB_BUF_KERNEL);
 		if (!ub__list_empty(&p->recv_waiters)) {
 			/*
@@ -189,15 +299,65 @@ void ub__buf_recycle(ub_buf *b)
 	}
 }
 
+/* A completion of an incremental pool: bytes (0: none, but the kernel
+ * may have moved past the buffer) of buffer bid. */
+static unsigned take_slice(ub_pool *p, unsigned bid, unsigned bytes,
+			   unsigned cflags, struct ub_obj *owner, ub_buf **out,
+			   int *err)
+{
+	ub_buf *b, *s = NULL;
+
+	if (bid >= p->count || p->bufs[bid].state != UB_BUF_KERNEL ||
+	    bytes > p->size - p->bufs[bid].kused) {
+		*err = -EIO; /* not a buffer the ring holds */
+		return 0;
+	}
+	b = &p->bufs[bid];
+	if (bytes) {
+		s = slice_cut(b, bytes);
+		if (s)
+			ub__buf_charge(s, owner);
+		b->kused += bytes;
+	}
+	if (!(cflags & IORING_CQE_F_BUF_MORE))
+		slice_parent_done(b);
+	if (!s) {
+		*err = bytes ? -ENOBUFS : 0;
+		return 0;
+	}
+	out[0] = s;
+	return 1;
+}
+
+ub_buf *ub__pool_slice_whole(ub_buf *b, unsigned bytes)
+{
+	ub_buf *s;
+
+	b->kused = 0;
+	s = slice_cut(b, bytes);
+
+	slice_parent_done(b);
+	return s;
+}
+
 unsigned ub__pool_take_recv(ub_pool *p, unsigned bid, unsigned bytes,
-			    struct ub_obj *owner, ub_buf **out, unsigned max)
+			    unsigned cflags, struct ub_obj *owner,
+			    ub_buf **out, unsigned max, int *err)
 {
 	unsigned mask = p->br_entries - 1;
 	unsigned n = 0;
 	uint32_t pos;
 
-	if (bid >= p->count || p->bufs[bid].state != UB_BUF_KERNEL)
+	*err = 0;
+	if (p->inc) {
+		if (!max && bytes)
+			return 0;
+		return take_slice(p, bid, bytes, cflags, owner, out, err);
+	}
+	if (bid >= p->count || p->bufs[bid].state != UB_BUF_KERNEL) {
+		*err = -EIO;
 		return 0;
+	}
 	/* A bundle takes consecutive ring entries starting at bid's. */
 	pos = p->bid_pos[bid];
 	while (bytes > 0 && n < max) {
@@ -284,9 +444,13 @@ int ub_pool_check(unsigned count, unsigned size, unsigned flags,
 	if ((unsigned long long)count * size > UB_POOL_MAX_BYTES)
 		return ub__refuse(reason, -EINVAL,
 				  "count * size must be at most 64 GiB");
-	if (flags & ~(unsigned)UB_POOL_RECV)
+	if (flags & ~(unsigned)(UB_POOL_RECV | UB_POOL_INC))
 		return ub__refuse(reason, -EINVAL,
 				  "flags has a bit that is no UB_POOL_* flag");
+	if ((flags & UB_POOL_INC) && !(flags & UB_POOL_RECV))
+		return ub__refuse(reason, -EINVAL,
+				  "UB_POOL_INC is for receive pools: it needs "
+				  "UB_POOL_RECV");
 	return ub__refuse(reason, 0, NULL);
 }
 
@@ -320,7 +484,15 @@ ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 	p->loop = loop;
 	p->count = count;
 	p->size = size;
+	/* Without the kernel's support: a plain receive pool, and its flags
+	 * say so (uringbuf.h). */
+	if ((flags & UB_POOL_INC) && !(loop->features & UB_FEAT_PBUF_INC))
+		flags &= ~(unsigned)UB_POOL_INC;
 	p->flags = flags;
+	p->inc = flags & UB_POOL_INC;
+	p->max_slices = count * UB_SLICES_PER_BUF;
+	if (p->max_slices < UB_SLICES_MIN)
+		p->max_slices = UB_SLICES_MIN;
 	p->bgid = -1;
 	ub__list_init(&p->recv_waiters);
 	ub__list_init(&p->send_waiters);
@@ -352,7 +524,8 @@ ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 		p->bid_pos = calloc(count, sizeof(*p->bid_pos));
 		if (!p->slot_bid || !p->bid_pos)
 			goto fail;
-		ret = ub__buf_ring_new(loop, p->br_entries, 0, &p->br,
+		ret = ub__buf_ring_new(loop, p->br_entries,
+				       p->inc ? IOU_PBUF_RING_INC : 0, &p->br,
 				       &p->br_len, &p->bgid);
 		if (ret < 0)
 			goto fail;
@@ -392,6 +565,9 @@ void ub__pool_destroy(ub_pool *p)
 	free(p->slot_bid);
 	free(p->bid_pos);
 	free(p->bufs);
+	while (p->nchunks)
+		free(p->chunks[--p->nchunks]);
+	free(p->chunks);
 	free(p);
 }
 
@@ -399,7 +575,8 @@ int ub_pool_free(ub_pool *p)
 {
 	if (!p)
 		return -EINVAL;
-	if (p->nstate[UB_BUF_APP] || p->nstate[UB_BUF_QUEUED] || p->users)
+	if (p->nstate[UB_BUF_APP] || p->nstate[UB_BUF_QUEUED] || p->nslices ||
+	    p->users)
 		return -EBUSY;
 	if (p == p->loop->def_rpool)
 		p->loop->def_rpool = NULL;
@@ -438,7 +615,7 @@ fail:
 
 int ub_buf_release(ub_buf *b)
 {
-	if (!b || b->state != UB_BUF_APP)
+	if (!b || !ub__buf_usable(b))
 		return -EINVAL;
 	ub__buf_recycle(b);
 	return 0;
@@ -467,16 +644,21 @@ ub_buf *ub_pool_buf(ub_pool *p, unsigned index)
 	return &p->bufs[index];
 }
 
+unsigned ub_pool_slices(const ub_pool *p) { return p ? p->nslices : 0; }
+
 void *ub_buf_data(const ub_buf *b)
 {
-	return b ? b->pool->mem + (size_t)b->idx * b->pool->size +
-			   ub__buf_off(b)
-		 : NULL;
+	if (!b)
+		return NULL;
+	return b->pool->mem + (size_t)b->idx * b->pool->size +
+	       (b->parent ? b->off : ub__buf_off(b));
 }
 size_t ub_buf_len(const ub_buf *b) { return b ? b->len : 0; }
 size_t ub_buf_capacity(const ub_buf *b)
 {
-	return b ? b->pool->size - ub__buf_off(b) : 0;
+	if (!b)
+		return 0;
+	return b->parent ? b->cap : b->pool->size - ub__buf_off(b);
 }
 int ub_buf_state(const ub_buf *b) { return b ? b->state : -EINVAL; }
 unsigned ub_buf_index(const ub_buf *b) { return b ? b->idx : 0; }
@@ -485,7 +667,7 @@ uint32_t ub_buf_gen(const ub_buf *b) { return b ? b->gen : 0; }
 
 int ub_buf_set_len(ub_buf *b, size_t len)
 {
-	if (!b || b->state != UB_BUF_APP || len > ub_buf_capacity(b))
+	if (!b || !ub__buf_usable(b) || len > ub_buf_capacity(b))
 		return -EINVAL;
 	b->len = (uint32_t)len;
 	return 0;

@@ -138,6 +138,7 @@ typedef struct ub_loop_opts {
 	unsigned pool_count;  /* default pools: buffers each; 0 = 1024         */
 	unsigned pool_size;   /* default pools: bytes per buffer; 0 = 4096     */
 	/* pool_count <= 32768, pool_size <= 1 GiB, their product <= 64 GiB */
+	unsigned pool_flags;  /* default receive pool: UB_POOL_INC, or 0       */
 } ub_loop_opts;
 
 /*
@@ -271,7 +272,40 @@ UB_EXTERN ub_pool *ub_loop_send_pool(ub_loop *loop, int *err);
 
 enum ub_pool_flags {
 	UB_POOL_RECV = 1u << 0, /* register as a receive ring (else: send pool) */
+	UB_POOL_INC = 1u << 1,  /* with UB_POOL_RECV: incremental, see below */
 };
+
+/*
+ * An incremental receive pool (UB_POOL_RECV | UB_POOL_INC; Linux 6.12+,
+ * IOU_PBUF_RING_INC) lets the kernel fill each buffer piece by piece: a
+ * receive takes only the bytes it needs from the buffer at the ring's head
+ * and the next receive, of any connection, goes on where it stopped.  So
+ * buffers can be large (tens of KiB: one DATA event per read under stream
+ * load) without a small message taking a whole one.
+ *  - Each DATA event carries a slice: its own ub_buf handle for the bytes
+ *    of one completion, released, sent and piped like any received buffer.
+ *    ub_buf_capacity() is its length when received (it cannot grow into
+ *    bytes the kernel may still write); ub_buf_index() names the pool
+ *    buffer it lies in, which other slices may share.
+ *  - A pool buffer goes back to the ring once the kernel has moved past it
+ *    and every slice of it is back.  ub_pool_count_state() counts pool
+ *    buffers (KERNEL: in the ring, partly filled or not; APP: finished by
+ *    the kernel, slices still out); ub_pool_slices() counts slices out.
+ *  - A connection's receive budget counts slices as buffers, so what it
+ *    holds pins at most as many pool buffers as without UB_POOL_INC.
+ *    Receive bundles do not apply (each read is already contiguous).
+ *    A connection holds at most its budget in slices (and what receives
+ *    already completing bring); a pool hands out at most 64 per buffer,
+ *    and no fewer than 65536, in all at once: a receive beyond that fails
+ *    its connection with -ENOBUFS.
+ *  - Its pool buffers are never the application's: ub_pool_buf() of one
+ *    may be APP (pinned by slices), but releasing, resizing or sending it
+ *    is refused (-EINVAL).
+ *  - Datagram endpoints refuse an incremental pool (-EINVAL).
+ *  - Where the kernel lacks it (ub_loop_feature_reason(loop,
+ *    UB_FEAT_PBUF_INC) says why, or the loop's opts disabled it), the pool
+ *    is made without it: ub_pool_flags() then lacks UB_POOL_INC.
+ */
 
 enum ub_buf_state {
 	UB_BUF_FREE = 0,   /* idle in a send pool: ub_pool_acquire() can take it */
@@ -294,8 +328,9 @@ UB_EXTERN ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 UB_EXTERN int ub_pool_check(unsigned count, unsigned size, unsigned flags,
 			    const char **reason);
 
-/* Free a pool.  -EBUSY while any buffer is APP or QUEUED or a connection or
- * listener uses it (as its receive or send pool); -EINVAL if pool is NULL. */
+/* Free a pool.  -EBUSY while any buffer or slice is APP or QUEUED or a
+ * connection or listener uses it (as its receive or send pool); -EINVAL if
+ * pool is NULL. */
 UB_EXTERN int ub_pool_free(ub_pool *pool);
 
 /* A FREE buffer of a send pool becomes APP, with length 0.
@@ -311,6 +346,8 @@ UB_EXTERN unsigned ub_pool_flags(const ub_pool *pool);
 UB_EXTERN unsigned ub_pool_reserve(const ub_pool *pool);
 /* Buffers currently in a state (enum ub_buf_state); 0 for a bad state. */
 UB_EXTERN unsigned ub_pool_count_state(const ub_pool *pool, int state);
+/* Slices of an incremental pool out of it (APP or QUEUED); 0 otherwise. */
+UB_EXTERN unsigned ub_pool_slices(const ub_pool *pool);
 /* The mapping: base address and length in bytes. */
 UB_EXTERN void *ub_pool_base(const ub_pool *pool);
 UB_EXTERN size_t ub_pool_bytes(const ub_pool *pool);

@@ -21,7 +21,8 @@
 #define EX_WAIT_MS 500
 
 enum ex_need {
-	EX_NEED_TO = 1u << 0, /* --to HOST:PORT is required (proxy) */
+	EX_NEED_TO = 1u << 0,   /* --to HOST:PORT is required (proxy)      */
+	EX_ALLOW_INC = 1u << 1, /* --inc is an option (proxy)               */
 };
 
 struct ex_opts {
@@ -36,6 +37,7 @@ struct ex_opts {
 	unsigned recv_budget;  /* --recv-budget: bytes (0: the default)    */
 	unsigned idle_ms;      /* --idle-timeout: ms (0: none)             */
 	unsigned max_conns;    /* --max-conns: per listener (0: no limit)  */
+	int inc;               /* --inc: incremental receive pools         */
 };
 
 /* Set by SIGINT/SIGTERM. */
@@ -51,7 +53,9 @@ void ex_signals_install(const struct ex_opts *o);
 
 /* A loop with the receive pool of --buf-size/--buf-count, after checking
  * that --mode is available here (else: the kernel's reason, exit 1).  Also
- * raises the soft RLIMIT_NOFILE to the hard limit (many connections). */
+ * raises the soft RLIMIT_NOFILE to the hard limit (many connections).
+ * With --inc the receive pool is incremental; where the kernel lacks that,
+ * one line on stderr says the pool fell back and why, and it goes on. */
 ub_loop *ex_loop_new(const struct ex_opts *o, ub_pool **recv_pool);
 
 /* Connection options from the command line, receiving into pool. */

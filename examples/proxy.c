@@ -3,7 +3,7 @@
  * target, and the core forwards both directions zero copy (ub_conn_pipe).
  *
  *   proxy --listen HOST:PORT --to HOST:PORT [--mode bundle|ring|serial|auto]
- *         [--buf-size BYTES] [--buf-count N]
+ *         [--buf-size BYTES] [--buf-count N] [--inc]
  *         [--no-recv-bundle] [--singleshot]
  *
  * A client is accepted with UB_CONN_NO_RECV: nothing may be received from
@@ -18,6 +18,10 @@
  * two directions can deadlock once the sockets' buffers are full: every
  * buffer queued towards a target that cannot read because its replies wait
  * for a buffer here.  With two, replies always have buffers of their own.
+ * --inc makes both incremental (UB_POOL_INC): a receive takes only the
+ * bytes it needs from a --buf-size buffer and the pipes forward each slice
+ * as it is.  Where the kernel lacks it, one line on stderr says why and the
+ * pools are ordinary ones.
  *
  * Teardown: once both directions have seen EOF, both sides close gracefully.
  * An ERROR or CLOSED on one side stops forwarding into it and closes the
@@ -273,7 +277,7 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	int n, i, err = 0, status = 0;
 
-	ex_parse_args(argc, argv, "proxy", EX_NEED_TO, &o);
+	ex_parse_args(argc, argv, "proxy", EX_NEED_TO | EX_ALLOW_INC, &o);
 	opts = &o;
 	target_len = sizeof(target);
 	n = ub_addr_parse(o.to, &target, &target_len);
@@ -289,8 +293,11 @@ int main(int argc, char **argv)
 	if (sigaction(SIGUSR1, &sa, NULL))
 		ex_die(&o, NULL, "sigaction", -errno);
 	loop = ex_loop_new(&o, &pool);
+	/* The same kind as the clients' (incremental with --inc, if the
+	 * kernel made that one incremental). */
 	up_pool = ub_pool_new(loop, ub_pool_count(pool), ub_pool_buf_size(pool),
-			      UB_POOL_RECV, &err);
+			      UB_POOL_RECV | (ub_pool_flags(pool) & UB_POOL_INC),
+			      &err);
 	if (!up_pool)
 		ex_die(&o, loop, "cannot create the upstream receive pool", err);
 

@@ -5,7 +5,7 @@ target, and everything is forwarded both ways without copies.
 
   lua5.4 examples/proxy.lua --listen HOST:PORT --to HOST:PORT
                             [--mode bundle|ring|serial|auto] [--pipe]
-                            [--buf-size BYTES] [--buf-count N]
+                            [--buf-size BYTES] [--buf-count N] [--inc]
                             [--recv-budget BYTES] [--idle-timeout MS]
                             [--max-conns N] [--luv | --cqueues]
 
@@ -31,6 +31,11 @@ Two ways to forward:
   --pipe   core-side: conn:pipe(other) both ways; the core forwards every
            buffer itself with backpressure and no "data" events.
 
+--inc makes the receive pool incremental (the loop option
+pool_incremental): a receive takes only the bytes it needs from a
+--buf-size buffer, and each slice is forwarded as it is.  Where the kernel
+lacks it, one line on stderr says why and the pool is an ordinary one.
+
 A client is accepted with no_recv: nothing is received before there is
 somewhere to forward it.  Once the upstream connects, both sides start
 receiving.  EOF on one side half-closes the other once its queue drained;
@@ -45,7 +50,7 @@ local PROG = "proxy"
 
 local function usage(f)
 	f:write("usage: ", PROG, " --listen HOST:PORT --to HOST:PORT [--mode bundle|ring|serial|auto]\n",
-		"       [--pipe] [--buf-size BYTES] [--buf-count N] [--recv-budget BYTES]\n",
+		"       [--pipe] [--buf-size BYTES] [--buf-count N] [--inc] [--recv-budget BYTES]\n",
 		"       [--idle-timeout MS] [--max-conns N] [--luv | --cqueues]\n",
 		"  --listen HOST:PORT   address to accept on (port 0: any free port)\n",
 		"  --to HOST:PORT       where to forward each connection\n",
@@ -53,6 +58,10 @@ local function usage(f)
 		"  --pipe               forward in the core (conn:pipe) instead of per buffer in Lua\n",
 		"  --buf-size BYTES     receive pool buffer size (default 4096)\n",
 		"  --buf-count N        receive pool buffers (default 1024)\n",
+		"  --inc                incremental receive pool of --buf-size buffers: a\n",
+		"                       receive takes only the bytes it needs (Linux 6.12+;\n",
+		"                       elsewhere one line on stderr says why not, and the\n",
+		"                       pool is not)\n",
 		"  --recv-budget BYTES  receive pool bytes one connection may hold\n",
 		"                       (default 262144)\n",
 		"  --idle-timeout MS    close a connection that received and sent\n",
@@ -113,6 +122,8 @@ local function parse_args(argv)
 			end
 		elseif name == "--pipe" and not val then
 			o.pipe = true
+		elseif name == "--inc" and not val then
+			o.inc = true
 		elseif (name == "--luv" or name == "--cqueues") and not val then
 			if o.host and o.host ~= name:sub(3) then
 				die("--luv and --cqueues exclude each other")
@@ -164,13 +175,20 @@ if not uringbuf.parse_address(o.listen) then
 	die("bad --listen address '", o.listen, "': Invalid argument")
 end
 
-local loop, err = uringbuf.loop{ pool_count = o.buf_count, pool_size = o.buf_size }
+local loop, err = uringbuf.loop{ pool_count = o.buf_count, pool_size = o.buf_size,
+	pool_incremental = o.inc }
 if not loop then die("cannot create the io_uring loop: ", err) end
 local ok, reason = loop:mode_check(o.mode)
 if not ok then die("mode ", o.mode, " unavailable: ", reason) end
-if not loop:recv_pool() then
+local rpool, perr = loop:recv_pool()
+if not rpool then
 	die("cannot create a receive pool of ", o.buf_count or 1024, " x ",
-		o.buf_size or 4096, " bytes")
+		o.buf_size or 4096, " bytes: ", tostring(perr))
+end
+if o.inc and not rpool:incremental() then
+	local why = loop:features().pbuf_inc
+	warn("--inc: the receive pool fell back to whole buffers: ",
+		why == true and "(no reason given)" or tostring(why))
 end
 
 -- conn -> its pair { client =, upstream =, connected =, eof = {} }

@@ -47,9 +47,12 @@ static void loop_opts(void)
 		  "pool_count * pool_size must be at most 64 GiB" },
 		{ { .disable = UB_FEAT_ALL + 1 },
 		  "disable has a bit that is no UB_FEAT_* feature" },
+		{ { .pool_flags = UB_POOL_RECV },
+		  "pool_flags may hold UB_POOL_INC only" },
 	};
 	ub_loop_opts ok = { .entries = 32768, .pool_count = 32768,
-			    .pool_size = 2u << 20, .disable = UB_FEAT_ALL };
+			    .pool_size = 2u << 20, .disable = UB_FEAT_ALL,
+			    .pool_flags = UB_POOL_INC };
 	const char *why;
 	int err = 0;
 
@@ -81,7 +84,10 @@ static void pool_args(ub_loop *loop)
 		{ 4, 0, 0, "size must be 1 byte..1 GiB" },
 		{ 4, (1u << 30) + 1, 0, "size must be 1 byte..1 GiB" },
 		{ 32768, 1u << 30, 0, "count * size must be at most 64 GiB" },
-		{ 4, 64, 2, "flags has a bit that is no UB_POOL_* flag" },
+		{ 4, 64, UB_POOL_INC << 1,
+		  "flags has a bit that is no UB_POOL_* flag" },
+		{ 4, 64, UB_POOL_INC,
+		  "UB_POOL_INC is for receive pools: it needs UB_POOL_RECV" },
 	};
 	const char *why;
 	int err = 0;

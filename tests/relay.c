@@ -35,7 +35,9 @@
  *    kernel's socket buffers.
  *  - the real $top_builddir/examples/echo and examples/proxy binaries, with
  *    the kernel's socket buffers, when they are built (tests build before
- *    examples: `make check` in a fresh tree leaves them out, saying so).
+ *    examples: `make check` in a fresh tree leaves them out, saying so);
+ *    then again with `proxy --inc --buf-size 65536 --buf-count 256`
+ *    (incremental receive pools, forwarding slices).
  * The in-process servers, told to stop (through a pipe: under valgrind a
  * signal can wait for minutes), check that every connection closed without
  * an error and every pool is idle; the examples must exit 0 on SIGTERM.
@@ -1050,7 +1052,10 @@ static int example_path(char *out, size_t len, const char *name)
 	return access(out, X_OK) == 0;
 }
 
-static void round_examples(int mode)
+/* inc: the proxy with --inc (incremental receive pools of 64 KiB
+ * buffers; where the kernel lacks them it says so on stderr and runs with
+ * ordinary ones). */
+static void round_examples(int mode, int inc)
 {
 	char echo[4096], proxy[4096], to[64], round[64];
 	struct sockaddr_in echo_addr, proxy_addr;
@@ -1061,7 +1066,8 @@ static void round_examples(int mode)
 		printf("    examples: not built (%s): round left out\n", echo);
 		return;
 	}
-	snprintf(round, sizeof(round), "%s examples", ub_mode_name(mode));
+	snprintf(round, sizeof(round), "%s examples%s", ub_mode_name(mode),
+		 inc ? ", proxy --inc" : "");
 	{
 		char *argv[] = { echo, "--listen", "127.0.0.1:0", "--mode",
 				 (char *)ub_mode_name(mode), NULL };
@@ -1073,7 +1079,9 @@ static void round_examples(int mode)
 	snprintf(to, sizeof(to), "127.0.0.1:%u", ntohs(echo_addr.sin_port));
 	{
 		char *argv[] = { proxy, "--listen", "127.0.0.1:0", "--to", to,
-				 "--mode", (char *)ub_mode_name(mode), NULL };
+				 "--mode", (char *)ub_mode_name(mode),
+				 inc ? "--inc" : NULL, "--buf-size", "65536",
+				 "--buf-count", "256", NULL };
 
 		procs[1].name = "examples/proxy";
 		procs[1].ctl = -1;
@@ -1089,7 +1097,8 @@ static void one_mode(int mode, void *arg)
 	round_in_process(mode, PROXY_PIPE2);
 	round_in_process(mode, PROXY_PIPE1);
 	round_in_process(mode, PROXY_FORWARD1);
-	round_examples(mode);
+	round_examples(mode, 0);
+	round_examples(mode, 1);
 }
 
 int main(void)

@@ -145,8 +145,9 @@ end
 
 --- Create a loop (one io_uring; probes the kernel once).
 -- @tparam[opt] table opts `entries`, `pool_count`, `pool_size` (default
---   receive/send pools), `disable` (feature names or bits to treat as
---   missing)
+--   receive/send pools), `pool_incremental` (boolean: the default receive
+--   pool is incremental where the kernel has it, see `Loop:pool`),
+--   `disable` (feature names or bits to treat as missing)
 -- @return loop, or nil, message, errno
 -- @function loop
 M.loop = core.ub_loop_new
@@ -241,11 +242,22 @@ Loop.recv_pool = core.ub_loop_recv_pool
 Loop.send_pool = core.ub_loop_send_pool
 
 --- A pool of count buffers of size bytes.
+--
+-- `incremental = true` (receive pools only) makes an incremental receive
+-- pool: the kernel fills each buffer piece by piece, so buffers can be
+-- large without a small message taking a whole one.  Each "data" event's
+-- buffer is then a slice: the bytes of one receive (`capacity()` is its
+-- length), inside the pool buffer `index()` names, which other slices may
+-- share; it goes back to the kernel once every slice of it is released
+-- (`Pool:slices()` counts those out).  Where the kernel lacks it
+-- (`loop:features().pbuf_inc` says why) the pool is made without it:
+-- `Pool:incremental()` says which.  Datagram endpoints refuse such a pool.
 -- @tparam integer count 1..32768
 -- @tparam integer size bytes per buffer
 -- @tparam[opt="send"] string kind "send" (acquire and fill) or "recv"
+-- @tparam[opt] table opts `incremental` (boolean)
 -- @return pool or nil, message, errno
-function Loop:pool(count, size, kind)
+function Loop:pool(count, size, kind, opts)
 	checkint(count, 1, "pool", 0, 0xffffffff)
 	checkint(size, 2, "pool", 0, 0xffffffff)
 	local flags = 0
@@ -253,6 +265,20 @@ function Loop:pool(count, size, kind)
 		flags = core.UB_POOL_RECV
 	elseif kind ~= nil and kind ~= "send" then
 		argerror(3, "pool", "'send' or 'recv' expected")
+	end
+	if opts ~= nil then
+		if type(opts) ~= "table" then
+			argerror(4, "pool", "table expected, got " .. type(opts))
+		end
+		for k, v in pairs(opts) do
+			if k ~= "incremental" then
+				argerror(4, "pool", "unknown option '" .. tostring(k) .. "'")
+			elseif type(v) ~= "boolean" then
+				argerror(4, "pool", "field 'incremental': boolean expected, got "
+					.. type(v))
+			end
+		end
+		if opts.incremental then flags = flags | core.UB_POOL_INC end
 	end
 	return core.ub_pool_new(self, count, size, flags)
 end
@@ -424,6 +450,18 @@ Pool.valid = valid
 function Pool:is_recv()
 	return core.ub_pool_flags(self) & core.UB_POOL_RECV ~= 0
 end
+
+--- Whether this is an incremental receive pool (asked for with
+-- `incremental = true` or the loop option `pool_incremental`, and the
+-- kernel has it): its received buffers are slices.
+function Pool:incremental()
+	return core.ub_pool_flags(self) & core.UB_POOL_INC ~= 0
+end
+
+--- Slices of an incremental pool out of it now (held, or queued for
+-- sending); 0 for any other pool.
+-- @function Pool:slices
+Pool.slices = core.ub_pool_slices
 
 --- Buffers in a state: "free", "kernel", "app" or "queued".
 function Pool:count_state(state)

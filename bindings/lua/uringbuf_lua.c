@@ -566,6 +566,21 @@ static int field_bool(lua_State *L, int idx, const char *name)
 	return v;
 }
 
+/* A flag field that must be a boolean when given (nil: false): a flag
+ * that silently took "no" or 0 for true would hide a mistake. */
+static int field_flag(lua_State *L, int idx, const char *name)
+{
+	int t = lua_getfield(L, idx, name), v;
+
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+		luaL_argerror(L, idx,
+			      lua_pushfstring(L, "field '%s': boolean expected, got %s",
+					      name, luaL_typename(L, -1)));
+	v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
 /* Refuse keys not in names[] (a typo must not pass for a default). */
 static void check_keys(lua_State *L, int idx, const char *const *names)
 {
@@ -589,7 +604,7 @@ static void check_keys(lua_State *L, int idx, const char *const *names)
 void ubl_check_loop_opts(lua_State *L, int idx, ub_loop_opts *o)
 {
 	static const char *const names[] = { "entries", "pool_count",
-		"pool_size", "disable", NULL };
+		"pool_size", "disable", "pool_incremental", NULL };
 
 	memset(o, 0, sizeof(*o));
 	if (lua_isnoneornil(L, idx))
@@ -602,6 +617,8 @@ void ubl_check_loop_opts(lua_State *L, int idx, ub_loop_opts *o)
 					    UINT_MAX);
 	o->pool_size = (unsigned)field_int(L, idx, "pool_size", 0, 0,
 					   UINT_MAX);
+	o->pool_flags = field_flag(L, idx, "pool_incremental") ? UB_POOL_INC
+							       : 0;
 	lua_getfield(L, idx, "disable");
 	if (lua_type(L, -1) == LUA_TTABLE) {
 		/* An array of feature names. */

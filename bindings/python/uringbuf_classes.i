@@ -96,14 +96,18 @@ typedef long long ubpy_n;
 /* ==================================================================== */
 
 %feature("docstring") ubpy_loop
-"Loop(entries=0, disable=0, pool_count=0, pool_size=0)
+"Loop(entries=0, disable=0, pool_count=0, pool_size=0,
+     pool_incremental=False)
 
 One io_uring and its event queue (ub_loop).  Single-threaded: use it (and
 its pools, connections and buffers) from the thread that created it; other
 threads get RuntimeError.  entries: submission queue size (0: 256);
 disable: uringbuf.FEAT_* bits to treat as unavailable; pool_count and
 pool_size: buffers and bytes per buffer of the default pools (0: 1024 and
-4096).  Raises OSError if io_uring is unavailable.
+4096); pool_incremental (a bool): the default receive pool is incremental
+(see pool()), where the kernel has FEAT_PBUF_INC (else it is made without:
+recv_pool().incremental says which, feature_reason(FEAT_PBUF_INC) why).
+Raises OSError if io_uring is unavailable.
 
 close() frees everything (it aborts every connection); it refuses with
 BufferError while a memoryview of any of its buffers exists.  Usable as a
@@ -113,18 +117,23 @@ typedef struct ubpy_loop {} ubpy_loop;
 
 %extend ubpy_loop {
 	ubpy_loop(unsigned int entries = 0, unsigned int disable = 0,
-		  unsigned int pool_count = 0, unsigned int pool_size = 0)
+		  unsigned int pool_count = 0, unsigned int pool_size = 0,
+		  PyObject *pool_incremental = NULL)
 	{
 		const char *why = NULL;
 		ub_loop_opts o;
 		ubpy_loop *L;
-		int err = 0;
+		int err = 0, inc = 0;
 
 		memset(&o, 0, sizeof(o));
 		o.entries = entries;
 		o.disable = disable;
 		o.pool_count = pool_count;
 		o.pool_size = pool_size;
+		if (ubpy__flag_arg(pool_incremental, "pool_incremental",
+				   &inc) < 0)
+			return NULL;
+		o.pool_flags = inc ? UB_POOL_INC : 0;
 		if (ubpy__hide_swig_api() < 0 ||
 		    ubpy__check(ub_loop_opts_check(&o, &why), &why) < 0)
 			return NULL;
@@ -258,27 +267,41 @@ copies into (created on first use).";
 	}
 
 	%feature("docstring") pool
-	"pool(count, size, recv=False) -> Pool
+	"pool(count, size, recv=False, incremental=False) -> Pool
 
 A new pool of count buffers (1..32768) of size bytes (1..1 GiB) in one
 mapping: a receive pool (recv=True) that connections receive into, or a
-send pool to acquire() buffers from.";
+send pool to acquire() buffers from.
+
+incremental=True (a bool; receive pools only) makes an incremental receive
+pool (UB_POOL_INC): the kernel fills each buffer piece by piece, so
+buffers can be large without a small message taking a whole one.  Each
+EV_DATA buffer is then a slice: its own Buffer over the bytes of one
+receive, capacity == length, index naming the pool buffer it lies in
+(several slices may share one).  A pool buffer goes back to the kernel
+once every slice of it is back (Pool.slices counts those out).  Where the
+kernel lacks FEAT_PBUF_INC the pool is made without it: Pool.incremental
+says which, Loop.feature_reason(FEAT_PBUF_INC) why.  Datagram endpoints
+refuse an incremental pool.";
 	PyObject *pool(unsigned int count, unsigned int size,
-		       PyObject *recv = NULL)
+		       PyObject *recv = NULL, PyObject *incremental = NULL)
 	{
 		ub_loop *loop = ubpy__loop_get($self);
 		const char *why = NULL;
-		int r = 0, err = 0;
+		int r = 0, inc = 0, err = 0;
+		unsigned flags;
 		ub_pool *p;
 
 		/* Truth only once no exception is set: PyObject_IsTrue can
 		 * run Python code or warn (NotImplemented). */
 		if (!loop || (recv && (r = PyObject_IsTrue(recv)) < 0) ||
-		    ubpy__check(ub_pool_check(count, size,
-					      r ? UB_POOL_RECV : 0, &why),
+		    ubpy__flag_arg(incremental, "incremental", &inc) < 0)
+			return NULL;
+		flags = (r ? UB_POOL_RECV : 0) | (inc ? UB_POOL_INC : 0);
+		if (ubpy__check(ub_pool_check(count, size, flags, &why),
 				&why) < 0)
 			return NULL;
-		p = ub_pool_new(loop, count, size, r ? UB_POOL_RECV : 0, &err);
+		p = ub_pool_new(loop, count, size, flags, &err);
 		if (!p)
 			return ubpy__none_or_raise(err);
 		return ubpy__pool_obj($self, p);
@@ -741,9 +764,10 @@ is held or queued, or a connection or listener uses it.";
 
 		if (!$self->pool)
 			return ubpy__repr_state("Pool", $self, "freed");
-		snprintf(s, sizeof(s), "%s %ux%u",
+		snprintf(s, sizeof(s), "%s%s %ux%u",
 			 ub_pool_flags($self->pool) & UB_POOL_RECV ? "recv"
 								   : "send",
+			 ub_pool_flags($self->pool) & UB_POOL_INC ? " inc" : "",
 			 ub_pool_count($self->pool),
 			 ub_pool_buf_size($self->pool));
 		return ubpy__repr_state("Pool", $self, s);
@@ -756,6 +780,10 @@ is held or queued, or a connection or listener uses it.";
 	PyObject *buf_size;
 	%feature("docstring") recv "True for a receive pool.";
 	PyObject *recv;
+	%feature("docstring") incremental "True for an incremental receive pool (UB_POOL_INC in ub_pool_flags()): asked for with Loop.pool(..., incremental=True) or Loop(pool_incremental=True), and the kernel has FEAT_PBUF_INC.  Its received buffers are slices.";
+	PyObject *incremental;
+	%feature("docstring") slices "Slices of an incremental pool out of it now (held by you, or queued for sending); 0 for any other pool (ub_pool_slices()).";
+	PyObject *slices;
 	%feature("docstring") base "Address of the mapping (an int).";
 	PyObject *base;
 	%feature("docstring") nbytes "Bytes of buffers in the mapping (count * buf_size).";
@@ -1331,7 +1359,12 @@ drop it: a Buffer that is garbage-collected goes back to its pool.  As
 with bytearray, release, resize and send raise BufferError while a
 memoryview of it exists.  Once released or sent the handle is stale and
 raises ClosedError.  Usable as a context manager (releases on exit if still
-yours).";
+yours).
+
+From an incremental pool (Pool.incremental) a received buffer is a slice:
+the bytes of one receive inside a pool buffer that other slices may share
+(capacity == length; index names that pool buffer), used like any other
+received buffer.";
 
 typedef struct ubpy_buf {} ubpy_buf;
 
@@ -1460,7 +1493,7 @@ exported; TypeError for a received (read-only) buffer.";
 	%feature("docstring") length "Bytes of data (settable on a writable buffer, up to capacity; BufferError while exported).";
 	PyObject *length;
 	%immutable;
-	%feature("docstring") capacity "Size of the buffer in bytes.";
+	%feature("docstring") capacity "Size of the buffer in bytes (a slice of an incremental pool: its length when received).";
 	PyObject *capacity;
 	%feature("docstring") readonly "True for a received buffer (its views are read-only).";
 	PyObject *readonly;
@@ -1468,7 +1501,7 @@ exported; TypeError for a received (read-only) buffer.";
 	PyObject *valid;
 	%feature("docstring") state "BUF_APP while yours; the core's state once the handle is stale.";
 	PyObject *state;
-	%feature("docstring") index "Index of the buffer in its pool.";
+	%feature("docstring") index "Index of the buffer in its pool (a slice: of the pool buffer it lies in, which other slices may share).";
 	PyObject *index;
 	%feature("docstring") gen "Generation (changes every time the buffer leaves the application).";
 	PyObject *gen;
@@ -1569,6 +1602,16 @@ static PyObject *ubpy_pool_recv_get(ubpy_pool *p)
 {
 	ub_pool *q = ubpy__pool_get(p);
 	return q ? PyBool_FromLong(ub_pool_flags(q) & UB_POOL_RECV) : NULL;
+}
+static PyObject *ubpy_pool_incremental_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyBool_FromLong(ub_pool_flags(q) & UB_POOL_INC) : NULL;
+}
+static PyObject *ubpy_pool_slices_get(ubpy_pool *p)
+{
+	ub_pool *q = ubpy__pool_get(p);
+	return q ? PyLong_FromUnsignedLong(ub_pool_slices(q)) : NULL;
 }
 static PyObject *ubpy_pool_base_get(ubpy_pool *p)
 {

@@ -1035,6 +1035,22 @@ static int ubpy__max_conns_arg(PyObject *o, unsigned *out)
 	return 0;
 }
 
+/* A flag keyword (incremental, pool_incremental): absent is False, else a
+ * bool; anything else is a TypeError (a flag must not be a truthy "no"). */
+static int ubpy__flag_arg(PyObject *o, const char *name, int *out)
+{
+	*out = 0;
+	if (!o)
+		return 0;
+	if (!PyBool_Check(o)) {
+		PyErr_Format(PyExc_TypeError, "%s must be a bool, not %.100s",
+			     name, Py_TYPE(o)->tp_name);
+		return -1;
+	}
+	*out = o == Py_True;
+	return 0;
+}
+
 /* What an option check of the core answered: 0, or -1 with its reason
  * raised (InvalidArgument, or OSError EOPNOTSUPP for a mode the kernel
  * lacks).  *why is read after the check ran (argument order is

@@ -68,6 +68,11 @@
  * send_buf 0 or 1, and 1 exactly at the high mark), spilling what its
  * queue cannot take yet; the byte model checks that the spill keeps order.
  *
+ * Incremental receive pools: bits 6 and 7 of byte 0 make c0-c2's and
+ * c3's receive pools UB_POOL_INC (where the kernel has it).  DATA then
+ * carries slices, several per pool buffer; the buffer model counts them
+ * (ub_pool_slices) in place of their pool buffers.
+ *
  * Input: byte 0 send mode (bundle/ring/serial, mod 3), byte 1 pair kinds
  * and conn flags, then one opcode byte plus argument bytes per step (see
  * the switch in run()).  Opcodes 0xc0..0xdf (which no seed of the
@@ -94,7 +99,7 @@
 #define NC 4
 #define MAXOUT (256u * 1024) /* bytes per outgoing stream, at most */
 #define MAXHELD 16
-#define MAXBACK 64
+#define MAXBACK 256 /* 64 buffers; slices may be more (see DATA) */
 #define ND 4            /* datagram endpoints: D0-D1 unix, D2-D3 UDP */
 #define MAXDG 4096      /* datagrams accepted per endpoint, at most */
 #define MAXDARENA (256u * 1024)
@@ -283,11 +288,17 @@ static int all_pools(const struct fz *f, const ub_pool **pl, int *recv)
 	return n;
 }
 
+static int is_inc(const ub_pool *p)
+{
+	return (ub_pool_flags(p) & UB_POOL_INC) != 0;
+}
+
 static void check_pools(struct fz *f)
 {
 	const ub_pool *pools[8];
 	int isrecv[8], np = all_pools(f, pools, isrecv);
-	unsigned app = 0, queued = 0, want_app, want_queued = 0;
+	unsigned app = 0, queued = 0, slices = 0, want_app, want_queued = 0;
+	unsigned qslices;
 
 	for (int p = 0; p < np; p++) {
 		unsigned sum = 0;
@@ -297,14 +308,40 @@ static void check_pools(struct fz *f)
 		if (sum != ub_pool_count(pools[p]))
 			FAIL("pool %d: states add up to %u of %u", p, sum,
 			     ub_pool_count(pools[p]));
+		/* An incremental pool's handles are its slices; its APP
+		 * buffers are only pinned by them. */
+		if (is_inc(pools[p])) {
+			slices += ub_pool_slices(pools[p]);
+			if (ub_pool_count_state(pools[p], UB_BUF_QUEUED))
+				FAIL("pool %d: incremental, with QUEUED "
+				     "buffers", p);
+			if (ub_pool_count_state(pools[p], UB_BUF_APP) >
+			    ub_pool_slices(pools[p]))
+				FAIL("pool %d: %u buffers pinned by %u "
+				     "slices", p,
+				     ub_pool_count_state(pools[p], UB_BUF_APP),
+				     ub_pool_slices(pools[p]));
+			continue;
+		}
 		app += ub_pool_count_state(pools[p], UB_BUF_APP);
 		queued += ub_pool_count_state(pools[p], UB_BUF_QUEUED);
 	}
+	for (int i = 0; i < NC; i++)
+		if (f->cs[i].c)
+			want_queued += ub_conn_queued_bufs(f->cs[i].c);
+	for (int i = 0; i < f->nd; i++)
+		if (f->ds[i].ep)
+			want_queued += ub_dgram_queued_bufs(f->ds[i].ep);
+	/* What the queues hold beyond whole buffers must be slices. */
+	if (want_queued < queued || want_queued - queued > slices)
+		FAIL("%u QUEUED buffers and %u slices out, connections and "
+		     "endpoints hold %u", queued, slices, want_queued);
+	qslices = want_queued - queued;
 	if (ub_loop_pending(f->loop) == 0) {
 		want_app = (unsigned)(f->nheld + f->nback + f->ndheld);
-		if (app != want_app)
-			FAIL("%u APP buffers, the harness holds %u", app,
-			     want_app);
+		if (app + slices - qslices != want_app)
+			FAIL("%u APP buffers and %u slices, the harness "
+			     "holds %u", app, slices - qslices, want_app);
 	}
 	{
 		/* Receive buffers are charged to their receivers until they
@@ -312,7 +349,9 @@ static void check_pools(struct fz *f)
 		unsigned held = 0, out = 0;
 
 		for (int p = 0; p < np; p++)
-			if (isrecv[p])
+			if (is_inc(pools[p]))
+				out += ub_pool_slices(pools[p]);
+			else if (isrecv[p])
 				out += ub_pool_count_state(pools[p],
 							   UB_BUF_APP) +
 				       ub_pool_count_state(pools[p],
@@ -327,24 +366,17 @@ static void check_pools(struct fz *f)
 			FAIL("connections hold %u receive buffers, %u are out",
 			     held, out);
 	}
-	for (int i = 0; i < NC; i++)
-		if (f->cs[i].c)
-			want_queued += ub_conn_queued_bufs(f->cs[i].c);
 	for (int i = 0; i < f->nd; i++) {
 		const struct dstate *d = &f->ds[i];
 
 		if (!d->ep)
 			continue;
-		want_queued += ub_dgram_queued_bufs(d->ep);
 		if (ub_dgram_queued_bufs(d->ep) > d->qmax)
 			FAIL("dgram %d: %u datagrams queued, queue_max %u", i,
 			     ub_dgram_queued_bufs(d->ep), d->qmax);
 		ASSERT(ub_dgram_recv_throttled(d->ep) == 0 ||
 		       ub_dgram_recv_throttled(d->ep) == 1);
 	}
-	if (queued != want_queued)
-		FAIL("%u QUEUED buffers, connections and endpoints hold %u",
-		     queued, want_queued);
 }
 
 /* ---- relay ---- */
@@ -427,9 +459,14 @@ static void on_event(struct fz *f, const ub_event *ev)
 		check_rx(f, i, ub_buf_data(ev->buf), ub_buf_len(ev->buf));
 		if (i == 1) {
 			/* c1's receive pool has 32 buffers: more in the
-			 * backlog than that means a buffer handed out twice */
-			if (f->nback == MAXBACK)
-				FAIL("relay backlog over %d", MAXBACK);
+			 * backlog than that means a buffer handed out twice.
+			 * Slices of an incremental one are bounded by c1's
+			 * budget, counted in slices, and the completions
+			 * already on their way when it stops: MAXBACK. */
+			int maxback = is_inc(f->rpool) ? MAXBACK : 64;
+
+			if (f->nback == maxback)
+				FAIL("relay backlog over %d", maxback);
 			f->back[f->nback++] = ev->buf;
 			f->relay_in += ub_buf_len(ev->buf);
 			relay_flush(f);
@@ -1582,12 +1619,16 @@ static void run(struct fz *f)
 		mode = UB_MODE_SERIAL;
 	f->spool = ub_pool_new(f->loop, 32, 512, 0, &err);
 	ASSERT(f->spool);
-	f->rpool = ub_pool_new(f->loop, 32, 256, UB_POOL_RECV, &err);
+	f->rpool = ub_pool_new(f->loop, 32, 256,
+			       UB_POOL_RECV | ((m & 0x40) ? UB_POOL_INC : 0),
+			       &err);
 	ASSERT(f->rpool);
 	/* The relay queues c1's receive buffers on c2 until c3 reads them:
 	 * were c3 to receive into the same pool, all of it could sit in c2's
 	 * queue with c3 starved for a buffer, and nothing would move. */
-	f->rpool3 = ub_pool_new(f->loop, 32, 256, UB_POOL_RECV, &err);
+	f->rpool3 = ub_pool_new(f->loop, 32, 256,
+				UB_POOL_RECV | ((m & 0x80) ? UB_POOL_INC : 0),
+				&err);
 	ASSERT(f->rpool3);
 	if (getenv("FUZZ_TRACE"))
 		fprintf(stderr, "pools at %.1f ms\n", now_ms() - t_start);

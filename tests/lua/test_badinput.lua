@@ -141,7 +141,11 @@ T.test("option rules: the core's reason reaches Lua", function()
 		reason("ring_entries must be a power of 2 up to 32768", "EINVAL",
 			core.ub_conn_opts_check, loop, { ring_entries = 6 })
 		T.eq(core.ub_pool_check(1, 1, 0), true)
-		reason("flags has a bit that is no UB_POOL_* flag", "EINVAL", core.ub_pool_check, 1, 1, 2)
+		reason("flags has a bit that is no UB_POOL_* flag", "EINVAL", core.ub_pool_check, 1, 1, 4)
+		reason("UB_POOL_INC is for receive pools: it needs UB_POOL_RECV", "EINVAL",
+			core.ub_pool_check, 1, 1, core.UB_POOL_INC)
+		reason("UB_POOL_INC is for receive pools: it needs UB_POOL_RECV", "EINVAL",
+			loop.pool, loop, 1, 64, "send", { incremental = true })
 		T.eq(core.ub_water_check(1, 1), true)
 		T.eq(core.ub_loop_opts_check({ entries = 64 }), true)
 		T.eq(core.ub_dgram_opts_check(loop), true)

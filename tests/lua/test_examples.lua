@@ -241,6 +241,41 @@ for _, pipe in ipairs({ false, true }) do
 	end)
 end
 
+-- proxy.lua --inc: an incremental receive pool (or, where the kernel lacks
+-- it, one line saying why: merged into the output before the listening
+-- line), forwarding byte-exact per buffer and with --pipe.
+local inc_why
+do
+	local loop <close> = assert(ub.loop{ pool_count = 1, pool_size = 64 })
+	inc_why = loop:features().pbuf_inc
+	if inc_why == true then inc_why = nil end
+end
+for _, pipe in ipairs({ false, true }) do
+	T.test(string.format("proxy.lua --inc%s: forwards byte-exact, exits 0",
+		pipe and " --pipe" or ""), function()
+		local echo, eline = start("echo.lua", "--listen 127.0.0.1:0")
+		local eport = port_of(eline)
+		T.ok(eport, "echo listening", eline)
+		local proxy, pline = start("proxy.lua", string.format(
+			"--listen 127.0.0.1:0 --to 127.0.0.1:%d --inc --buf-size 65536 " ..
+			"--buf-count 256%s", eport, pipe and " --pipe" or ""))
+		if inc_why then
+			T.ok(pline:find("--inc", 1, true) and
+				pline:find(inc_why, 1, true), "says why not", pline)
+			pline = proxy.p:read("l")
+		end
+		local pport = port_of(pline)
+		T.ok(pport, "proxy listening", pline)
+		clients("127.0.0.1:" .. pport, 20, 64 * 1024)
+		streams("127.0.0.1:" .. pport, 64, 1024 * 1024, SANITIZED and 240 or 120)
+		local how, code, rest = stop(proxy, "TERM")
+		T.eq(how .. " " .. tostring(code), "exit 0", "proxy exit; output: " .. tostring(rest))
+		T.eq(rest, "", "nothing more on its output")
+		how, code, rest = stop(echo, "TERM")
+		T.eq(how .. " " .. tostring(code), "exit 0", "echo exit; output: " .. tostring(rest))
+	end)
+end
+
 T.test("echo.lua --idle-timeout, --max-conns, --recv-budget (as echo.c)", function()
 	local proc, line = start("echo.lua",
 		"--listen 127.0.0.1:0 --idle-timeout 300 --max-conns 1 --recv-budget 8192")

@@ -281,6 +281,9 @@ end)
 local MiB = 1024 * 1024
 local PINGS = 20
 local PING_LIMIT = 1.0 * SLOW -- seconds for one ping, at worst
+-- Buffers over the budget: uringbuf.h allows one per completion that ends a
+-- buffer early before the loop sees the budget reached (as test_isolation.py)
+local OVERSHOOT = 4
 
 -- K writers that never read, then the pinger; check pings and budgets.
 -- disable: features the server's loop must do without.
@@ -334,8 +337,8 @@ local function slow_readers(mode, k, disable)
 	for i = 1, k do
 		local c = conns[i]
 		local budget = c:recv_budget()
-		T.ok((maxheld[i] or 0) * size <= budget + 2 * size,
-			string.format("slow connection %d held at most its budget + 2 buffers", i),
+		T.ok((maxheld[i] or 0) * size <= budget + OVERSHOOT * size,
+			string.format("slow connection %d held at most its budget + %d buffers", i, OVERSHOOT),
 			string.format("held %d x %d bytes, budget %d", maxheld[i] or 0, size, budget))
 		if throttled[i] then nthrottled = nthrottled + 1 end
 	end
@@ -399,7 +402,8 @@ for _, m in ipairs(modes) do
 		T.ok(out:find("received " .. bytes .. " of " .. bytes ..
 			", exact true", 1, true), "every byte back, in order", out)
 		local budget = conns[1]:recv_budget()
-		T.ok(maxheld * size <= budget + 2 * size, "held at most budget + 2 buffers",
+		T.ok(maxheld * size <= budget + OVERSHOOT * size,
+			"held at most budget + " .. OVERSHOOT .. " buffers",
 			maxheld, size, budget)
 	end)
 end

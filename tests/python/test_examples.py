@@ -15,6 +15,8 @@ import threading
 import time
 import unittest
 
+import uringbuf
+
 from ubtest import (DEADLINE, EXAMPLES, MODES, ModeTestCase, StreamClient,
                     need_fds, pattern)
 
@@ -316,6 +318,47 @@ class Examples(ProxyChecks, ModeTestCase):
         with default options (1024 x 4 KiB receive pools): byte-exact,
         also under a sanitizer (see STREAMS)."""
         self.proxy_streams([])
+
+    def test_proxy_inc(self):
+        """proxy.py --inc (per-buffer and --pipe; 64 KiB buffers): an
+        incremental receive pool, or one line on stderr saying why not;
+        a big roundtrip, 8 clients at once and 64 concurrent 1 MiB
+        streams, byte-exact; exit 0."""
+        with uringbuf.Loop() as loop:
+            why = loop.feature_reason(uringbuf.FEAT_PBUF_INC)
+        for pipe in ([], ["--pipe"]):
+            with self.subTest(pipe=bool(pipe)):
+                echo = Program(ECHO, "--listen", "127.0.0.1:0")
+                proxy = Program(PROXY, "--listen", "127.0.0.1:0", "--to",
+                                echo.text, "--inc", "--buf-size", "65536",
+                                "--buf-count", "256", *pipe)
+                try:
+                    self.check(*roundtrip(proxy.address, 3_000_000, 11))
+                    clients = [StreamClient(proxy.address,
+                                            pattern(i, 300_000), seed=i,
+                                            max_chunk=5000)
+                               for i in range(8)]
+                    for c in clients:
+                        c.start()
+                    for c in clients:
+                        c.join(DEADLINE)
+                        self.check(c, c.data)
+                    run_streams(self, proxy.address, 64, 1 << 20,
+                                STREAMS_DEADLINE)
+                finally:
+                    pstatus, perr = proxy.stop(signal.SIGTERM)
+                    estatus, eerr = echo.stop(signal.SIGTERM)
+                self.assertEqual(pstatus, 0, perr)
+                self.assertEqual(estatus, 0, eerr)
+                if why is None:
+                    self.assertEqual(perr, "")
+                else:
+                    self.assertEqual(perr.count("\n"), 1, perr)
+                    self.assertIn("--inc", perr)
+                    self.assertIn(why, perr)
+        r = subprocess.run([sys.executable, PROXY, "--help"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+        self.assertIn("--inc", r.stdout)
 
     def test_command_line_errors(self):
         for path, args, what in (

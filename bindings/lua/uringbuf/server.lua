@@ -566,7 +566,8 @@ local function check_handlers(t, fname, allow_conn)
 end
 
 local server_keys = { host = true, port = true, listen = true, loop = true,
-	pool_count = true, pool_size = true, entries = true, backlog = true,
+	pool_count = true, pool_size = true, pool_incremental = true,
+	entries = true, backlog = true,
 	reuseport = true, signals = true, on_event = true, timeout = true,
 	on_listener_error = true, sndbuf = true, rcvbuf = true,
 	max_connections = true, workers = true, on_worker_exit = true }
@@ -577,7 +578,8 @@ local workers -- workers(t): below
 --
 -- Fields: `host` (default "127.0.0.1") and `port` (default 0), or
 -- `listen = "HOST:PORT"`; `mode` ("bundle", "ring", "serial", "auto");
--- `pool_count`, `pool_size`, `entries` for a new loop; `backlog`,
+-- `pool_count`, `pool_size`, `pool_incremental`, `entries` for a new
+-- loop; `backlog`,
 -- `reuseport`; connection options (`high_water`, `low_water`, `no_recv`,
 -- ...); `signals = true` to stop on SIGINT/SIGTERM; `sndbuf`, `rcvbuf`.
 -- Isolation: `recv_budget` (bytes of the receive pool one connection may
@@ -624,7 +626,8 @@ function S.server(t)
 	if loop == nil then
 		local msg, en
 		loop, msg, en = ub.loop{ pool_count = t.pool_count,
-			pool_size = t.pool_size, entries = t.entries }
+			pool_size = t.pool_size, entries = t.entries,
+			pool_incremental = t.pool_incremental }
 		if not loop then return nil, msg, en end
 		own = true
 	end
@@ -709,6 +712,13 @@ local function collect_kept(kept)
 	end
 end
 
+-- What the application holds of pool p: its buffers, and the slices of an
+-- incremental pool (a collected slice may leave its pool buffer held by
+-- others, so the buffers alone would not show it back).
+local function held_of(p)
+	return core.ub_pool_count_state(p, core.UB_BUF_APP) + core.ub_pool_slices(p)
+end
+
 -- Give back the buffers callbacks dropped (they return on __gc) now
 -- rather than when allocation gets round to it: when the receive pool is
 -- dry, or a connection that kept buffers is at its budget.  At most every
@@ -725,9 +735,9 @@ local function maybe_collect(srv)
 		local now = core.now()
 		if now >= collect_at then
 			gc_wanted = false
-			local before = p and core.ub_pool_count_state(p, core.UB_BUF_APP)
+			local before = p and held_of(p)
 			collectgarbage()
-			if p and core.ub_pool_count_state(p, core.UB_BUF_APP) >= before then
+			if p and held_of(p) >= before then
 				collect_every = math.min(collect_every * 2, 2)
 			else
 				collect_every = 0.05

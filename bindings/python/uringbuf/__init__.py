@@ -128,6 +128,7 @@ CONN_SINGLESHOT = core.UB_CONN_SINGLESHOT
 CONN_NO_RECV_BUNDLE = core.UB_CONN_NO_RECV_BUNDLE
 CONN_SENT_EVENTS = core.UB_CONN_SENT_EVENTS
 POOL_RECV = core.UB_POOL_RECV
+POOL_INC = core.UB_POOL_INC
 DGRAM_HDR = core.UB_DGRAM_HDR
 """Bytes of every receive buffer a Datagram uses for its header (the
 source address): a pool for datagrams of up to N bytes needs buffers of
@@ -216,7 +217,7 @@ __all__ = [
     "FEAT_PBUF_INC", "FEAT_RECV_LIMIT", "FEAT_ALL",
     "BUF_FREE", "BUF_KERNEL", "BUF_APP", "BUF_QUEUED",
     "CONN_NO_RECV", "CONN_SINGLESHOT", "CONN_NO_RECV_BUNDLE",
-    "CONN_SENT_EVENTS", "POOL_RECV", "DGRAM_HDR",
+    "CONN_SENT_EVENTS", "POOL_RECV", "POOL_INC", "DGRAM_HDR",
     "event_name", "mode_name", "parse_address", "features", "modes", "best_mode",
     # server API
     "EventLoop", "Server", "Transport", "Protocol", "serve", "connect",

@@ -424,7 +424,8 @@ class AsyncioEventLoop(_server.EventLoop):
     protocol callbacks go to asyncio's exception handler unless
     set_exception_handler() gave another.  run_forever() and friends are
     not available: asyncio runs it.  Keyword arguments as for
-    uringbuf.EventLoop: entries, pool_count, pool_size, disable."""
+    uringbuf.EventLoop: entries, pool_count, pool_size, pool_incremental,
+    disable."""
 
     _server_class = Server
 
@@ -686,8 +687,8 @@ _bridges: Dict[int, AsyncioEventLoop] = {}
 
 def get_loop(**loop_opts: Any) -> AsyncioEventLoop:
     """The AsyncioEventLoop of the running asyncio loop, made on first use
-    with loop_opts (entries, pool_count, pool_size, disable; see
-    uringbuf.Loop).  RuntimeError outside a running asyncio loop, or if
+    with loop_opts (entries, pool_count, pool_size, pool_incremental,
+    disable; see uringbuf.Loop).  RuntimeError outside a running asyncio loop, or if
     loop_opts differ from those it was made with."""
     aloop = asyncio.get_running_loop()
     for key, b in list(_bridges.items()):

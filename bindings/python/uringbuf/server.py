@@ -694,12 +694,15 @@ class EventLoop:
     """Runs protocols over one uringbuf Loop (one io_uring), in one thread.
 
     Keyword arguments go to Loop(): entries, pool_count, pool_size (the
-    default receive and send pools), disable."""
+    default receive and send pools), pool_incremental (an incremental
+    default receive pool, where the kernel has it), disable."""
 
     def __init__(self, *, entries: int = 0, pool_count: int = 0,
-                 pool_size: int = 0, disable: int = 0) -> None:
+                 pool_size: int = 0, disable: int = 0,
+                 pool_incremental: bool = False) -> None:
         self._loop = Loop(entries=entries, disable=disable,
-                          pool_count=pool_count, pool_size=pool_size)
+                          pool_count=pool_count, pool_size=pool_size,
+                          pool_incremental=pool_incremental)
         self._wait = self._loop.wait
         self._dispatch_c = self._loop.dispatch
         self._ready: Deque[_Handle] = deque()
@@ -1121,7 +1124,8 @@ def _dgram_addr(addr: Any) -> Any:
                     "tuple, not %s" % type(addr).__name__)
 
 
-_LOOP_OPTS = ("entries", "pool_count", "pool_size", "disable")
+_LOOP_OPTS = ("entries", "pool_count", "pool_size", "disable",
+              "pool_incremental")
 
 
 def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
@@ -1132,7 +1136,7 @@ def serve(protocol_factory: Callable[[], Protocol], host: Optional[str] = None,
     kwargs as for EventLoop.create_server(): backlog, reuse_port, sock,
     max_connections, and the connection options (mode, recv_budget,
     idle_timeout, close_timeout, ...); without loop=, also EventLoop()'s
-    entries, pool_count, pool_size and disable.
+    entries, pool_count, pool_size, pool_incremental and disable.
 
         srv = uringbuf.serve(Echo, "127.0.0.1", 0, mode="bundle",
                              idle_timeout=300, max_connections=10000)
