@@ -323,23 +323,24 @@ struct ub_conn {
 	unsigned rwnd, promise;
 	size_t rbudget;
 	uint32_t arm_left, arm_bytes, arm_bufs;
-	bool throttled;         /* on rpool->throttled: receive not re-armed
-				   (an armed one is being cancelled) */
-	/* receive */
-	bool recv_armed, recv_cancelling, recv_started, user_paused,
-		pipe_paused, starved, direct, eof;
 	/* starved: on rpool->recv_waiters, no receive armed.  handoff: a
 	 * KERNEL buffer the pool gave us (counted in rpool->handoff) for one
 	 * plain receive; direct: that receive is the one armed. */
 	ub_buf *handoff;
-	/* send */
-	bool send_armed, want_writable, want_spool;
-	/* life */
-	bool connecting, connected, connect_failed, closing, aborting,
-		cancel_sent, shut_req, shut_done, closed, linger_rst, dirty;
-	/* closing, sent and shut down, nothing unread left: stop receiving */
-	bool rx_done;
-	bool use_recv_bundle;
+	/* Flags, one bit each (an idle connection is mostly this struct:
+	 * memory per connection, bench/RESULTS.md).
+	 * throttled: on rpool->throttled, receive not re-armed (an armed one
+	 * is being cancelled).  rx_done: closing, sent and shut down, nothing
+	 * unread left: stop receiving. */
+	bool throttled : 1;
+	bool recv_armed : 1, recv_cancelling : 1, recv_started : 1,
+		user_paused : 1, pipe_paused : 1, starved : 1, direct : 1,
+		eof : 1;
+	bool send_armed : 1, want_writable : 1, want_spool : 1;
+	bool connecting : 1, connected : 1, connect_failed : 1, closing : 1,
+		aborting : 1, cancel_sent : 1, shut_req : 1, shut_done : 1,
+		closed : 1, linger_rst : 1, dirty : 1;
+	bool rx_done : 1, use_recv_bundle : 1;
 	struct ub_list dirty_link; /* loop->dirty */
 	struct ub_list wait_link;  /* pool recv_waiters */
 	struct ub_list swait_link; /* pool send_waiters */

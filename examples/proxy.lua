@@ -31,10 +31,16 @@ Two ways to forward:
   --pipe   core-side: conn:pipe(other) both ways; the core forwards every
            buffer itself with backpressure and no "data" events.
 
---inc makes the receive pool incremental (the loop option
+Clients receive into the loop's receive pool (--buf-size x --buf-count),
+upstream connections into a second pool of the same kind, as in proxy.c:
+with one pool for both directions every buffer could sit queued towards
+the target while its replies wait for a buffer here (seen with 8 buffers
+for 8 clients).
+
+--inc makes the receive pools incremental (the loop option
 pool_incremental): a receive takes only the bytes it needs from a
 --buf-size buffer, and each slice is forwarded as it is.  Where the kernel
-lacks it, one line on stderr says why and the pool is an ordinary one.
+lacks it, one line on stderr says why and the pools are ordinary ones.
 
 A client is accepted with no_recv: nothing is received before there is
 somewhere to forward it.  Once the upstream connects, both sides start
@@ -190,6 +196,14 @@ if o.inc and not rpool:incremental() then
 	warn("--inc: the receive pool fell back to whole buffers: ",
 		why == true and "(no reason given)" or tostring(why))
 end
+-- The upstream side receives into a pool of its own (as proxy.c): with one
+-- pool for both directions, every buffer could sit queued towards the
+-- target while its replies wait for a buffer here.
+local up_pool, uperr = loop:pool(rpool:count(), rpool:buf_size(), "recv",
+	{ incremental = rpool:incremental() })
+if not up_pool then
+	die("cannot create the upstream receive pool: ", tostring(uperr))
+end
 
 -- conn -> its pair { client =, upstream =, connected =, eof = {} }
 local pair_of = {}
@@ -273,6 +287,7 @@ local function on_accept(client)
 	pair_of[client] = p
 	local up, cerr = srv:connect(o.to, {
 		mode = o.mode,
+		recv_pool = up_pool,
 		no_recv = true,
 		recv_budget = o.recv_budget,
 		idle_timeout = o.idle_timeout,

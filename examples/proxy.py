@@ -23,10 +23,16 @@ Two ways to forward:
   --pipe   core-side forwarding (Transport.pipe, ub_conn_pipe): no Python
            per buffer at all, backpressure and EOF propagation in C.
 
---inc makes the receive pool incremental (Loop(pool_incremental=True)): a
+Clients receive into the loop's receive pool (--buf-size x --buf-count),
+upstream connections into a second pool of the same kind, as in proxy.c:
+with one pool for both directions every buffer could sit queued towards
+the target while its replies wait for a buffer here (seen with 8 buffers
+for 8 clients).
+
+--inc makes the receive pools incremental (Loop(pool_incremental=True)): a
 receive takes only the bytes it needs from a --buf-size buffer, and each
 slice is forwarded as it is.  Where the kernel lacks it, one line on
-stderr says why and the pool is an ordinary one.
+stderr says why and the pools are ordinary ones.
 
 Neither side receives before the upstream connection is up (CONN_NO_RECV,
 then resume_reading()), so nothing arrives before it has somewhere to go.
@@ -112,6 +118,7 @@ class Client(Side):
             ctx.loop.create_connection(lambda: Upstream(ctx, self), ctx.to,
                                        None, mode=ctx.mode,
                                        flags=uringbuf.CONN_NO_RECV,
+                                       recv_pool=ctx.up_pool,
                                        **ctx.conn_opts)
         except (OSError, ValueError) as e:
             print("%s: connect: %s" % (PROG, e), file=sys.stderr)
@@ -139,9 +146,10 @@ class Upstream(Side):
 
 
 class Context:
-    def __init__(self, loop, to, mode, pipe, conn_opts):
+    def __init__(self, loop, to, mode, pipe, conn_opts, up_pool):
         self.loop, self.to, self.mode, self.pipe = loop, to, mode, pipe
         self.conn_opts = conn_opts
+        self.up_pool = up_pool
 
 
 def _uint(lo, hi):
@@ -231,11 +239,22 @@ def setup(args, loop):
               % (PROG, loop.loop.feature_reason(uringbuf.FEAT_PBUF_INC)
                  or "(no reason given)"), file=sys.stderr, flush=True)
     try:
+        # The upstream side receives into a pool of its own (as proxy.c):
+        # with one pool for both directions, every buffer could sit queued
+        # towards the target while its replies wait for a buffer here.
+        up_pool = loop.loop.pool(pool.count, pool.buf_size, recv=True,
+                                 incremental=pool.incremental)
+    except OSError as e:
+        loop.close()
+        sys.exit("%s: cannot create the upstream receive pool: %s"
+                 % (PROG, e))
+    try:
         to = uringbuf.parse_address(args.to)
     except ValueError:
         loop.close()
         sys.exit("%s: bad --to address '%s'" % (PROG, args.to))
-    ctx = Context(loop, to, args.mode, args.pipe, conn_options(args))
+    ctx = Context(loop, to, args.mode, args.pipe, conn_options(args),
+                  up_pool)
     try:
         server = loop.create_server(lambda: Client(ctx), args.listen, None,
                                     mode=args.mode,

@@ -137,7 +137,7 @@ local EMPTY = setmetatable({}, {
 	end,
 })
 local STATE_MT = { __index = {
-	iq = 1, inq_n = 0,
+	iq = 1, inq_n = 0, recv_on = false, user_paused = false,
 	blocked = EMPTY, blocked_by = EMPTY, inq = EMPTY,
 } }
 
@@ -152,10 +152,10 @@ local function own(st, k)
 end
 
 local function new_state(srv, conn, h, recv_on)
-	local st = setmetatable({
-		srv = srv, h = h, conn = conn,
-		recv_on = recv_on, user_paused = not recv_on,
-	}, STATE_MT)
+	-- Four fields, one of them set below: the table's hash part has four
+	-- slots, not eight (memory per idle connection, bench/RESULTS.md).
+	local st = setmetatable({ srv = srv, h = h, conn = conn }, STATE_MT)
+	if recv_on then st.recv_on = true else st.user_paused = true end
 	set_state(conn, st)
 	core.ub_conn_set_soft_water(conn, 1)
 	return st
