@@ -80,6 +80,17 @@ static unsigned parse_uint(const char *prog, const char *name, const char *s,
 	return (unsigned)v;
 }
 
+/* An option only some examples take (need lacks bit): usage, exit 1. */
+static void refuse_unless(const char *prog, unsigned need, unsigned bit,
+			  const char *opt)
+{
+	if (need & bit)
+		return;
+	fprintf(stderr, "%s: %s is not an option of %s\n", prog, opt, prog);
+	usage(stderr, prog, need);
+	exit(1);
+}
+
 void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 		   struct ex_opts *o)
 {
@@ -113,12 +124,7 @@ void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 			o->listen = optarg;
 			break;
 		case O_TO:
-			if (!(need & EX_NEED_TO)) {
-				fprintf(stderr, "%s: --to is not an option of %s\n",
-					prog, prog);
-				usage(stderr, prog, need);
-				exit(1);
-			}
+			refuse_unless(prog, need, EX_NEED_TO, "--to");
 			o->to = optarg;
 			break;
 		case O_MODE:
@@ -157,12 +163,7 @@ void ex_parse_args(int argc, char **argv, const char *prog, unsigned need,
 						  1, 1000000);
 			break;
 		case O_INC:
-			if (!(need & EX_ALLOW_INC)) {
-				fprintf(stderr, "%s: --inc is not an option of %s\n",
-					prog, prog);
-				usage(stderr, prog, need);
-				exit(1);
-			}
+			refuse_unless(prog, need, EX_ALLOW_INC, "--inc");
 			o->inc = 1;
 			break;
 		case O_HELP:

@@ -3,6 +3,7 @@
 -- original pool, and every handle after the loop is gone.
 local T = require "tap"
 local ub = require "uringbuf"
+local netpair = require "netpair"
 
 -- Wait on loop until cond(ev) is true for some event; returns that event's
 -- fields copied (the batch is reused by the next wait).
@@ -25,27 +26,7 @@ local function wait_for(loop, cond, seconds)
 	error("timed out waiting for an event", 2)
 end
 
--- A connected pair on loop: server side, client side.
-local function pair(loop, lopts)
-	local l = assert(loop:listen("127.0.0.1:0", lopts))
-	local c = assert(loop:connect(l:address()))
-	local s
-	local connected = false
-	local deadline = ub.now() + 5
-	while (not s or not connected) and ub.now() < deadline do
-		local n, ev = assert(loop:wait(1, 50))
-		for i = 1, n do
-			local e = ev[i]
-			if e.type == "accept" then s = e.conn end
-			if e.type == "connect" and e.conn == c then
-				assert(e.res == 0)
-				connected = true
-			end
-		end
-	end
-	assert(s and connected, "pair")
-	return s, c, l
-end
+local pair = netpair.pair
 
 T.test("sub, byte, find, # and tostring follow string rules", function()
 	local loop <close> = assert(ub.loop())

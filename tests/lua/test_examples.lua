@@ -4,6 +4,7 @@
 -- every mode, exit 0 on SIGTERM/SIGINT.
 local T = require "tap"
 local ub = require "uringbuf"
+local netpair = require "netpair"
 
 local LUA = os.getenv("UB_LUA") or "lua5.4"
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
@@ -48,24 +49,11 @@ end
 -- checking the echo byte for byte.
 local function clients(addr, n, bytes)
 	local srv = assert(ub.server{})
-	local done, bad = 0, 0
-	for i = 1, n do
-		local payload = T.pattern("e" .. i, bytes)
-		local got = {}
-		assert(srv:connect(addr, {
-			on_connect = function(c) c:write(payload); c:shutdown() end,
-			on_data = function(_, b) got[#got + 1] = tostring(b); b:release() end,
-			on_eof = function(c) c:close() end,
-			on_close = function(_, err)
-				if err or table.concat(got) ~= payload then bad = bad + 1 end
-				done = done + 1
-			end,
-		}))
-	end
-	local ok = T.drive(srv, function() return done == n end, 30)
+	local st = netpair.echo_streams(srv, addr, n, bytes)
+	local ok = T.drive(srv, function() return st.done == n end, 30)
 	srv:close()
-	T.ok(ok, "clients finished in time", done, n)
-	T.eq(bad, 0, "clients with a wrong echo")
+	T.ok(ok, "clients finished in time", st.done, n)
+	T.eq(st.bad, 0, "clients with a wrong echo")
 end
 
 local function socat_roundtrip(port)

@@ -7,6 +7,7 @@
 -- raise.
 local T = require "tap"
 local ub = require "uringbuf"
+local netpair = require "netpair"
 
 local function inc_reason()
 	local loop <close> = assert(ub.loop{ pool_count = 1, pool_size = 64 })
@@ -20,26 +21,10 @@ local function need_inc()
 	if why then T.skip("no incremental buffer rings: " .. why) end
 end
 
--- A connected pair on loop: the accepted side (receiving into lopts'
--- pool), the client side.
+-- A connected pair on loop (the accepted side receiving into lopts'
+-- pool), the client side; the listener closed.
 local function pair(loop, lopts)
-	local l = assert(loop:listen("127.0.0.1:0", lopts))
-	local c = assert(loop:connect(l:address()))
-	local s
-	local connected = false
-	local deadline = ub.now() + 5
-	while (not s or not connected) and ub.now() < deadline do
-		local n, ev = assert(loop:wait(1, 50))
-		for i = 1, n do
-			local e = ev[i]
-			if e.type == "accept" then s = e.conn end
-			if e.type == "connect" and e.conn == c then
-				assert(e.res == 0)
-				connected = true
-			end
-		end
-	end
-	assert(s and connected, "pair")
+	local s, c, l = netpair.pair(loop, lopts)
 	l:close()
 	return s, c
 end
@@ -255,27 +240,15 @@ T.test("pool_incremental: the default receive pool; the server helper", function
 	T.eq(srv.loop:recv_pool():incremental(), true)
 	local cli = assert(ub.server{})
 	T.defer(function() cli:close() end)
-	local n, done, bad = 6, 0, 0
-	for i = 1, n do
-		local payload = T.pattern("e" .. i, 300000)
-		local got = {}
-		assert(cli:connect(srv.address, {
-			on_connect = function(c) c:write(payload); c:shutdown() end,
-			on_data = function(_, b) got[#got + 1] = tostring(b); b:release() end,
-			on_eof = function(c) c:close() end,
-			on_close = function(_, err)
-				if err or table.concat(got) ~= payload then bad = bad + 1 end
-				done = done + 1
-			end,
-		}))
-	end
+	local n = 6
+	local st = netpair.echo_streams(cli, srv.address, n, 300000)
 	local deadline = ub.now() + 60
-	while done < n and ub.now() < deadline do
+	while st.done < n and ub.now() < deadline do
 		assert(srv:step(5))
 		assert(cli:step(5))
 	end
-	T.eq(done, n, "clients finished")
-	T.eq(bad, 0, "clients with a wrong echo")
+	T.eq(st.done, n, "clients finished")
+	T.eq(st.bad, 0, "clients with a wrong echo")
 	deadline = ub.now() + 5
 	while srv.loop:recv_pool():slices() > 0 and ub.now() < deadline do
 		assert(srv:step(5))

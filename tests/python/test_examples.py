@@ -166,6 +166,16 @@ class ProxyChecks:
         self.assertIsNone(client.mismatch)
         self.assertEqual(client.received, len(data))
 
+    def check_clients(self, addr, size, **kw):
+        """8 clients at once, each streaming size bytes byte-exact."""
+        clients = [StreamClient(addr, pattern(i, size), seed=i, **kw)
+                   for i in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(DEADLINE)
+            self.check(c, c.data)
+
     def proxy_every_mode(self, extra, seed):
         """A big roundtrip, then 8 clients at once, through the proxy in
         every mode, per-buffer and --pipe; exit 0 on SIGTERM."""
@@ -181,14 +191,7 @@ class ProxyChecks:
                         self.check(*roundtrip(proxy.address, 3_000_000,
                                               seed))
                         # several clients at once
-                        clients = [StreamClient(proxy.address,
-                                                pattern(i, 200_000), seed=i)
-                                   for i in range(8)]
-                        for c in clients:
-                            c.start()
-                        for c in clients:
-                            c.join(DEADLINE)
-                            self.check(c, c.data)
+                        self.check_clients(proxy.address, 200_000)
                     finally:
                         pstatus, perr = proxy.stop(signal.SIGTERM)
                         estatus, eerr = echo.stop(signal.SIGTERM)
@@ -334,15 +337,8 @@ class Examples(ProxyChecks, ModeTestCase):
                                 "--buf-count", "256", *pipe)
                 try:
                     self.check(*roundtrip(proxy.address, 3_000_000, 11))
-                    clients = [StreamClient(proxy.address,
-                                            pattern(i, 300_000), seed=i,
-                                            max_chunk=5000)
-                               for i in range(8)]
-                    for c in clients:
-                        c.start()
-                    for c in clients:
-                        c.join(DEADLINE)
-                        self.check(c, c.data)
+                    self.check_clients(proxy.address, 300_000,
+                                       max_chunk=5000)
                     run_streams(self, proxy.address, 64, 1 << 20,
                                 STREAMS_DEADLINE)
                 finally:
