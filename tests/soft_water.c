@@ -259,9 +259,12 @@ static void fill_and_end(int mode, enum end how)
  * the pool empty and spills) and those buffers queued behind it: the copy
  * waits for a pool buffer, so the buffers must not wait in the spill too
  * (they would be the only ones that could come back).  Every byte
- * arrives, in order, and the pool is idle after.
+ * arrives, in order, and the pool is idle after.  soft_off: soft water is
+ * switched off after the copy; what it spilled still drains first, so the
+ * buffers queued after are copied behind it all the same (the fuzzer's
+ * model once assumed a spill ends with soft water).
  */
-static void pool_held_behind_copy(int mode)
+static void pool_held_behind_copy(int mode, int soft_off)
 {
 	struct test *t = calloc(1, sizeof(*t));
 	ub_buf *b[4];
@@ -288,17 +291,25 @@ static void pool_held_behind_copy(int mode)
 	th_pat_fill(t->seed, 0, t->scratch, 3);
 	CHECK_EQ(ub_conn_send(t->c, t->scratch, 3), 3);
 	t->sent = 3;
+	if (soft_off)
+		CHECK_OK(ub_conn_set_soft_water(t->c, 0));
 	for (i = 0; i < 4; i++) {
 		th_pat_fill(t->seed, t->sent, ub_buf_data(b[i]), 1000);
 		CHECK_OK(ub_buf_set_len(b[i], 1000));
 		CHECK_EQ(ub_conn_send_buf(t->c, b[i]), 0);
+		/* copied into the spill: the handle is spent, the buffer
+		 * back in the pool */
+		CHECK_EQ(ub_buf_state(b[i]), UB_BUF_FREE);
+		CHECK_EQ(ub_buf_release(b[i]), -EINVAL);
 		t->sent += 1000;
 	}
 	CHECK_EQ(ub_conn_queued_bytes(t->c), t->sent);
 	th_run(t->loop, on_event, step_all_read, t, 5, TH_TIMEOUT_MS,
 	       "a copy, then the pool's buffers behind it");
 	CHECK_EQ(t->peer.rd, t->sent);
-	CHECK_EQ(t->writable, 0); /* never above the mark: none owed */
+	/* never above the mark: none owed (with soft water off, the wait
+	 * for the send pool ends with one, as for any refused send) */
+	CHECK(t->writable <= soft_off);
 	CHECK_OK(ub_conn_close(t->c));
 	th_run(t->loop, on_event, step_closed, t, 10, TH_TIMEOUT_MS,
 	       "CLOSED and EOF");
@@ -313,7 +324,8 @@ static void pool_held_behind_copy(int mode)
 static void one_mode(int mode, void *arg)
 {
 	(void)arg;
-	pool_held_behind_copy(mode);
+	pool_held_behind_copy(mode, 0);
+	pool_held_behind_copy(mode, 1);
 	fill_and_end(mode, END_READ);
 	fill_and_end(mode, END_CLOSE);
 	fill_and_end(mode, END_SHUTDOWN);

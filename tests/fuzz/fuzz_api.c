@@ -141,6 +141,7 @@ struct cstate {
 	uint64_t rx;      /* bytes received and checked */
 	int closed, eof, error, closing, aborted, shut, closed_seen;
 	int soft;         /* UB_CONN_SOFT_WATER: sends are never refused */
+	int was_soft;     /* soft water was on: a spill may outlive it */
 	ub_conn *kept;    /* held: its CLOSED came, not yet released */
 	int held, kept_gone; /* kept_gone: a wait since its CLOSED */
 };
@@ -709,10 +710,12 @@ static void op_send_buf(struct fz *f, int i, size_t n, int from_held)
 		ASSERT(ub_conn_queued_bytes(s->c) < ub_conn_high_water(s->c));
 	}
 	if (r == 0) {
-		/* soft water copies a send-pool buffer that would wait in its
-		 * spill and frees it at once (core/sendq.c) */
+		/* a send-pool buffer that would wait behind a spill is
+		 * copied into it and freed at once (core/sendq.c); what soft
+		 * water spilled drains after it is switched off, so the
+		 * model is "was ever on" (found by the fuzzer) */
 		ASSERT(ub_buf_state(b) == UB_BUF_QUEUED ||
-		       (s->soft && ub_buf_state(b) == UB_BUF_FREE &&
+		       (s->was_soft && ub_buf_state(b) == UB_BUF_FREE &&
 			ub_buf_pool(b) == f->spool));
 		ASSERT(!s->closing);
 		out_append(f, i, ub_buf_data(b), n);
@@ -1718,6 +1721,7 @@ static void run(struct fz *f)
 				 * was on may still be spilled: they drain all
 				 * the same) */
 				f->cs[i].soft = (b >> 6) & 1;
+				f->cs[i].was_soft |= f->cs[i].soft;
 				ASSERT(ub_conn_set_soft_water(
 					       f->cs[i].c, f->cs[i].soft) == 0);
 			} else {
