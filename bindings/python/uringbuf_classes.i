@@ -271,7 +271,9 @@ copies into (created on first use).";
 
 A new pool of count buffers (1..32768) of size bytes (1..1 GiB) in one
 mapping: a receive pool (recv=True) that connections receive into, or a
-send pool to acquire() buffers from.
+send pool to acquire() buffers from.  recv and incremental are bools
+(TypeError otherwise: a string such as \"send\" is not taken for its
+truth).
 
 incremental=True (a bool; receive pools only) makes an incremental receive
 pool (UB_POOL_INC): the kernel fills each buffer piece by piece, so
@@ -292,9 +294,8 @@ refuse an incremental pool.";
 		unsigned flags;
 		ub_pool *p;
 
-		/* Truth only once no exception is set: PyObject_IsTrue can
-		 * run Python code or warn (NotImplemented). */
-		if (!loop || (recv && (r = PyObject_IsTrue(recv)) < 0) ||
+		/* Flags only once no exception is set (the loop check). */
+		if (!loop || ubpy__flag_arg(recv, "recv", &r) < 0 ||
 		    ubpy__flag_arg(incremental, "incremental", &inc) < 0)
 			return NULL;
 		flags = (r ? UB_POOL_RECV : 0) | (inc ? UB_POOL_INC : 0);

@@ -1035,8 +1035,9 @@ static int ubpy__max_conns_arg(PyObject *o, unsigned *out)
 	return 0;
 }
 
-/* A flag keyword (incremental, pool_incremental): absent is False, else a
- * bool; anything else is a TypeError (a flag must not be a truthy "no"). */
+/* A flag keyword (recv, incremental, pool_incremental): absent is False,
+ * else a bool; anything else is a TypeError (a flag must not be a truthy
+ * "no", such as recv="send"). */
 static int ubpy__flag_arg(PyObject *o, const char *name, int *out)
 {
 	*out = 0;

@@ -185,6 +185,9 @@ class BadInput(unittest.TestCase):
                   lambda: z.conn.send(12), lambda: z.conn.send_buf(b"x"),
                   lambda: z.conn.pipe("x"), lambda: z.loop.pool("1", 2),
                   lambda: z.loop.pool(1.0, 2), lambda: z.loop.listen(None),
+                  # flags are bools: "send" is not a receive pool
+                  lambda: z.loop.pool(1, 64, "send"),
+                  lambda: z.loop.pool(1, 64, recv=1),
                   lambda: z.loop.listen(80), lambda: z.loop.adopt("fd"),
                   lambda: z.loop.connect("x", recv_pool=z.pool),
                   lambda: z.loop.connect("127.0.0.1:1", recv_pool="p"),
