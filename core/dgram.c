@@ -116,7 +116,8 @@ int ub_dgram_opts_check(const ub_loop *loop, const ub_dgram_opts *opts,
 					       : "low_water must not exceed "
 						 "the default high_water "
 						 "(1 MiB)");
-	if (o.flags & ~(unsigned)(UB_DGRAM_NO_RECV | UB_DGRAM_REUSEPORT))
+	if (o.flags & ~(unsigned)(UB_DGRAM_NO_RECV | UB_DGRAM_REUSEPORT |
+				  UB_DGRAM_SOFT_WATER))
 		return ub__refuse(reason, -EINVAL,
 				  "flags has a bit that is no UB_DGRAM_* flag");
 	if (o.recv_pool && o.recv_pool->loop != loop)
@@ -639,16 +640,25 @@ static int check_sendable(ub_dgram *d, const struct sockaddr *addr)
 	return 0;
 }
 
+/* At or above the mark: no slot free, the high mark reached, or soft
+ * water left datagrams waiting (they go first, even once it is off). */
+static bool above(const ub_dgram *d)
+{
+	return !d->sfree || d->qbytes >= d->high || d->spill_head;
+}
+
 static int check_room(ub_dgram *d)
 {
-	if (!d->sfree || d->qbytes >= d->high) {
+	if (above(d)) {
 		d->want_writable = true;
 		return -EAGAIN;
 	}
 	return 0;
 }
 
-static void queue_buf(ub_dgram *d, ub_buf *b, const struct sockaddr *addr,
+/* b (QUEUED from here on) into a free slot, at the end of the FIFO.
+ * Counted by the caller. */
+static void fill_slot(ub_dgram *d, ub_buf *b, const struct sockaddr *addr,
 		      socklen_t addrlen)
 {
 	struct ub_dsend *s = d->sfree;
@@ -674,11 +684,111 @@ static void queue_buf(ub_dgram *d, ub_buf *b, const struct sockaddr *addr,
 	else
 		d->phead = s;
 	d->ptail = s;
+	ub__dgram_dirty(d);
+}
+
+static void queue_buf(ub_dgram *d, ub_buf *b, const struct sockaddr *addr,
+		      socklen_t addrlen)
+{
+	fill_slot(d, b, addr, addrlen);
 	d->nqueued++;
 	d->qbytes += b->len;
 	if (d->qbytes >= d->high || !d->sfree)
 		d->want_writable = true;
+}
+
+/*
+ * Soft water: a datagram that cannot take a slot now waits at the end of
+ * the spill, counted as queued.  buf: a QUEUED buffer (NULL: len bytes of
+ * data copied here).  -ENOMEM, with nothing changed.
+ */
+static int spill(ub_dgram *d, ub_buf *buf, const void *data, size_t len,
+		 const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct ub_dspill *e;
+
+	e = malloc(sizeof(*e) + (buf ? 0 : len));
+	if (!e)
+		return -ENOMEM;
+	e->next = NULL;
+	e->buf = buf;
+	e->len = len;
+	e->tolen = addr ? addrlen : 0;
+	if (addr) /* addr may lie in buf itself (a reply): copied now */
+		memcpy(&e->to, addr, addrlen);
+	if (!buf && len)
+		memcpy(e->data, data, len);
+	if (buf) {
+		ub__buf_set_state(buf, UB_BUF_QUEUED);
+		buf->gen++; /* the application's handle is spent */
+	}
+	if (d->spill_tail)
+		d->spill_tail->next = e;
+	else
+		d->spill_head = e;
+	d->spill_tail = e;
+	d->nqueued++;
+	d->qbytes += len;
+	if (above(d))
+		d->want_writable = true;
 	ub__dgram_dirty(d);
+	return 0;
+}
+
+/* Wait for a buffer of the send pool (pool.c wakes the endpoint). */
+static void wait_spool(ub_dgram *d)
+{
+	d->want_spool = true;
+	if (ub__list_empty(&d->swait_link))
+		ub__list_add_tail(&d->spool->dsend_waiters, &d->swait_link);
+}
+
+static void spill_pop(ub_dgram *d, struct ub_dspill *e)
+{
+	d->spill_head = e->next;
+	if (!d->spill_head)
+		d->spill_tail = NULL;
+	free(e);
+}
+
+/* Drop what waits (closing with no send-pool buffer in sight, or the
+ * endpoint is going): buffers back to their pools. */
+static void spill_drop(ub_dgram *d)
+{
+	while (d->spill_head) {
+		struct ub_dspill *e = d->spill_head;
+
+		d->nqueued--;
+		d->qbytes -= e->len;
+		if (e->buf)
+			ub__buf_recycle(e->buf);
+		spill_pop(d, e);
+	}
+}
+
+/* Move waiting datagrams into free slots, oldest first.  A copy takes a
+ * send-pool buffer; with none free the rest waits for one. */
+static void unspill(ub_dgram *d)
+{
+	while (d->spill_head && d->sfree) {
+		struct ub_dspill *e = d->spill_head;
+		ub_buf *b = e->buf;
+
+		if (!b) {
+			b = d->spool ? ub_pool_acquire(d->spool, NULL) : NULL;
+			if (!b) {
+				if (d->spool)
+					wait_spool(d);
+				return;
+			}
+			if (e->len)
+				memcpy(ub_buf_data(b), e->data, e->len);
+			b->len = (uint32_t)e->len;
+		}
+		fill_slot(d, b, e->tolen ? (struct sockaddr *)&e->to : NULL,
+			  e->tolen);
+		spill_pop(d, e);
+	}
 }
 
 int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
@@ -693,6 +803,26 @@ int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
 	ret = check_sendable(d, addr);
 	if (ret < 0)
 		return ret;
+	if (d->flags & UB_DGRAM_SOFT_WATER) {
+		if (d->sfree && !d->spill_head) {
+			queue_buf(d, buf, addr, addrlen);
+		} else if (!(buf->pool->flags & UB_POOL_RECV)) {
+			/* A send-pool buffer waiting here could be the one
+			 * the copies before it wait for: copied, and back. */
+			ret = spill(d, NULL, ub_buf_data(buf), buf->len, addr,
+				    addrlen);
+			if (ret < 0)
+				return ret; /* buf stays APP */
+			ub__buf_set_state(buf, UB_BUF_QUEUED);
+			buf->gen++; /* spent, as if queued */
+			ub__buf_recycle(buf);
+		} else {
+			ret = spill(d, buf, NULL, buf->len, addr, addrlen);
+			if (ret < 0)
+				return ret;
+		}
+		return above(d);
+	}
 	ret = check_room(d);
 	if (ret < 0)
 		return ret;
@@ -720,6 +850,26 @@ ssize_t ub_dgram_send(ub_dgram *d, const void *data, size_t len,
 	}
 	if (len > d->spool->size)
 		return -EMSGSIZE; /* one datagram is one buffer: never split */
+	if (d->flags & UB_DGRAM_SOFT_WATER) {
+		/* Into the pool while a slot is free, nothing waits and the
+		 * endpoint is below its mark (above it, it takes no more of
+		 * a shared pool); else a copy that waits. */
+		b = NULL;
+		if (d->sfree && !d->spill_head && d->qbytes < d->high) {
+			b = ub_pool_acquire(d->spool, NULL);
+			if (!b)
+				wait_spool(d);
+		}
+		if (!b) {
+			ret = spill(d, NULL, data, len, addr, addrlen);
+			return ret < 0 ? ret : (ssize_t)len;
+		}
+		if (len)
+			memcpy(ub_buf_data(b), data, len);
+		b->len = (uint32_t)len;
+		queue_buf(d, b, addr, addrlen);
+		return (ssize_t)len;
+	}
 	ret = check_room(d);
 	if (ret < 0)
 		return ret;
@@ -757,11 +907,19 @@ void ub__dgram_update(ub_dgram *d)
 		return;
 	if (d->closing)
 		requeue_refused(d); /* one last try each, before the cancel */
+	unspill(d);
+	if (d->closing && d->spill_head && !d->inflight && !d->phead) {
+		/* A copy waits for a send-pool buffer that nothing of ours
+		 * will bring back: not forever. */
+		ub__list_del(&d->swait_link);
+		d->want_spool = false;
+		spill_drop(d);
+	}
 	arm_sends(d);
 	if (d->closing) {
 		stop_waiting(d);
 		d->throttled = false;
-		if (d->inflight == 0 && !d->phead) {
+		if (d->inflight == 0 && !d->phead && !d->spill_head) {
 			finalize(d);
 		} else if (!d->cancel_sent && d->inflight) {
 			/* After the sends above in the same submission: what
@@ -849,8 +1007,9 @@ void ub__dgram_free(ub_dgram *d)
 		ub__list_del(&d->dirty_link);
 		d->dirty = false;
 	}
-	/* Queued but never armed, or refused and waiting (the loop is
-	 * going): back to their pools. */
+	/* Queued but never armed, or refused and waiting, or waiting for
+	 * a slot (the loop is going): back to their pools. */
+	spill_drop(d);
 	requeue_refused(d);
 	while (d->phead) {
 		struct ub_dsend *s = d->phead;
@@ -946,6 +1105,17 @@ int ub_dgram_want_writable(ub_dgram *d)
 		return -EPIPE;
 	d->want_writable = true;
 	ub__dgram_dirty(d);
+	return 0;
+}
+
+int ub_dgram_set_soft_water(ub_dgram *d, int on)
+{
+	if (!d)
+		return -EINVAL;
+	if (on)
+		d->flags |= UB_DGRAM_SOFT_WATER;
+	else
+		d->flags &= ~(unsigned)UB_DGRAM_SOFT_WATER;
 	return 0;
 }
 

@@ -405,6 +405,18 @@ struct ub_dsend {
 	struct sockaddr_storage to;
 };
 
+/* A datagram of a soft-water endpoint waiting for a send slot (dgram.c):
+ * a QUEUED buffer, or (buf NULL) a copy in data[] that takes a send-pool
+ * buffer when its turn comes. */
+struct ub_dspill {
+	struct ub_dspill *next;
+	ub_buf *buf;
+	size_t len;
+	socklen_t tolen;           /* 0: the connected peer */
+	struct sockaddr_storage to;
+	unsigned char data[];
+};
+
 struct ub_dgram {
 	struct ub_obj obj;         /* first: handle (UB_KIND_DGRAM), rheld */
 	ub_loop *loop;
@@ -421,6 +433,10 @@ struct ub_dgram {
 	 * armed ones on phead..ptail, ones the socket refused (EAGAIN) on
 	 * rhead..rtail until the POLLOUT wait ends; nqueued counts them all */
 	struct ub_dsend *slots, *sfree, *phead, *ptail, *rhead, *rtail;
+	/* soft water (UB_DGRAM_SOFT_WATER): what found no slot, or no send
+	 * pool buffer, or something spilled before it, oldest first; counted
+	 * in nqueued and qbytes */
+	struct ub_dspill *spill_head, *spill_tail;
 	unsigned nslots, nqueued;
 	size_t qbytes, high, low;
 	uint64_t nrecv, nsent, nobufs;

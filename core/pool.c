@@ -72,7 +72,10 @@ static void wake_senders(ub_pool *p)
 
 		ub__list_del(&d->swait_link);
 		d->want_spool = false;
-		d->want_writable = true;
+		/* Soft water refuses nothing: it waited to move what waits
+		 * (dgram.c), and is owed a WRITABLE only if above its mark */
+		if (!(d->flags & UB_DGRAM_SOFT_WATER))
+			d->want_writable = true;
 		ub__dgram_dirty(d);
 	}
 	while (!ub__list_empty(&p->send_waiters)) {

@@ -696,6 +696,8 @@ UB_EXTERN int ub_listener_is_closed(const ub_listener *l);
 enum ub_dgram_flags {
 	UB_DGRAM_NO_RECV = 1u << 0,   /* do not start receiving            */
 	UB_DGRAM_REUSEPORT = 1u << 1, /* ub_dgram_open: SO_REUSEPORT       */
+	UB_DGRAM_SOFT_WATER = 1u << 2, /* sends never refused for room (see
+					  ub_dgram_set_soft_water())       */
 };
 
 typedef struct ub_dgram_opts {
@@ -758,9 +760,12 @@ UB_EXTERN int ub_dgram_connect(ub_dgram *ep, const struct sockaddr *addr,
  * own pool when the send completes.  Errors: -EINVAL (ep or buf NULL, buf
  * not APP or of another loop, addr of another family than the endpoint's or
  * of a bad length), -EDESTADDRREQ (addr NULL and not connected), -EAGAIN
- * (queue_max datagrams or high water bytes queued; WRITABLE follows),
- * -EPIPE (closing).  The kernel's verdict (EMSGSIZE for a datagram over
- * 65507 bytes of UDP, ENETUNREACH, ...) comes as an ERROR event.
+ * (queue_max datagrams or high water bytes queued; WRITABLE follows;
+ * never with UB_DGRAM_SOFT_WATER, which returns 1 instead when the queue is
+ * now full or at its high mark), -EPIPE (closing), -ENOMEM (soft water: no
+ * memory for the waiting datagram).  The kernel's verdict (EMSGSIZE for a
+ * datagram over 65507 bytes of UDP, ENETUNREACH, ...) comes as an ERROR
+ * event.
  */
 UB_EXTERN int ub_dgram_send_buf(ub_dgram *ep, ub_buf *buf,
 				const struct sockaddr *addr, socklen_t addrlen);
@@ -769,10 +774,33 @@ UB_EXTERN int ub_dgram_send_buf(ub_dgram *ep, ub_buf *buf,
  * datagram, as ub_dgram_send_buf().  Returns len, or -EINVAL (ep NULL, data
  * NULL with len > 0, bad addr), -EMSGSIZE (len larger than a send pool
  * buffer: never split), -EDESTADDRREQ, -EAGAIN (queue full, or no free
- * buffer in the send pool; WRITABLE follows), -EPIPE, -ENOMEM (the default
- * send pool could not be made). */
+ * buffer in the send pool; WRITABLE follows; never with
+ * UB_DGRAM_SOFT_WATER), -EPIPE, -ENOMEM (the default send pool could not
+ * be made; soft water: no memory for the copy). */
 UB_EXTERN ssize_t ub_dgram_send(ub_dgram *ep, const void *data, size_t len,
 				const struct sockaddr *addr, socklen_t addrlen);
+
+/*
+ * Soft backpressure for an endpoint (UB_DGRAM_SOFT_WATER; on = 1 sets it,
+ * 0 clears it), as ub_conn_set_soft_water() for connections and asyncio's
+ * DatagramTransport: a full queue stops being a refusal and becomes a
+ * signal.  ub_dgram_send_buf() queues the datagram whatever the queue holds
+ * and returns 1 when the endpoint is now at or above its high mark or has
+ * queue_max datagrams out (0 otherwise); ub_dgram_send() takes every
+ * datagram.  Either way UB_EV_WRITABLE follows once the queue is back at
+ * its low mark: the caller stops producing until then.  A datagram that
+ * finds no free slot, or no send-pool buffer, or others waiting before it,
+ * waits in the endpoint, in order: a buffer as it is (a send-pool buffer
+ * is copied to the heap and goes back at once, so that waiting datagrams
+ * never hold the pool they wait for), a copy on the heap.  It moves to the
+ * kernel as slots free up.  ub_dgram_queued_bufs() and
+ * ub_dgram_queued_bytes() count the waiting ones too; that memory is
+ * bounded by what the application sends past the signal.  Close hands
+ * them to the kernel as well, once each (those it refuses are dropped, as
+ * for queued ones); a copy that then finds no send-pool buffer while
+ * nothing of the endpoint is in flight is dropped.  -EINVAL if ep is NULL.
+ */
+UB_EXTERN int ub_dgram_set_soft_water(ub_dgram *ep, int on);
 
 /* Close: stop receiving; queued datagrams are handed to the kernel first
  * and those it cannot take at once are cancelled; every queued buffer

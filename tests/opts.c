@@ -336,7 +336,7 @@ static void dgram_opts(ub_loop *loop, ub_loop *other)
 	o.queue_max = 32768;
 	o.high_water = 5;
 	o.low_water = 5;
-	o.flags = UB_DGRAM_NO_RECV | UB_DGRAM_REUSEPORT;
+	o.flags = UB_DGRAM_NO_RECV | UB_DGRAM_REUSEPORT | UB_DGRAM_SOFT_WATER;
 	dgram_case(loop, &o, 0, NULL);
 
 #define BAD(field, value, why_)                                                \
@@ -347,7 +347,7 @@ static void dgram_opts(ub_loop *loop, ub_loop *other)
 	} while (0)
 	BAD(queue_max, 32769, "queue_max must be at most 32768 datagrams");
 	BAD(low_water, (1u << 20) + 1, "low_water must not exceed high_water");
-	BAD(flags, UB_DGRAM_REUSEPORT << 1,
+	BAD(flags, UB_DGRAM_SOFT_WATER << 1,
 	    "flags has a bit that is no UB_DGRAM_* flag");
 	BAD(recv_pool, orp, "recv_pool belongs to another loop");
 	BAD(recv_pool, sp, "recv_pool must be a receive pool");

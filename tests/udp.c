@@ -727,6 +727,239 @@ static void test_unix_full_peer(void)
 	CHECK_OK(ub_loop_free(loop));
 }
 
+/* ---- soft water (UB_DGRAM_SOFT_WATER): nothing refused, order kept ----
+ *
+ * A connected Unix endpoint with 4 send slots, a 2000-byte high mark and a
+ * send pool of 6 buffers, towards a peer that does not read (its queue
+ * holds 10).  N datagrams of three kinds, interleaved: copies
+ * (ub_dgram_send), the send pool's own buffers (copied to the heap when
+ * they must wait, so that they never hold the pool the copies wait for)
+ * and received buffers (wait as they are).  Every call accepts; send_buf
+ * says 1 exactly when no slot is free, the mark is reached or datagrams
+ * wait; queued_* count all of it; no WRITABLE while the peer does not read.
+ * Then the peer reads: every datagram arrives whole, once, in order, one
+ * WRITABLE, every pool idle.  Switched off with datagrams waiting, sends
+ * are refused (they would pass the waiting ones) until WRITABLE.  And the
+ * same fill closed: CLOSED comes, the peer has an in-order prefix, every
+ * buffer is back.
+ */
+
+struct soft {
+	ub_loop *loop;
+	ub_dgram *in, *ep;
+	ub_buf *rx[64];
+	unsigned nrx, writable, closed;
+};
+
+static void soft_event(const ub_event *ev, void *arg)
+{
+	struct soft *t = arg;
+
+	if (ev->type == UB_EV_DATA && ev->dgram == t->in) {
+		CHECK_CMP(t->nrx, <, 64u);
+		t->rx[t->nrx++] = ev->buf;
+	} else if (ev->type == UB_EV_WRITABLE && ev->dgram == t->ep) {
+		t->writable++;
+	} else if (ev->type == UB_EV_CLOSED && ev->dgram == t->ep) {
+		CHECK_EQ(ev->res, 0);
+		t->closed = 1;
+	} else {
+		TH_FAILF("unexpected %s res %d", ub_event_name(ev->type),
+			 ev->res);
+	}
+}
+
+static int soft_rx_step(void *arg)
+{
+	struct soft *t = arg;
+
+	return t->nrx == 24 ? TH_DONE : 0;
+}
+
+static int soft_closed_step(void *arg)
+{
+	return ((struct soft *)arg)->closed ? TH_DONE : 0;
+}
+
+/* Datagram i: its length and bytes. */
+static size_t soft_len(unsigned i)
+{
+	return 40 + (i * 37) % 600;
+}
+
+static void soft_fill(unsigned i, unsigned char *p)
+{
+	th_pat_fill(seed_of(99, i), 0, p, soft_len(i));
+	memcpy(p, &i, sizeof(i));
+}
+
+/* Queue datagrams first..first+n-1 on t->ep; returns how many were
+ * received buffers. */
+static unsigned soft_queue(struct soft *t, ub_pool *spool, unsigned first,
+			   unsigned n)
+{
+	unsigned char data[700];
+	unsigned i, from_rx = 0;
+	unsigned bufs0 = ub_dgram_queued_bufs(t->ep);
+
+	for (i = first; i < first + n; i++) {
+		size_t len = soft_len(i);
+		ub_buf *b = NULL;
+		int err = 0, r;
+
+		if (i % 3 == 1)
+			b = ub_pool_acquire(spool, &err); /* NULL: a copy */
+		else if (i % 3 == 2 && t->nrx)
+			b = t->rx[--t->nrx];
+		if (!b) {
+			soft_fill(i, data);
+			CHECK_EQ(ub_dgram_send(t->ep, data, len, NULL, 0),
+				 (ssize_t)len);
+			continue;
+		}
+		if (ub_buf_pool(b) != spool)
+			from_rx++;
+		CHECK_CMP(ub_buf_capacity(b), >=, len);
+		soft_fill(i, ub_buf_data(b));
+		CHECK_OK(ub_buf_set_len(b, len));
+		r = ub_dgram_send_buf(t->ep, b, NULL, 0);
+		CHECK(r == 0 || r == 1);
+		if (ub_dgram_queued_bufs(t->ep) > 4 ||
+		    ub_dgram_queued_bytes(t->ep) >= 2000)
+			CHECK_EQ(r, 1);
+		/* the handle is spent whether it waits or was copied */
+		CHECK_ERR(ub_buf_release(b), EINVAL);
+	}
+	CHECK_EQ(ub_dgram_queued_bufs(t->ep), bufs0 + n);
+	return from_rx;
+}
+
+static void test_soft_water(void)
+{
+	enum { N = 90 };
+	struct soft *t = calloc(1, sizeof(*t));
+	struct sockaddr_storage srv, peer, insrv;
+	socklen_t slen, plen, inlen;
+	ub_dgram_opts opt;
+	char name[64];
+	unsigned char got[800], want[800];
+	int err, fd, cl, n, i, refused;
+	unsigned from_rx;
+	ub_pool *rpool, *spool;
+	double deadline;
+	size_t total = 0;
+
+	CHECK(t != NULL);
+	t->loop = th_loop_new(NULL);
+	rpool = ub_pool_new(t->loop, 32, 1024, UB_POOL_RECV, &err);
+	CHECK_PTR(rpool, err);
+	spool = ub_pool_new(t->loop, 6, 1024, 0, &err);
+	CHECK_PTR(spool, err);
+	/* received buffers to forward: 24 datagrams from a client */
+	snprintf(name, sizeof(name), "ub-udp-softin-%d", (int)getpid());
+	t->in = open_ep(t->loop, AF_UNIX, name, rpool, NULL, &insrv, &inlen);
+	cl = client_socket(AF_UNIX);
+	deadline = th_now_ms() + TH_TIMEOUT_MS;
+	for (i = 0; i < 24;) {
+		/* the receiver's queue holds 10: let the loop take them */
+		if (sendto(cl, "x", 1, 0, (struct sockaddr *)&insrv, inlen) ==
+		    1) {
+			i++;
+			continue;
+		}
+		CHECK(errno == EAGAIN && th_now_ms() < deadline);
+		th_run_for(t->loop, soft_event, NULL, t, 1, 5);
+	}
+	th_run(t->loop, soft_event, soft_rx_step, t, 5, TH_TIMEOUT_MS,
+	       "24 datagrams to forward");
+	CHECK_OK(ub_dgram_pause_recv(t->in));
+	ub_dgram_opts_init(&opt);
+	opt.send_pool = spool;
+	opt.queue_max = 4;
+	opt.high_water = 2000;
+	opt.low_water = 500;
+	opt.flags = UB_DGRAM_NO_RECV | UB_DGRAM_SOFT_WATER;
+	snprintf(name, sizeof(name), "ub-udp-soft-%d", (int)getpid());
+	t->ep = open_ep(t->loop, AF_UNIX, name, rpool, &opt, &srv, &slen);
+	fd = client_socket(AF_UNIX);
+	local_addr(fd, &peer, &plen);
+	CHECK_OK(ub_dgram_connect(t->ep, (struct sockaddr *)&peer, plen));
+
+	from_rx = soft_queue(t, spool, 0, N);
+	CHECK_CMP(from_rx, >, 0u);
+	for (i = 0; i < N; i++)
+		total += soft_len((unsigned)i);
+	CHECK_EQ(ub_dgram_queued_bytes(t->ep), total);
+	/* the peer does not read: its queue fills, the rest waits */
+	th_run_for(t->loop, soft_event, NULL, t, 5, 100);
+	CHECK_CMP(ub_dgram_queued_bufs(t->ep), >, 0);
+	CHECK_EQ(t->writable, 0);
+	/* switched off with datagrams waiting: refused, they go first */
+	CHECK_OK(ub_dgram_set_soft_water(t->ep, 0));
+	CHECK_ERR(ub_dgram_send(t->ep, "late", 4, NULL, 0), EAGAIN);
+	n = 0;
+	deadline = th_now_ms() + 10000;
+	while ((n < N || ub_dgram_queued_bufs(t->ep)) &&
+	       th_now_ms() < deadline) {
+		ssize_t r = recv(fd, got, sizeof(got), 0);
+
+		if (r < 0) {
+			CHECK(errno == EAGAIN);
+			th_run_for(t->loop, soft_event, NULL, t, 1, 2);
+			continue;
+		}
+		CHECK_CMP(n, <, N);
+		CHECK_EQ(r, (ssize_t)soft_len((unsigned)n));
+		soft_fill((unsigned)n, want);
+		if (memcmp(got, want, (size_t)r) != 0)
+			TH_FAILF("datagram %d: wrong bytes", n);
+		n++;
+	}
+	CHECK_EQ(n, N);
+	th_run_for(t->loop, soft_event, NULL, t, 5, 50);
+	CHECK_EQ(ub_dgram_queued_bufs(t->ep), 0);
+	CHECK_EQ(ub_dgram_queued_bytes(t->ep), 0);
+	CHECK_EQ(t->writable, 1); /* owed by the refusal, once */
+	CHECK_EQ(ub_dgram_sent(t->ep), N);
+	printf("  soft water: %d datagrams (%u received buffers) accepted "
+	       "past 4 slots, whole and in order\n", N, from_rx);
+
+	/* the same fill, then close: a prefix in order, all back */
+	CHECK_OK(ub_dgram_set_soft_water(t->ep, 1));
+	(void)soft_queue(t, spool, 0, N);
+	th_run_for(t->loop, soft_event, NULL, t, 5, 50);
+	CHECK_OK(ub_dgram_close(t->ep));
+	th_run(t->loop, soft_event, soft_closed_step, t, 5, TH_TIMEOUT_MS,
+	       "CLOSED with datagrams waiting");
+	n = 0;
+	for (;;) {
+		ssize_t r = recv(fd, got, sizeof(got), 0);
+
+		if (r < 0)
+			break;
+		CHECK_EQ(r, (ssize_t)soft_len((unsigned)n));
+		soft_fill((unsigned)n, want);
+		if (memcmp(got, want, (size_t)r) != 0)
+			TH_FAILF("after close, datagram %d: wrong bytes", n);
+		n++;
+	}
+	CHECK_CMP(n, <=, N);
+	refused = N - n;
+	printf("  soft water, closed full: %d arrived in order, %d dropped\n",
+	       n, refused);
+	while (t->nrx)
+		CHECK_OK(ub_buf_release(t->rx[--t->nrx]));
+	close_ep(t->loop, t->in);
+	th_check_pool_idle(spool, "send pool after soft water");
+	th_check_pool_idle(rpool, "recv pool after soft water");
+	close(fd);
+	close(cl);
+	CHECK_OK(ub_pool_free(spool));
+	CHECK_OK(ub_pool_free(rpool));
+	CHECK_OK(ub_loop_free(t->loop));
+	free(t);
+}
+
 /* ---- a Unix path: bound, then unlinked on close ---- */
 
 static void test_unix_path(void)
@@ -909,6 +1142,7 @@ int main(void)
 	test_budget();
 	test_close_inflight();
 	test_unix_full_peer();
+	test_soft_water();
 	test_unix_path();
 	test_echo(AF_INET, "echo over 127.0.0.1");
 	fd = socket(AF_INET6, SOCK_DGRAM, 0);

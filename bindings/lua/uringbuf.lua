@@ -697,6 +697,16 @@ Dgram.want_writable = core.ub_dgram_want_writable
 -- @tparam integer high
 -- @tparam integer low
 Dgram.set_water = core.ub_dgram_set_water
+--- Soft water (on: true) makes a full queue a signal instead of a refusal:
+-- `send` takes every datagram (those without a slot or a send buffer wait
+-- in the core, in order, and `queued_bytes` / `queued_bufs` count them)
+-- and a "writable" event follows at the low mark.  Switched off while
+-- datagrams wait, `send` is refused (EAGAIN) until they are out.
+-- @tparam boolean on
+-- @return true, or nil, message, errno
+function Dgram:set_soft_water(on)
+	return core.ub_dgram_set_soft_water(self, on and 1 or 0)
+end
 --- The socket's fd, or nil, message, EBADF once closing.
 -- @function Dgram:fd
 Dgram.fd = core.ub_dgram_fd

@@ -1198,7 +1198,8 @@ from a send pool and filled) goes without copying and the handle is stale
 from then on; anything else bytes-like is copied into one buffer of the
 send pool (never split: OSError EMSGSIZE if it does not fit one).  Refused,
 nothing queued: BlockingIOError (queue_max datagrams or high_water bytes
-queued, or no free send buffer; EV_WRITABLE follows), OSError
+queued, or no free send buffer; EV_WRITABLE follows; never after
+set_soft_water(True)), OSError
 EDESTADDRREQ (no addr and not connected), OSError EMSGSIZE (more than UDP
 carries: 65507 bytes over IPv4, 65527 over IPv6), BrokenPipeError
 (closing), ValueError (an address of another family, a buffer of another
@@ -1290,6 +1291,20 @@ EV_WRITABLE comes once the queue is at or below low.";
 			return UBPY_EXC;
 		r = ub_dgram_set_water(d, high, low);
 		return r;
+	}
+
+	%feature("docstring") set_soft_water
+	"set_soft_water(on) -> None: with on true a full queue is a signal,
+not a refusal (UB_DGRAM_SOFT_WATER): send() takes every datagram whatever
+the queue holds (those without a slot, or without a send buffer, wait in
+the core, in order; queued_bytes counts them) and EV_WRITABLE follows once
+the queue is back at its low mark.  Switched off while datagrams wait,
+send() is refused until they are out.";
+	ubpy_rc set_soft_water(int on)
+	{
+		ub_dgram *d = ubpy__dgram_get($self);
+
+		return d ? ub_dgram_set_soft_water(d, on) : UBPY_EXC;
 	}
 
 	PyObject *__repr__()

@@ -383,6 +383,52 @@ T.test("close with sends in flight returns every buffer", function()
 	T.ok(u.dropped + u:stats().sent <= 40)
 end)
 
+T.test("soft water: every datagram taken past queue_max and a dry pool, in order",
+	function()
+	local loop = assert(ub.loop())
+	T.defer(function() loop:close() end)
+	local spool = assert(loop:pool(3, 256, "send"))
+	local sink = assert(loop:datagram("127.0.0.1:0"))
+	local ep = assert(loop:datagram("127.0.0.1:0", { send_pool = spool,
+		queue_max = 2 }))
+	assert(ep:set_soft_water(true))
+	local want, bytes = {}, 0
+	for i = 1, 40 do
+		local d = payload("w", i, 10 + i * 5 % 200)
+		want[i], bytes = d, bytes + #d
+		local b = (i % 4 == 1) and spool:acquire() -- nil: the pool is dry
+		if b then
+			b:write(1, d)
+			T.eq(ep:send(b, sink:address()), #d)
+			T.ok(not ub.valid(b)) -- spent, waiting or copied
+		else
+			T.eq(ep:send(d, sink:address()), #d)
+		end
+	end
+	T.eq(ep:queued_bufs(), 40)
+	T.eq(ep:queued_bytes(), bytes)
+	-- switched off while some wait: refused, they go first
+	assert(ep:set_soft_water(false))
+	local ok, _, en = ep:send("late", sink:address())
+	T.ok(not ok)
+	T.eq(en, errno.EAGAIN)
+	local got = {}
+	T.ok(pump(loop, function(e)
+		if e.type == "data" and e.dgram == sink then
+			got[#got + 1] = tostring(e.buf)
+			e.buf:release()
+		end
+	end, function() return #got == 40 end, 5))
+	for i = 1, 40 do T.eq(got[i], want[i], "datagram " .. i) end
+	T.eq(ep:queued_bufs(), 0)
+	assert(ep:close())
+	local closed = false
+	T.ok(pump(loop, function(e)
+		if e.type == "closed" and e.dgram == ep then closed = true end
+	end, function() return closed end, 5))
+	T.eq(spool:count_state("free"), 3)
+end)
+
 T.test("backpressure: held back in order, never dropped; a full backlog refuses",
 	function()
 	local loop = assert(ub.loop())

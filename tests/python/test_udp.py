@@ -438,6 +438,48 @@ class DatagramEvents(unittest.TestCase):
         self.assertEqual([c.recv(10) for _ in range(5)],
                          [b"%d" % i for i in range(5)])
 
+    def test_soft_water_takes_every_datagram_in_order(self):
+        """set_soft_water(True): past queue_max and with the send pool
+        dry, every datagram is taken (copies and the pool's own buffers,
+        which wait as heap copies), counted, and sent in order; switched
+        off while some wait, send() is refused until they are out."""
+        spool = self.loop.pool(3, 256)
+        ep = self.loop.datagram("127.0.0.1:0", queue_max=2,
+                                send_pool=spool)
+        ep.set_soft_water(True)
+        c = self.sock()
+        dst = c.getsockname()
+        want = []
+        for i in range(40):
+            data = b"%03d" % i + bytes([i]) * (i * 5 % 200)
+            want.append(data)
+            b = None
+            if i % 4 == 1:
+                try:
+                    b = spool.acquire()
+                except OSError:
+                    pass  # dry: held by copies waiting for their turn
+            if b is None:
+                self.assertEqual(ep.send(data, dst), len(data))
+            else:
+                b.fill(data)
+                self.assertEqual(ep.send(b, dst), len(data))
+                self.assertFalse(b.valid)  # the handle is spent
+        self.assertEqual(ep.queued_bufs, 40)
+        self.assertEqual(ep.queued_bytes, sum(map(len, want)))
+        ep.set_soft_water(False)
+        with self.assertRaises(BlockingIOError):
+            ep.send(b"late", dst)  # it would pass the waiting ones
+        wait_events(self.loop, lambda: ep.sent == 40, lambda ev: None)
+        c.setblocking(True)
+        c.settimeout(DEADLINE)
+        self.assertEqual([c.recv(300) for _ in range(40)], want)
+        self.assertEqual(ep.queued_bufs, 0)
+        ep.close()
+        wait_events(self.loop, lambda: ep.closed, lambda ev: None)
+        self.assertEqual(spool.count_state(uringbuf.BUF_FREE), 3)
+        spool.free()
+
     def test_close_with_sends_in_flight_returns_every_buffer(self):
         rpool = self.loop.pool(32, 2048, recv=True)
         spool = self.loop.pool(64, 1024)
