@@ -806,9 +806,23 @@ int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
 	if (d->flags & UB_DGRAM_SOFT_WATER) {
 		if (d->sfree && !d->spill_head) {
 			queue_buf(d, buf, addr, addrlen);
-		} else if (!(buf->pool->flags & UB_POOL_RECV)) {
+			return above(d);
+		}
+		if (!(buf->pool->flags & UB_POOL_RECV) && !d->spool) {
+			/* (the pool its copy will take a buffer of) */
+			d->spool = ub_loop_send_pool(d->loop, &ret);
+			if (!d->spool)
+				return ret;
+			d->spool->users++;
+		}
+		if (!(buf->pool->flags & UB_POOL_RECV) &&
+		    buf->len <= d->spool->size) {
 			/* A send-pool buffer waiting here could be the one
-			 * the copies before it wait for: copied, and back. */
+			 * the copies before it wait for: copied, and back.
+			 * One larger than the send pool's (of another pool)
+			 * waits as it is: no buffer held that way is ever
+			 * one its holder's copies wait for, so no two
+			 * endpoints can wait on each other. */
 			ret = spill(d, NULL, ub_buf_data(buf), buf->len, addr,
 				    addrlen);
 			if (ret < 0)

@@ -790,7 +790,8 @@ UB_EXTERN ssize_t ub_dgram_send(ub_dgram *ep, const void *data, size_t len,
  * datagram.  Either way UB_EV_WRITABLE follows once the queue is back at
  * its low mark: the caller stops producing until then.  A datagram that
  * finds no free slot, or no send-pool buffer, or others waiting before it,
- * waits in the endpoint, in order: a buffer as it is (a send-pool buffer
+ * waits in the endpoint, in order: a buffer as it is (but a send-pool
+ * buffer that fits one of the endpoint's send pool, made then if need be,
  * is copied to the heap and goes back at once, so that waiting datagrams
  * never hold the pool they wait for), a copy on the heap.  It moves to the
  * kernel as slots free up.  ub_dgram_queued_bufs() and

@@ -960,6 +960,88 @@ static void test_soft_water(void)
 	free(t);
 }
 
+static void writable_ok(const ub_event *ev, void *arg)
+{
+	(void)arg;
+	if (ev->type != UB_EV_WRITABLE)
+		TH_FAILF("unexpected %s res %d", ub_event_name(ev->type),
+			 ev->res);
+}
+
+/* Soft water, buffers of other send pools, on an endpoint that has no send
+ * pool yet (no copying send made one): those that must wait and fit a
+ * buffer of the loop's default send pool are copied (the pool is made for
+ * them), larger ones wait as they are.  All arrive, in order. */
+static void test_soft_water_foreign(void)
+{
+	enum { N = 12 };
+	ub_loop *loop = th_loop_new(NULL);
+	struct sockaddr_storage srv, peer;
+	socklen_t slen, plen;
+	ub_dgram_opts opt;
+	ub_dgram *ep;
+	ub_pool *small, *big;
+	char name[64];
+	static unsigned char got[9000], want[9000];
+	int err, fd, i, n = 0;
+	double deadline;
+
+	small = ub_pool_new(loop, 8, 256, 0, &err);
+	CHECK_PTR(small, err);
+	big = ub_pool_new(loop, 8, 8192, 0, &err);
+	CHECK_PTR(big, err);
+	ub_dgram_opts_init(&opt);
+	opt.queue_max = 1;
+	opt.flags = UB_DGRAM_NO_RECV | UB_DGRAM_SOFT_WATER;
+	snprintf(name, sizeof(name), "ub-udp-softf-%d", (int)getpid());
+	ep = open_ep(loop, AF_UNIX, name, NULL, &opt, &srv, &slen);
+	CHECK(ub_dgram_send_pool(ep) == NULL);
+	fd = client_socket(AF_UNIX);
+	local_addr(fd, &peer, &plen);
+	CHECK_OK(ub_dgram_connect(ep, (struct sockaddr *)&peer, plen));
+	for (i = 0; i < N; i++) {
+		/* every third: 5000 bytes, more than a default send buffer */
+		size_t len = i % 3 == 2 ? 5000 : 100 + (size_t)i;
+		ub_buf *b = ub_pool_acquire(i % 3 == 2 ? big : small, &err);
+
+		CHECK_PTR(b, err);
+		th_pat_fill(seed_of(98, (unsigned)i), 0, ub_buf_data(b), len);
+		CHECK_OK(ub_buf_set_len(b, len));
+		CHECK(ub_dgram_send_buf(ep, b, NULL, 0) >= 0);
+	}
+	CHECK(ub_dgram_send_pool(ep) != NULL); /* made for the copies */
+	CHECK_EQ(ub_dgram_queued_bufs(ep), N);
+	/* the first took the one slot as it is; the small ones waiting
+	 * were copied, back in their pool already; the big ones wait as
+	 * they are */
+	CHECK_EQ(ub_pool_count_state(small, UB_BUF_FREE), 7);
+	CHECK_EQ(ub_pool_count_state(big, UB_BUF_QUEUED), N / 3);
+	deadline = th_now_ms() + 10000;
+	while (n < N && th_now_ms() < deadline) {
+		ssize_t r = recv(fd, got, sizeof(got), 0);
+		size_t len = n % 3 == 2 ? 5000 : 100 + (size_t)n;
+
+		if (r < 0) {
+			CHECK(errno == EAGAIN);
+			th_run_for(loop, writable_ok, NULL, NULL, 1, 2);
+			continue;
+		}
+		CHECK_EQ(r, (ssize_t)len);
+		th_pat_fill(seed_of(98, (unsigned)n), 0, want, len);
+		if (memcmp(got, want, len) != 0)
+			TH_FAILF("foreign datagram %d: wrong bytes", n);
+		n++;
+	}
+	CHECK_EQ(n, N);
+	printf("  soft water, other pools' buffers: %d whole and in order\n",
+	       N);
+	close_ep(loop, ep);
+	th_check_pool_idle(small, "small pool");
+	th_check_pool_idle(big, "big pool");
+	close(fd);
+	CHECK_OK(ub_loop_free(loop));
+}
+
 /* ---- a Unix path: bound, then unlinked on close ---- */
 
 static void test_unix_path(void)
@@ -1143,6 +1225,7 @@ int main(void)
 	test_close_inflight();
 	test_unix_full_peer();
 	test_soft_water();
+	test_soft_water_foreign();
 	test_unix_path();
 	test_echo(AF_INET, "echo over 127.0.0.1");
 	fd = socket(AF_INET6, SOCK_DGRAM, 0);
