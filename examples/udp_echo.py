@@ -17,7 +17,7 @@ Backpressure: the send queue takes one datagram per receive buffer and as
 many bytes as the pool holds, so a reply never waits for a slot; should the
 transport's write buffer still pass its high water mark, pause_writing()
 pauses receiving (datagrams wait in the socket) and resume_writing()
-resumes it.  What the send queue refuses waits in the transport, in order.
+resumes it.  What finds the send queue full waits in the core, in order.
 """
 import argparse
 import signal

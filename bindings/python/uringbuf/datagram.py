@@ -12,7 +12,7 @@ in asyncio, with two differences:
   unbound Unix sender).  ``transport.sendto(buf, addr)`` echoes it without
   a copy.  ``buf.truncated`` says whether it was cut to fit a buffer.
 * ``sendto`` never drops a datagram silently.  Asyncio's transport buffers
-  without limit; this one is bounded (see ``DatagramTransport.sendto``).
+  without limit; this one is bounded (see ``DatagramTransport``).
 
 Make endpoints with ``EventLoop.create_datagram_endpoint()`` (or
 ``uringbuf.create_datagram_endpoint(..., loop=loop)``), or inside a running
@@ -20,8 +20,7 @@ asyncio loop with ``uringbuf.asyncio.create_datagram_endpoint()``.
 """
 import os
 import socket
-from collections import deque
-from typing import Any, Deque, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from .core import Buffer, ClosedError, Datagram
 from .server import _write_limits
@@ -74,19 +73,19 @@ class DatagramTransport:
     set_write_buffer_limits, get_protocol, set_protocol).  Made by the
     event loop; ``datagram`` is the underlying ``uringbuf.Datagram``.
 
-    Backpressure (bounded, never silent): a datagram the core's send queue
-    refuses (queue_max datagrams or its high water bytes queued, or no
-    free send buffer) waits in the transport's backlog, in order, and goes
-    out on EV_WRITABLE.  pause_writing() is called once the bytes waiting
-    (core queue + backlog) exceed the transport's high water mark,
-    resume_writing() once they are back at the low one.  The backlog itself
-    holds at most high-water bytes (always at least one datagram): a
-    sendto() beyond that raises BlockingIOError, and nothing is queued.  A
-    protocol that stops sending on pause_writing() never sees it."""
+    Backpressure (bounded, never silent): the endpoint has the core's soft
+    water (Datagram.set_soft_water): every datagram is taken, and what has
+    no send slot or send buffer yet waits in the core, in order (no
+    backlog here).  pause_writing() is called once the bytes waiting exceed
+    the transport's high water mark, resume_writing() once they are back at
+    the low one.  Up to twice the high water mark waits (always one
+    datagram past the mark): a sendto() beyond that raises BlockingIOError,
+    and nothing is queued.  A protocol that stops sending on
+    pause_writing() never sees it."""
 
-    __slots__ = ("_loop", "_ep", "_protocol", "_address", "_backlog",
-                 "_backlog_bytes", "_paused", "_closing", "_close_pending",
-                 "_lost", "_high", "_low", "_sock", "_kick", "__weakref__")
+    __slots__ = ("_loop", "_ep", "_protocol", "_address", "_paused",
+                 "_closing", "_lost", "_high", "_low", "_sock", "_kick",
+                 "__weakref__")
 
     _is_datagram = True
 
@@ -96,11 +95,8 @@ class DatagramTransport:
         self._ep = ep
         self._protocol = protocol
         self._address = address
-        self._backlog: Deque[Tuple[Any, Optional[Address]]] = deque()
-        self._backlog_bytes = 0
         self._paused = False
         self._closing = False
-        self._close_pending = False
         self._lost = False
         self._high = ep.high_water
         self._low = ep.low_water
@@ -108,6 +104,7 @@ class DatagramTransport:
         # uringbuf.asyncio's loop submits queued work on the next round
         self._kick = getattr(loop, "_kick", None)
         ep.udata = self
+        ep.set_soft_water(True)  # the core keeps what waits, in order
         self._set_fast()
 
     def __repr__(self) -> str:
@@ -142,43 +139,41 @@ class DatagramTransport:
         "unix:PATH"; None: the remote_addr the endpoint was made with).
         A Buffer goes without copying and belongs to the transport from
         now on; anything bytes-like is copied.  Raises at once, nothing
-        queued: BrokenPipeError once closing, BlockingIOError when the
-        backlog is full (see the class), OSError EMSGSIZE for a datagram
-        too big for UDP or for a send buffer, OSError EDESTADDRREQ without
-        an address on an unconnected endpoint, TypeError / ValueError for
-        bad arguments."""
+        queued: BrokenPipeError once closing, BlockingIOError when twice
+        the high water mark waits already (see the class), OSError
+        EMSGSIZE for a datagram too big for UDP or for a send buffer,
+        OSError EDESTADDRREQ without an address on an unconnected
+        endpoint, TypeError / ValueError for bad arguments."""
         if self._closing:
             raise BrokenPipeError(32, "the datagram transport is closing")
-        if self._backlog:
-            self._enqueue(data, addr)
-        else:
-            try:
-                self._ep.send(data, addr)
-            except BlockingIOError:
-                self._enqueue(data, addr)
-        if not self._paused and self.get_write_buffer_size() > self._high:
+        ep = self._ep
+        size = ep.queued_bytes
+        if size > self._high:
+            n = (len(data) if isinstance(data, Buffer)
+                 else memoryview(data).nbytes)
+            if size + n > 2 * self._high:
+                raise BlockingIOError(
+                    11, "the datagram transport is full (%d bytes "
+                    "waiting): wait for resume_writing()" % size)
+        ep.send(data, addr)
+        if not self._paused and ep.queued_bytes > self._high:
             self._pause()
         kick = self._kick
         if kick is not None:
             kick()
 
     def close(self) -> None:
-        """Close once the backlog is handed to the kernel;
-        connection_lost(None) follows."""
+        """Close: what waits is handed to the kernel first, once (the
+        core's close); connection_lost(None) follows."""
         if self._closing:
             return
         self._closing = True
-        self._ep.on_data = None
-        if self._backlog:
-            self._close_pending = True
-        else:
-            self._ep_close()
+        self._ep_close()
 
     def abort(self) -> None:
-        """Close now, dropping the backlog (Buffers go back to their
-        pools); connection_lost(None) follows."""
-        self._drop_backlog()
-        self._close_pending = False
+        """Close now: as close(), for a datagram endpoint (the core hands
+        what waits to the kernel once and drops what it refuses; Buffers go
+        back to their pools); connection_lost(None) follows."""
         self._closing = True
         self._ep_close()
 
@@ -187,11 +182,11 @@ class DatagramTransport:
         return self._closing
 
     def get_write_buffer_size(self) -> int:
-        """Bytes sent and not yet handed to the kernel: in the core's send
-        queue plus the transport's backlog."""
+        """Bytes sent and not yet handed to the kernel (the core's send
+        queue, with what waits for a slot)."""
         if self._lost:
-            return self._backlog_bytes
-        return self._ep.queued_bytes + self._backlog_bytes
+            return 0
+        return self._ep.queued_bytes
 
     def get_write_buffer_limits(self) -> Tuple[int, int]:
         """(low, high) water marks, bytes."""
@@ -241,12 +236,6 @@ class DatagramTransport:
         self._protocol.datagram_received(buf, buf.source)
 
     def _on_writable(self) -> None:
-        if self._backlog and not self._flush():
-            return  # refused again: another EV_WRITABLE follows
-        if self._close_pending:
-            self._close_pending = False
-            self._ep_close()
-            return
         if self._paused:
             if self.get_write_buffer_size() <= self._low:
                 self._resume()
@@ -260,7 +249,6 @@ class DatagramTransport:
     def _on_closed(self, res: int) -> None:
         self._lost = True
         self._closing = True
-        self._drop_backlog()
         protocol, self._protocol = self._protocol, None
         if self._sock is not None:
             self._sock.close()
@@ -286,59 +274,9 @@ class DatagramTransport:
         except ClosedError:
             pass
 
-    def _enqueue(self, data: Any, addr: Optional[Address]) -> None:
-        if isinstance(data, Buffer):
-            n = len(data)
-        else:
-            if not isinstance(data, bytes):
-                data = bytes(memoryview(data))  # the caller may reuse it
-            n = len(data)
-        if self._backlog and self._backlog_bytes + n > self._high:
-            raise BlockingIOError(11, "the datagram transport's backlog is "
-                                  "full (%d bytes waiting): wait for "
-                                  "resume_writing()" % self._backlog_bytes)
-        self._backlog.append((data, addr))
-        self._backlog_bytes += n
-
-    def _flush(self) -> bool:
-        """Send the backlog; True once it is empty."""
-        backlog = self._backlog
-        send = self._ep.send
-        while backlog:
-            data, addr = backlog[0]
-            n = len(data)
-            try:
-                send(data, addr)
-            except BlockingIOError:
-                return False
-            except (OSError, ValueError, TypeError, BufferError,
-                    ClosedError) as exc:
-                # this datagram cannot go (nor will it ever): say so
-                backlog.popleft()
-                self._backlog_bytes -= n
-                if isinstance(data, Buffer):
-                    data.release()
-                if isinstance(exc, OSError) and self._protocol is not None:
-                    self._protocol.error_received(exc)
-                continue
-            backlog.popleft()
-            self._backlog_bytes -= n
-        return True
-
-    def _drop_backlog(self) -> None:
-        for data, _ in self._backlog:
-            if isinstance(data, Buffer) and data.valid:
-                try:
-                    data.release()
-                except (BufferError, ClosedError):
-                    pass
-        self._backlog.clear()
-        self._backlog_bytes = 0
-
     def _pause(self) -> None:
         self._paused = True
-        if not self._backlog:
-            self._arm_writable()  # else a refused send arms it already
+        self._arm_writable()
         if self._protocol is not None:
             self._protocol.pause_writing()
 
