@@ -656,6 +656,28 @@ static int check_room(ub_dgram *d)
 	return 0;
 }
 
+/* The application's handle of b is spent from here on. */
+static void mark_queued(ub_buf *b)
+{
+	ub__buf_set_state(b, UB_BUF_QUEUED);
+	b->gen++;
+}
+
+/* The endpoint's send pool, the loop's default made on first need.
+ * -ENOMEM. */
+static int ensure_spool(ub_dgram *d)
+{
+	int ret = 0;
+
+	if (!d->spool) {
+		d->spool = ub_loop_send_pool(d->loop, &ret);
+		if (!d->spool)
+			return ret;
+		d->spool->users++;
+	}
+	return 0;
+}
+
 /* b (QUEUED from here on) into a free slot, at the end of the FIFO.
  * Counted by the caller. */
 static void fill_slot(ub_dgram *d, ub_buf *b, const struct sockaddr *addr,
@@ -673,8 +695,7 @@ static void fill_slot(ub_dgram *d, ub_buf *b, const struct sockaddr *addr,
 		s->mh.msg_name = &s->to;
 		s->mh.msg_namelen = addrlen;
 	}
-	ub__buf_set_state(b, UB_BUF_QUEUED);
-	b->gen++; /* the application's handle is spent */
+	mark_queued(b);
 	s->iov.iov_base = ub_buf_data(b);
 	s->iov.iov_len = b->len;
 	s->mh.msg_iov = &s->iov;
@@ -718,10 +739,8 @@ static int spill(ub_dgram *d, ub_buf *buf, const void *data, size_t len,
 		memcpy(&e->to, addr, addrlen);
 	if (!buf && len)
 		memcpy(e->data, data, len);
-	if (buf) {
-		ub__buf_set_state(buf, UB_BUF_QUEUED);
-		buf->gen++; /* the application's handle is spent */
-	}
+	if (buf)
+		mark_queued(buf);
 	if (d->spill_tail)
 		d->spill_tail->next = e;
 	else
@@ -794,6 +813,7 @@ static void unspill(ub_dgram *d)
 int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
 		      socklen_t addrlen)
 {
+	bool copy;
 	int ret;
 
 	if (!d || !buf || !ub__buf_usable(buf) ||
@@ -808,15 +828,15 @@ int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
 			queue_buf(d, buf, addr, addrlen);
 			return above(d);
 		}
-		if (!(buf->pool->flags & UB_POOL_RECV) && !d->spool) {
+		copy = false;
+		if (!(buf->pool->flags & UB_POOL_RECV)) {
 			/* (the pool its copy will take a buffer of) */
-			d->spool = ub_loop_send_pool(d->loop, &ret);
-			if (!d->spool)
+			ret = ensure_spool(d);
+			if (ret < 0)
 				return ret;
-			d->spool->users++;
+			copy = buf->len <= d->spool->size;
 		}
-		if (!(buf->pool->flags & UB_POOL_RECV) &&
-		    buf->len <= d->spool->size) {
+		if (copy) {
 			/* A send-pool buffer waiting here could be the one
 			 * the copies before it wait for: copied, and back.
 			 * One larger than the send pool's (of another pool)
@@ -827,9 +847,7 @@ int ub_dgram_send_buf(ub_dgram *d, ub_buf *buf, const struct sockaddr *addr,
 				    addrlen);
 			if (ret < 0)
 				return ret; /* buf stays APP */
-			ub__buf_set_state(buf, UB_BUF_QUEUED);
-			buf->gen++; /* spent, as if queued */
-			ub__buf_recycle(buf);
+			ub__buf_recycle(buf); /* the handle is spent */
 		} else {
 			ret = spill(d, buf, NULL, buf->len, addr, addrlen);
 			if (ret < 0)
@@ -856,12 +874,9 @@ ssize_t ub_dgram_send(ub_dgram *d, const void *data, size_t len,
 	ret = check_sendable(d, addr);
 	if (ret < 0)
 		return ret;
-	if (!d->spool) {
-		d->spool = ub_loop_send_pool(d->loop, &ret);
-		if (!d->spool)
-			return ret;
-		d->spool->users++;
-	}
+	ret = ensure_spool(d);
+	if (ret < 0)
+		return ret;
 	if (len > d->spool->size)
 		return -EMSGSIZE; /* one datagram is one buffer: never split */
 	if (d->flags & UB_DGRAM_SOFT_WATER) {
