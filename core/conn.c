@@ -38,6 +38,8 @@
  * arm ends at its limit with full buffers, up to the budget (arm_recv). */
 #define UB_INIT_RWND 2u
 #define UB_MAX_ARM_BYTES (1u << 30)
+/* partly filled buffers a multishot receive's promise covers (arm_recv) */
+#define UB_ARM_SLACK 2u
 
 void ub_conn_opts_init(ub_conn_opts *o)
 {
@@ -355,6 +357,12 @@ static unsigned recv_allowance(const ub_conn *c, const ub_pool *p,
 	return allow;
 }
 
+/* Free buffers receives leave in the ring (as recv_allowance()). */
+static unsigned recv_keep(const ub_pool *p)
+{
+	return p->users > 1 ? p->reserve : 0;
+}
+
 static void set_throttled(ub_conn *c, bool on, unsigned need)
 {
 	ub_pool *p = c->rpool;
@@ -373,15 +381,21 @@ static void set_throttled(ub_conn *c, bool on, unsigned need)
 /* Buffers the armed receive could still fill: the promise it holds. */
 static void set_promise(ub_conn *c, unsigned n)
 {
-	c->rpool->promised = c->rpool->promised - c->promise + n;
+	ub_pool *p = c->rpool;
+	bool less = n < c->promise;
+
+	p->promised = p->promised - c->promise + n;
 	c->promise = n;
+	if (less && p->wake_level != UINT_MAX)
+		ub__pool_check_wake(p); /* arm_recv may have stopped one */
 }
 
 /*
  * Arm a receive that takes at most n buffers, n = the allowance, the
  * window (rwnd) and what the pool has left above its reserve once every
- * armed receive's promise is counted (at least one: a quiet connection
- * always gets to receive).  Multishot with the kernel's byte limit where it
+ * armed receive's promise is counted (at least one for a connection that
+ * holds none: a quiet connection always gets to receive; one that holds
+ * some waits for that to be one).  Multishot with the kernel's byte limit where it
  * has one (UB_FEAT_RECV_LIMIT); else one-shot, one buffer each, re-armed
  * after each completion: exact, at the cost of multishot and bundles.
  */
@@ -390,7 +404,7 @@ static int arm_recv(ub_conn *c)
 	struct io_uring_sqe *sqe;
 	int err;
 	ub_pool *p = recv_pool(c, &err);
-	unsigned allow, need, n, avail, keep, f = c->loop->features;
+	unsigned allow, need, n, avail, keep, slack, f = c->loop->features;
 	uint64_t bytes;
 	bool ms;
 
@@ -407,21 +421,39 @@ static int arm_recv(ub_conn *c)
 		set_throttled(c, true, need);
 		return 0;
 	}
-	sqe = ub__sqe(c->loop);
-	if (!sqe)
-		return -EBUSY;
 	n = allow < c->rwnd ? allow : c->rwnd;
-	keep = p->users > 1 ? p->reserve : 0; /* as recv_allowance() */
+	keep = recv_keep(p);
 	avail = ub__pool_in_ring(p) > keep + p->promised
 			? ub__pool_in_ring(p) - keep - p->promised
 			: 0;
-	if (n > avail)
-		n = avail ? avail : 1;
+	ms = (f & UB_FEAT_RECV_MULTISHOT) && (f & UB_FEAT_RECV_LIMIT) &&
+	     !(c->flags & UB_CONN_SINGLESHOT);
+	/* The limit counts bytes, but every completion that ends a buffer
+	 * early uses a whole one: a multishot receive also promises
+	 * UB_ARM_SLACK such buffers (an incremental pool wastes none).
+	 * Where the pool cannot cover that, the receive is one-shot, one
+	 * buffer, exact: 64 slow connections each ending a few buffers
+	 * early ate the whole reserve, and a new connection starved. */
+	slack = ms && !p->inc ? UB_ARM_SLACK : 0;
+	if (slack && avail < 1 + slack) {
+		ms = false;
+		slack = 0;
+	}
+	/* One that holds buffers waits until the pool has one nobody was
+	 * promised: taking one anyway is how the reserve ran out.  One that
+	 * holds none takes one (recv_allowance). */
+	if (!avail && c->obj.rheld) {
+		set_throttled(c, true, keep + 1);
+		return 0;
+	}
+	if (n + slack > avail)
+		n = avail > slack ? avail - slack : 1;
+	sqe = ub__sqe(c->loop);
+	if (!sqe)
+		return -EBUSY;
 	bytes = (uint64_t)n * p->size;
 	if (bytes > UB_MAX_ARM_BYTES)
 		bytes = UB_MAX_ARM_BYTES;
-	ms = (f & UB_FEAT_RECV_MULTISHOT) && (f & UB_FEAT_RECV_LIMIT) &&
-	     !(c->flags & UB_CONN_SINGLESHOT);
 	if (ms) {
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 		sqe->file_index = (uint32_t)bytes; /* sqe->optlen: the limit */
@@ -441,7 +473,9 @@ static int arm_recv(ub_conn *c)
 	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_RECV));
 	c->arm_left = (uint32_t)bytes;
 	c->arm_bytes = c->arm_bufs = 0;
-	set_promise(c, n);
+	c->arm_slack = slack & 3;
+	c->arm_spent = false;
+	set_promise(c, n + slack);
 	c->arm_tail = p->br_tail;
 	c->recv_armed = true;
 	c->inflight++;
@@ -459,10 +493,21 @@ static void arm_progress(ub_conn *c, int res, unsigned nbufs, bool more)
 							   : c->arm_left;
 		c->arm_bytes += (unsigned)res;
 		c->arm_bufs += nbufs;
+		/* ended a buffer early: one of the slack's, or past it */
+		if (more && !c->rpool->inc &&
+		    (uint64_t)nbufs * size > (unsigned)res) {
+			ub_pool *p = c->rpool;
+
+			if (c->arm_slack)
+				c->arm_slack--;
+			else if (ub__pool_in_ring(p) <= recv_keep(p) +
+							 p->promised)
+				c->arm_spent = true; /* the pool is short */
+		}
 	}
 	if (more) {
 		set_promise(c, (unsigned)((c->arm_left + (uint64_t)size - 1) /
-					  size));
+					  size) + c->arm_slack);
 		return;
 	}
 	/* Ended at its limit with buffers at least half full on average: a
@@ -843,7 +888,8 @@ void ub__conn_update(ub_conn *c)
 			ub__conn_dirty(c);
 			return;
 		}
-	} else if (!want_recv && c->recv_armed && !c->recv_cancelling) {
+	} else if ((!want_recv || c->arm_spent) && c->recv_armed &&
+		   !c->recv_cancelling) {
 		if (cancel_op(c, UB_OP_RECV) == 0)
 			c->recv_cancelling = true;
 		else

@@ -204,7 +204,8 @@ struct ub_pool {
 					none (conn.c, recv_allowance) */
 	unsigned promised;           /* buffers armed receives may still take */
 	struct ub_list throttled;    /* conns stopped by budget or share */
-	unsigned wake_level;         /* wake them at this many free buffers */
+	unsigned wake_level;         /* wake them at this many free buffers
+					no receive has promised away */
 	struct ub_list send_waiters; /* conns refused for want of buffers */
 	struct ub_list dgram_waiters;  /* endpoints whose receive waits for a
 					  buffer in the ring */
@@ -251,6 +252,16 @@ static inline unsigned ub__pool_in_ring(const ub_pool *p)
 {
 	return p->nstate[UB_BUF_KERNEL] - p->handoff;
 }
+
+/* Free buffers no armed receive has promised away (conn.c, arm_recv). */
+static inline unsigned ub__pool_unpromised(const ub_pool *p)
+{
+	unsigned in = ub__pool_in_ring(p);
+
+	return in > p->promised ? in - p->promised : 0;
+}
+/* Wake the throttled connections if the pool reached their wake level. */
+void ub__pool_check_wake(ub_pool *pool);
 
 /* ---- send queue (sendq.c) ---- */
 struct ub_sendq {
@@ -341,6 +352,12 @@ struct ub_conn {
 		aborting : 1, cancel_sent : 1, shut_req : 1, shut_done : 1,
 		closed : 1, linger_rst : 1, dirty : 1;
 	bool rx_done : 1, use_recv_bundle : 1;
+	/* arm_slack: partly filled buffers the armed multishot receive may
+	 * still end completions with (promised beside its limit's count);
+	 * arm_spent: it ended more than that, so it is cancelled and armed
+	 * again with a fresh promise (conn.c, arm_recv). */
+	unsigned arm_slack : 2;
+	bool arm_spent : 1;
 	struct ub_list dirty_link; /* loop->dirty */
 	struct ub_list wait_link;  /* pool recv_waiters */
 	struct ub_list swait_link; /* pool send_waiters */

@@ -113,6 +113,12 @@ static void wake_throttled(ub_pool *p)
 	}
 }
 
+void ub__pool_check_wake(ub_pool *p)
+{
+	if (ub__pool_unpromised(p) >= p->wake_level)
+		wake_throttled(p);
+}
+
 void ub__pool_disown(ub_pool *p, struct ub_obj *owner)
 {
 	unsigned i;
@@ -286,8 +292,7 @@ void ub__buf_recycle(ub_buf *b)
 			}
 			/* Enough free again for a connection stopped at its
 			 * share (conn.c, recv_allowance) to take one more. */
-			if (ub__pool_in_ring(p) >= p->wake_level)
-				wake_throttled(p);
+			ub__pool_check_wake(p);
 		}
 	} else {
 		ub__buf_set_state(b, UB_BUF_FREE);

@@ -581,14 +581,17 @@ UB_EXTERN int ub_conn_is_closed(const ub_conn *conn);
  * (more connections than that: bound them, ub_listener_set_max_conns()).
  * Overshoot: a receive is armed for the buffers it may take, and the
  * promises of all armed receives never exceed what the pool has above its
- * reserve (a receive always may take one).  Where the kernel has
- * UB_FEAT_RECV_LIMIT (Linux 6.17) that is a multishot receive with a byte
- * limit: buffers the kernel fills completely never pass the budget; a
- * completion that ends a buffer early lets the next start a new one, so at
- * most one buffer more per such completion before the loop sees the budget
- * reached and cancels the receive.  Without the limit, receives are
- * one-shot, one buffer each, and never pass it (slower: no multishot, no
- * receive bundles).
+ * reserve (a connection holding nothing always may take one; one holding
+ * some waits until a buffer nobody was promised is free).  Where the
+ * kernel has UB_FEAT_RECV_LIMIT (Linux 6.17) that is a multishot receive
+ * with a byte limit: buffers the kernel fills completely never pass the
+ * budget; a completion that ends a buffer early lets the next start a new
+ * one, so at most one buffer more per such completion before the loop sees
+ * the budget reached and cancels the receive.  The promise covers two such
+ * buffers; past them, while the pool is short, the receive is cancelled
+ * and armed again, and where the pool cannot cover them it is one-shot.
+ * Without the limit, receives are one-shot, one buffer each, and never
+ * pass it (slower: no multishot, no receive bundles).
  */
 /* Idle timeout in ms (0: none): nothing received or sent for that long
  * ends the connection with UB_EV_ERROR (res ETIMEDOUT), then UB_EV_CLOSED.
