@@ -16,9 +16,11 @@ argument.  Buffers default to 64 KiB + 128 bytes (the datagram header), so
 that no UDP datagram is truncated (one that still is goes back as received,
 cut).
 
-Backpressure: when the send queue is full, the endpoint holds replies back
-in order and stops receiving until the queue drains (uringbuf.udp); the
-backlog is as large as the receive pool, so no reply is ever refused.
+Backpressure: replies that find no free slot wait in the core, in order,
+and at the high water mark the endpoint stops receiving until the queue
+drains (uringbuf.udp).  The replies are the receive pool's own buffers, so
+the queue never holds more than the pool: the mark is the pool's size, and
+no reply is ever refused.
 ]]
 
 local uringbuf = require "uringbuf"
@@ -117,8 +119,7 @@ local ep, msg = uringbuf.udp{
 	-- one endpoint, nobody to share the pool with: all of it
 	recv_budget = o.recv_budget or count * size,
 	queue_max = math.min(count, 32768), -- a reply per buffer never waits for a slot
-	high_water = count * size,
-	backlog = count, -- replies held back are pool buffers: never more
+	high_water = count * size, -- replies are pool buffers: never more
 	signals = true,
 	on_datagram = function(e, buf, addr)
 		if not addr then

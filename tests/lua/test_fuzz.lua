@@ -415,7 +415,7 @@ local function new_world(rng)
 		local t = { loop = loop, on_datagram = function(ep, buf, addr)
 			W.call("udp:send", ep.send, ep, buf, addr)
 		end }
-		local keys = { "backlog", "queue_max", "high_water", "peer", "listen",
+		local keys = { "low_water", "queue_max", "high_water", "peer", "listen",
 			"port", "recv_pool", "bogus" }
 		for _ = 1, rng(0, 2) do t[keys[rng(#keys)]] = W.anything() end
 		local ep = W.call("uringbuf.udp", ub.udp, t)

@@ -371,16 +371,17 @@ T.test("close with sends in flight returns every buffer", function()
 	T.eq(spool:count_state("free"), 64)
 	T.eq(spool:count_state("queued"), 0)
 	T.eq(rpool:count_state("queued"), 0)
-	-- the layer too, with a backlog held back
-	local u = assert(ub.udp{ loop = loop, send_pool = spool, queue_max = 2,
-		backlog = 100 })
+	-- the layer too, with datagrams waiting for a slot
+	local u = assert(ub.udp{ loop = loop, send_pool = spool, queue_max = 2 })
 	for i = 1, 40 do assert(u:send(payload("u", i, 500), sink:address())) end
-	T.ok(u:backlog() > 0)
+	local qb, qn = u:queued()
+	T.eq(qn, 40, "all taken, 2 in slots")
+	T.eq(qb, 40 * 500)
 	u:close()
 	T.ok(T.drive(u, function() return u.closed end, 5))
-	T.eq(u:backlog(), 0)
+	T.eq(select(2, u:queued()), 0)
 	T.eq(spool:count_state("free"), 64)
-	T.ok(u.dropped + u:stats().sent <= 40)
+	T.ok(u:stats().sent <= 40)
 end)
 
 T.test("soft water: every datagram taken past queue_max and a dry pool, in order",
@@ -429,7 +430,8 @@ T.test("soft water: every datagram taken past queue_max and a dry pool, in order
 	T.eq(spool:count_state("free"), 3)
 end)
 
-T.test("backpressure: held back in order, never dropped; a full backlog refuses",
+T.test("backpressure: waiting in order, never dropped; receiving stops at " ..
+	"the high mark; twice the mark refuses; on_drain at the low mark",
 	function()
 	local loop = assert(ub.loop())
 	T.defer(function() loop:close() end)
@@ -441,16 +443,36 @@ T.test("backpressure: held back in order, never dropped; a full backlog refuses"
 		end })
 	local drains = 0
 	local tx = assert(ub.udp{ loop = loop, peer = rx:address(), queue_max = 4,
-		backlog = 196, on_drain = function() drains = drains + 1 end })
-	-- 4 in the core's queue, 196 held back
-	for i = 1, 200 do T.ok(tx:send(payload("p", i, 200))) end
+		high_water = 20000, low_water = 5000,
+		on_drain = function() drains = drains + 1 end })
+	-- 4 in slots, 196 waiting in the core: twice the mark, 200 x 200 bytes
+	for i = 1, 200 do
+		T.ok(tx:send(payload("p", i, 200)))
+		-- receiving stops once the high mark is reached
+		T.eq(tx.recv_off or false, i * 200 >= 20000, "receiving at " .. i)
+	end
+	T.eq(select(2, tx:queued()), 200)
 	local r, msg, en = tx:send("one too many")
 	T.eq(r, nil)
 	T.eq(en, errno.EAGAIN, msg)
+	T.ok(msg:find("full", 1, true), msg)
+	T.eq(select(2, tx:queued()), 200, "the refused one is not queued")
 	T.ok(T.drive(rx, function() return #got == 200 end, 10), #got)
 	for i = 1, 200 do T.eq(got[i], payload("p", i, 200)) end
-	T.ok(drains >= 1)
-	T.eq(tx:backlog(), 0)
+	T.ok(T.drive(rx, function() return drains >= 1 end, 5), "on_drain")
+	T.eq(drains, 1)
+	T.eq(tx.recv_off, false, "receiving again")
+	T.eq(select(2, tx:queued()), 0)
+	-- set_water moves the mark the layer uses
+	T.ok(tx:set_water(400, 100))
+	T.ok(tx:send(payload("q", 1, 300)))
+	T.ok(tx:send(payload("q", 2, 300)))
+	r, msg, en = tx:send(payload("q", 3, 300))
+	T.eq(en, errno.EAGAIN, msg)
+	local bad_ok, _, bad_en = tx:set_water(10, 20)
+	T.eq(bad_ok, nil)
+	T.eq(bad_en, errno.EINVAL)
+	T.ok(T.drive(rx, function() return #got == 202 end, 10), #got)
 end)
 
 T.test("a server and endpoints on one loop: either's run dispatches both", function()

@@ -16,16 +16,16 @@
 -- "unix:PATH"; nil for an unbound Unix sender), `size` the length it was
 -- sent with (more than `#buf` when it was truncated: `buf:truncated()`).
 --
--- Backpressure: `ep:send()` never drops a datagram silently.  When the core
--- refuses one (its send queue is at `queue_max` datagrams or `high_water`
--- bytes, or the send pool has no free buffer), the endpoint holds it back
--- in order, in a backlog of at most `backlog` datagrams (default 1024),
--- stops receiving while anything is held back (new datagrams wait in the
--- socket), and sends the backlog once the core has room again; then
--- receiving resumes and `on_drain(ep)` runs.  A send that finds the
--- backlog full returns `nil, message, EAGAIN`: the datagram is still the
--- caller's.  `close()` tries the backlog once more; what the kernel still
--- cannot take is counted in `ep.dropped` (and each buffer returned).
+-- Backpressure: `ep:send()` never drops a datagram silently.  The endpoint
+-- has the core's soft water (`Dgram:set_soft_water`): what finds the send
+-- queue at `queue_max` datagrams or the send pool dry waits in the core,
+-- in order, counted in its queued bytes.  At `high_water` queued bytes the
+-- endpoint stops receiving (new datagrams wait in the socket, so an echo
+-- takes in no more than it sends out); at `low_water` it receives again
+-- and `on_drain(ep)` runs.  A send that would take the queue past twice
+-- `high_water` returns `nil, message, EAGAIN`: the datagram is still the
+-- caller's.  `close()` is the core's: what waits is handed to the kernel
+-- once, and every buffer returns to its pool.
 --
 -- Driving it: `ep:run()` / `ep:step()` (its own loop), or the loop of a
 -- `uringbuf.server` (`loop = srv.loop`: either's run dispatches both), or
@@ -45,11 +45,12 @@ local argerror, join_addr, split_addr = I.argerror, I.join_addr,
 	I.split_addr
 
 local errno = core.errno
-local EAGAIN, EPIPE, EMSGSIZE = errno.EAGAIN, errno.EPIPE, errno.EMSGSIZE
+local EAGAIN, EPIPE = errno.EAGAIN, errno.EPIPE
 local type, pairs, setmetatable, getmetatable, tostring =
 	type, pairs, setmetatable, getmetatable, tostring
 local valid, set_state = core.valid, core.set_state
 local dgram_send, strerror = core.dgram_send, core.strerror
+local queued_bytes = core.ub_dgram_queued_bytes
 
 local U = {}
 
@@ -69,10 +70,7 @@ local dgram_keys = { recv_pool = true, send_pool = true, queue_max = true,
 	reuseport = true, no_recv = true }
 local own_keys = { host = true, port = true, listen = true, peer = true,
 	loop = true, pool_count = true, pool_size = true, entries = true,
-	backlog = true, signals = true, sndbuf = true, rcvbuf = true,
-	timeout = true }
-
-local DEF_BACKLOG = 1024
+	signals = true, sndbuf = true, rcvbuf = true, timeout = true }
 
 -- The address to bind when only a peer is given: any, of its family.
 local function bind_for(peer)
@@ -95,14 +93,14 @@ end
 -- `entries`: datagrams longer than `pool_size` - 128 are truncated, so
 -- pass `pool_size = 65536 + 128` to take any UDP datagram whole);
 -- endpoint options `recv_pool`, `send_pool`, `queue_max`, `high_water`,
--- `low_water`, `recv_budget`, `reuseport`, `no_recv`; `backlog`
--- (datagrams held back at most, default 1024); `sndbuf`, `rcvbuf`;
+-- `low_water`, `recv_budget`, `reuseport`, `no_recv`; `sndbuf`, `rcvbuf`;
 -- `signals = true` to make `run()` return on SIGINT/SIGTERM.
 --
 -- Callbacks, all optional: `on_datagram(ep, buf, addr, size)` (default:
 -- release), `on_error(ep, message, errno)` (a send the kernel refused, an
 -- ICMP error such as ECONNREFUSED; the endpoint stays open; also counted in
--- `ep.errors`), `on_drain(ep)` (the backlog was sent), `on_close(ep,
+-- `ep.errors`), `on_drain(ep)` (the queue went down to `low_water` after
+-- reaching `high_water`), `on_close(ep,
 -- message, errno)`.
 -- @return endpoint, or nil, message, errno
 function U.udp(t)
@@ -122,10 +120,6 @@ function U.udp(t)
 		elseif not own_keys[k] then
 			argerror(1, "udp", "unknown field '" .. tostring(k) .. "'")
 		end
-	end
-	local bl_max = t.backlog or DEF_BACKLOG
-	if math.type(bl_max) ~= "integer" or bl_max < 0 then
-		argerror(1, "udp", "field 'backlog': non-negative integer expected")
 	end
 	for _, k in pairs { "listen", "peer", "host" } do
 		if t[k] ~= nil and type(t[k]) ~= "string" then
@@ -168,6 +162,7 @@ function U.udp(t)
 	end
 	local d, msg, en = loop:datagram(addr, dopts)
 	if not d then return fail(msg, en) end
+	d:set_soft_water(true)
 	if t.peer then
 		local ok, cmsg, cen = d:connect(t.peer)
 		if not ok then
@@ -187,9 +182,8 @@ function U.udp(t)
 		srv.signals = true
 	end
 	local self = setmetatable({ loop = loop, dgram = d, server = srv,
-		own_loop = own, h = h, send_pool = dopts.send_pool,
-		bl = {}, bl_head = 1, bl_n = 0, bl_max = bl_max,
-		errors = 0, dropped = 0, timeout = t.timeout }, Endpoint)
+		own_loop = own, h = h, high = d:high_water(),
+		errors = 0, timeout = t.timeout }, Endpoint)
 	set_state(d, self)
 	self.address_ = d:address()
 	if self.address_ then
@@ -200,10 +194,11 @@ end
 
 -- ---- receive and backpressure -------------------------------------------
 
--- Whether the core should receive: not while held back or paused by hand.
+-- Whether the core should receive: not above the high mark (until the
+-- writable event at the low mark) or paused by hand.
 local function update_recv(self)
 	if self.closing then return end
-	local want = self.bl_n == 0 and not self.user_paused
+	local want = not self.full and not self.user_paused
 	if want ~= not self.recv_off then
 		if want then
 			core.ub_dgram_resume_recv(self.dgram)
@@ -220,48 +215,6 @@ local function report(self, msg, en)
 	if self.h.on_error then self.h.on_error(self, msg, en) end
 end
 
--- Send what is held back, in order.  true once empty.
-local function flush(self)
-	local bl = self.bl
-	while self.bl_n > 0 do
-		local i = self.bl_head
-		local item = bl[i]
-		local n, msg, en
-		if is_buf(item[1]) and not valid(item[1]) then
-			-- released by its owner after send() took it
-			n, msg, en = nil, "buffer released before it was sent",
-				errno.EINVAL
-		else
-			n, msg, en = dgram_send(self.dgram, item[1], item[2])
-		end
-		if not n and en == EAGAIN then
-			core.ub_dgram_want_writable(self.dgram)
-			return false
-		end
-		bl[i] = nil
-		self.bl_head = i + 1
-		self.bl_n = self.bl_n - 1
-		if not n then
-			if is_buf(item[1]) and valid(item[1]) then item[1]:release() end
-			self.dropped = self.dropped + 1
-			report(self, msg, en)
-		end
-	end
-	self.bl_head = 1
-	return true
-end
-
--- Release what is held back (close): counted in ep.dropped.
-local function drop_backlog(self)
-	for i = self.bl_head, self.bl_head + self.bl_n - 1 do
-		local item = self.bl[i]
-		self.bl[i] = nil
-		if is_buf(item[1]) and valid(item[1]) then item[1]:release() end
-		self.dropped = self.dropped + 1
-	end
-	self.bl_head, self.bl_n = 1, 0
-end
-
 local events = {}
 
 events.data = function(self, e)
@@ -272,8 +225,11 @@ events.data = function(self, e)
 	f(self, buf, buf:source(), e.res)
 end
 
+-- Soft water: the core owes one at the low mark once the queue reached
+-- the high mark.
 events.writable = function(self)
-	if self.bl_n > 0 and flush(self) then
+	if self.full then
+		self.full = false
 		update_recv(self)
 		if self.h.on_drain then self.h.on_drain(self) end
 	end
@@ -286,7 +242,6 @@ end
 events.closed = function(self, e)
 	self.closed = true
 	self.closing = true
-	drop_backlog(self)
 	set_state(e.dgram, nil)
 	if self.own_loop then self.server:stop() end
 	if self.h.on_close then
@@ -307,74 +262,40 @@ end
 
 -- ---- methods -------------------------------------------------------------
 
-local function send_pool_size(self)
-	local sz = self.spool_size
-	if not sz then
-		local p = self.send_pool or self.loop:send_pool()
-		sz = p and p:buf_size() or math.maxinteger
-		self.spool_size = sz
-	end
-	return sz
-end
-
 --- Send one datagram to addr (nil: the peer).  A string is copied, a
 -- buffer (received here or anywhere on the loop, or acquired and filled)
--- is sent itself, zero copy.  Held back in order if the core has no room
--- (see Backpressure above).
+-- is sent itself, zero copy.  Waits in the core, in order, if the queue
+-- has no slot or the send pool no buffer (see Backpressure above).
 -- @tparam string|buf data
 -- @tparam[opt] string|buf addr "HOST:PORT", a received buffer (its
 --   source), or nil (the peer given as `peer`)
--- @return true (queued, or held back), or nil, message, errno: EAGAIN (the
---   backlog is full too: the datagram is still yours), EMSGSIZE (a string
---   larger than a send pool buffer), EDESTADDRREQ (no address and no
---   peer), EINVAL (an address of another family), EPIPE (closed).
+-- @return true, or nil, message, errno: EAGAIN (twice `high_water` would
+--   be queued: the datagram is still yours; `on_drain` follows), EMSGSIZE
+--   (a string larger than a send pool buffer), EDESTADDRREQ (no address
+--   and no peer), EINVAL (an address of another family), EPIPE (closed).
 --   Raises on a malformed address or a wrong type.
 function Endpoint:send(data, addr)
-	local isbuf = is_buf(data)
-	if type(data) ~= "string" and not isbuf then
-		argerror(1, "send", "string or uringbuf.buf expected, got " ..
-			type(data))
-	end
-	if addr ~= nil and type(addr) ~= "string" and not is_buf(addr) then
-		argerror(2, "send", "address string, uringbuf.buf or nil expected, got " ..
-			type(addr))
-	end
 	if self.closing then return nil, strerror(EPIPE), EPIPE end
-	if self.bl_n == 0 then
-		local n, msg, en = dgram_send(self.dgram, data, addr)
-		if n then return true end
-		if en ~= EAGAIN then return nil, msg, en end
-	else
-		-- Checked now what the core would refuse later.
-		if isbuf then
-			if not valid(data) then
-				argerror(1, "send", "buffer is released")
-			end
-		elseif #data > send_pool_size(self) then
-			return nil, strerror(EMSGSIZE), EMSGSIZE
+	local d = self.dgram
+	local q = queued_bytes(d)
+	-- (#data: a string's or a buffer's length; a wrong type raises below)
+	if q >= self.high and (type(data) == "string" or is_buf(data)) and
+		q + #data > 2 * self.high then
+		if not self.full then
+			self.full = true
+			core.ub_dgram_want_writable(d)
+			update_recv(self)
 		end
-		if type(addr) == "string" and not core.ub_addr_parse(addr) then
-			argerror(2, "send", "malformed address '" .. addr ..
-				"' (HOST:PORT, [V6]:PORT or unix:PATH)")
-		end
+		return nil, string.format("the send queue is full (%d bytes " ..
+			"waiting): wait for on_drain", q), EAGAIN
 	end
-	if self.bl_n >= self.bl_max then
-		return nil, "send backlog full", EAGAIN
+	local n, msg, en = dgram_send(d, data, addr)
+	if not n then return nil, msg, en end
+	if not self.full and queued_bytes(d) >= self.high then
+		self.full = true
+		core.ub_dgram_want_writable(d) -- (soft water owes one too)
+		update_recv(self)
 	end
-	if is_buf(addr) and addr ~= data then
-		-- another buffer's source: it may be released before we send
-		local src = addr:source()
-		if not src then
-			return nil, strerror(errno.EDESTADDRREQ), errno.EDESTADDRREQ
-		end
-		addr = src
-	end
-	if self.bl_n == 0 then
-		core.ub_dgram_want_writable(self.dgram)
-	end
-	self.bl[self.bl_head + self.bl_n] = { data, addr }
-	self.bl_n = self.bl_n + 1
-	update_recv(self)
 	return true
 end
 
@@ -383,9 +304,22 @@ function Endpoint:reply(buf)
 	return self:send(buf, buf)
 end
 
---- Datagrams held back (waiting for room in the core's queue).
-function Endpoint:backlog()
-	return self.bl_n
+--- Bytes and datagrams queued (in the kernel's hands or waiting for a
+-- slot or a send buffer).
+-- @return bytes, datagrams
+function Endpoint:queued()
+	local d = self.dgram
+	if not valid(d) then return 0, 0 end
+	return queued_bytes(d), d:queued_bufs()
+end
+
+--- Set the byte marks (0 < high, low <= high; as the `high_water` and
+-- `low_water` fields).
+-- @return true, or nil, message, errno
+function Endpoint:set_water(high, low)
+	local ok, msg, en = self.dgram:set_water(high, low)
+	if ok then self.high = high end
+	return ok, msg, en
 end
 
 --- The bound address ("HOST:PORT", the real port after port 0).
@@ -399,7 +333,8 @@ function Endpoint:pause_recv()
 	update_recv(self)
 end
 
---- Receive again (unless held back sends keep it off).
+--- Receive again (unless the send queue is at its high mark: then at its
+-- low mark).
 function Endpoint:resume_recv()
 	self.user_paused = false
 	update_recv(self)
@@ -411,20 +346,19 @@ function Endpoint:is_open()
 end
 
 --- The endpoint handle's counters: `received`, `sent`, `nobufs`,
--- `queued` (bytes), plus `backlog`, `errors`, `dropped`.
+-- `queued` (bytes), plus `errors`.
 function Endpoint:stats()
 	local d = self.dgram
 	local live = valid(d)
 	return { received = live and d:received() or self.final_received or 0,
 		sent = live and d:sent() or self.final_sent or 0,
 		nobufs = live and d:nobufs() or self.final_nobufs or 0,
-		queued = live and d:queued_bytes() or 0,
-		backlog = self.bl_n, errors = self.errors, dropped = self.dropped }
+		queued = live and d:queued_bytes() or 0, errors = self.errors }
 end
 
---- Close: send what is held back if the core takes it (the rest is
--- dropped, counted in `ep.dropped`), close the socket once the queue is
--- handed to the kernel ("closed" and `on_close` follow), and free the
+--- Close: what waits is handed to the kernel once (the core's close:
+-- what it refuses is dropped, every buffer returns to its pool), the
+-- socket closes ("closed" and `on_close` follow), and free the
 -- loop if the endpoint made it: then close() waits (at most 2 s) for the
 -- endpoint's last events first, on an events table of its own, so it may
 -- be called from a callback too.  Idempotent.
@@ -432,9 +366,7 @@ end
 function Endpoint:close()
 	local d = self.dgram
 	if not self.closing then
-		if self.bl_n > 0 and valid(d) then flush(self) end
 		self.closing = true
-		drop_backlog(self)
 		if valid(d) then
 			self.final_received, self.final_sent, self.final_nobufs =
 				d:received(), d:sent(), d:nobufs()
