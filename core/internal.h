@@ -417,9 +417,28 @@ struct ub_dsend {
 	ub_dgram *ep;
 	ub_buf *buf;
 	struct ub_dsend *next;     /* free list or the not yet armed FIFO */
+	struct ub_dgso *grp;       /* armed as the head of this group */
 	struct msghdr mh;
 	struct iovec iov;
 	struct sockaddr_storage to;
+};
+
+/* Consecutive datagrams to one destination, of one size (the last may be
+ * shorter), armed as one SENDMSG with UDP_SEGMENT (dgram.c, arm_sends):
+ * each stays one datagram on the wire, and the kernel's send path runs
+ * once for all.  The head slot's SQE points at mh. */
+#define UB_GSO_MAX 64u
+struct ub_dgso {
+	struct ub_dgso *next;       /* the endpoint's free list */
+	struct ub_dgso *all;        /* every group it made (freed with it) */
+	unsigned n;
+	struct ub_dsend *slot[UB_GSO_MAX]; /* in queue order, the head first */
+	struct msghdr mh;
+	struct iovec iov[UB_GSO_MAX];
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} cm;
 };
 
 /* A datagram of a soft-water endpoint waiting for a send slot (dgram.c):
@@ -454,15 +473,23 @@ struct ub_dgram {
 	 * pool buffer, or something spilled before it, oldest first; counted
 	 * in nqueued and qbytes */
 	struct ub_dspill *spill_head, *spill_tail;
+	/* UDP GSO (UB_FEAT_UDP_GSO, a UDP socket): groups free and made;
+	 * gso_good: the largest segment size a group was sent with (a
+	 * larger one goes alone in its batch first, so that a refusal can
+	 * put its datagrams back in order); gso_limit: the largest that may
+	 * be tried (a refused size lowers it) */
+	struct ub_dgso *gfree, *gall;
+	unsigned gso_good, gso_limit;
 	unsigned nslots, nqueued;
 	size_t qbytes, high, low;
-	uint64_t nrecv, nsent, nobufs;
+	uint64_t nrecv, nsent, nobufs, nsendops;
 	unsigned inflight;         /* operations armed in the kernel */
 	unsigned sends_armed;      /* of them sends: one linked chain at most */
 	int close_res;
 	bool recv_armed, recv_cancelling, recv_waiting, throttled,
 		recv_started, user_paused, want_writable, want_spool,
-		connected, closing, cancel_sent, closed, dirty, poll_armed;
+		connected, closing, cancel_sent, closed, dirty, poll_armed,
+		gso;
 	char *unix_path;           /* bound by ub_dgram_open(): unlinked */
 	struct ub_list dirty_link; /* loop->ddirty */
 	struct ub_list wait_link;  /* rpool->dgram_waiters */
@@ -478,7 +505,7 @@ void ub__dgram_fail(ub_dgram *d, int err);
 void ub__dgram_free(ub_dgram *d);
 
 /* ---- loop (loop.c) and probe (probe.c) ---- */
-#define UB_NFEAT 8
+#define UB_NFEAT 9
 
 struct ub_loop {
 	struct io_uring ring;

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 static const char *const feat_names[UB_NFEAT] = {
 	"single_issuer", "recv_multishot", "accept_multishot", "send_ring",
 	"send_bundle",   "recv_bundle",    "pbuf_inc",    "recv_limit",
+	"udp_gso",
 };
 
 const char *ub_feature_name(unsigned feature)
@@ -297,6 +300,21 @@ int ub__probe(ub_loop *loop, unsigned entries, unsigned disable)
 		   "IOU_PBUF_RING_INC refused (needs Linux 6.12)");
 	else
 		ub__buf_ring_free(loop, br, brlen, bgid);
+
+	/* UDP GSO is a socket option, not io_uring's: can a UDP socket
+	 * take it?  (A device that cannot checksum refuses the send itself:
+	 * dgram.c stops grouping on that endpoint then.) */
+	{
+		int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		int seg = 1200;
+
+		if (fd < 0 || setsockopt(fd, SOL_UDP, UDP_SEGMENT, &seg,
+					 sizeof(seg)) < 0)
+			no(loop, UB_FEAT_UDP_GSO,
+			   "UDP_SEGMENT refused (needs Linux 4.18)");
+		if (fd >= 0)
+			close(fd);
+	}
 
 	/* Can we read a ring's head?  sendq.c checks it after bundles. */
 	ret = ub__buf_ring_new(loop, 1, 0, &br, &brlen, &bgid);

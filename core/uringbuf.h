@@ -129,7 +129,9 @@ enum ub_feature {
 	UB_FEAT_RECV_BUNDLE = 1u << 5,   /* IORING_RECVSEND_BUNDLE on recv     */
 	UB_FEAT_PBUF_INC = 1u << 6,      /* IOU_PBUF_RING_INC buffer rings     */
 	UB_FEAT_RECV_LIMIT = 1u << 7,    /* byte limit on a multishot recv     */
-	UB_FEAT_ALL = (1u << 8) - 1,
+	UB_FEAT_UDP_GSO = 1u << 8,       /* UDP_SEGMENT: replies to one peer
+					    in one send (datagram endpoints) */
+	UB_FEAT_ALL = (1u << 9) - 1,
 };
 
 typedef struct ub_loop_opts {
@@ -849,6 +851,9 @@ UB_EXTERN uint64_t ub_dgram_sent(const ub_dgram *ep);
 /* Times the kernel ended the receive for want of a buffer (ENOBUFS): not
  * the datagrams lost, which the kernel does not report per socket. */
 UB_EXTERN uint64_t ub_dgram_nobufs(const ub_dgram *ep);
+/* Send operations completed: fewer than ub_dgram_sent() where UDP GSO
+ * (UB_FEAT_UDP_GSO) sent several datagrams to one peer in one. */
+UB_EXTERN uint64_t ub_dgram_send_ops(const ub_dgram *ep);
 /* Receive budget, as for connections: the buffers of its receive pool the
  * endpoint received and that have not come back (held by the application,
  * queued on any send queue) count against it; at the budget the receive is

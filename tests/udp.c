@@ -1206,6 +1206,153 @@ static void test_bad_input(void)
 	printf("  bad input: the documented errors\n");
 }
 
+/* ---- UDP GSO: groups, their ends, order ---- */
+
+/* The datagrams test_gso sends: runs to two receivers, of one size with a
+ * shorter one, an empty one, 150 in a row (past a group's 64), and sizes
+ * whose groups the byte cap cuts. */
+#define GSO_N 400
+static void gso_plan(unsigned i, unsigned *to, size_t *len)
+{
+	*to = (i / 37) % 2;
+	if (i < 150)
+		*len = 100;
+	else if (i == 170)
+		*len = 40;            /* shorter: ends a group */
+	else if (i == 171)
+		*len = 0;             /* empty: never grouped */
+	else if (i < 200)
+		*len = 300;
+	else if (i < 220)
+		*len = 30000;         /* two to a group at most */
+	else
+		*len = 1 + (i * 7919) % 1400;
+	if (i < 150)
+		*to = 0;              /* one run of 150 to the first */
+}
+
+static int gso_step(void *arg)
+{
+	ub_dgram *ep = arg;
+
+	return ub_dgram_queued_bufs(ep) == 0 ? TH_DONE : TH_IDLE;
+}
+
+static void gso_drop(const ub_event *ev, void *arg)
+{
+	(void)arg;
+	CHECK(ev->type != UB_EV_ERROR);
+	if (ev->type == UB_EV_DATA)
+		ub_buf_release(ev->buf);
+}
+
+static void gso_run_once(int family, unsigned disable, const char *what)
+{
+	ub_loop_opts lo;
+	ub_loop *loop;
+	ub_dgram_opts o;
+	ub_dgram *ep;
+	ub_pool *spool;
+	struct sockaddr_storage self, to[2];
+	socklen_t selflen, tolen[2];
+	int rx[2], k, grouped;
+	unsigned i, got[2] = { 0, 0 };
+	static unsigned char buf[65536];
+
+	memset(&lo, 0, sizeof(lo));
+	lo.disable = disable;
+	loop = th_loop_new(&lo);
+	grouped = (ub_loop_features(loop) & UB_FEAT_UDP_GSO) != 0;
+	CHECK(!(disable & UB_FEAT_UDP_GSO) || !grouped);
+	spool = ub_pool_new(loop, GSO_N, 32768, 0, NULL);
+	CHECK(spool != NULL);
+	ub_dgram_opts_init(&o);
+	o.queue_max = GSO_N;
+	o.high_water = 64u << 20;
+	o.send_pool = spool;
+	ep = open_ep(loop, family, NULL, NULL, &o, &self, &selflen);
+	for (k = 0; k < 2; k++) {
+		rx[k] = client_socket(family);
+		local_addr(rx[k], &to[k], &tolen[k]);
+	}
+	/* All queued before the loop runs: the groups are what one batch
+	 * of replies would make. */
+	for (i = 0; i < GSO_N; i++) {
+		unsigned t;
+		size_t len;
+
+		gso_plan(i, &t, &len);
+		if (len > 32768) {
+			th_pat_fill(seed_of(t, i), 0, buf, len);
+			CHECK_EQ(ub_dgram_send(ep, buf, len,
+					       (struct sockaddr *)&to[t],
+					       tolen[t]), (ssize_t)len);
+		} else {
+			int err;
+			ub_buf *b = ub_pool_acquire(spool, &err);
+
+			CHECK_PTR(b, err);
+			th_pat_fill(seed_of(t, i), 0, ub_buf_data(b), len);
+			CHECK_OK(ub_buf_set_len(b, len));
+			CHECK_OK(ub_dgram_send_buf(ep, b,
+						   (struct sockaddr *)&to[t],
+						   tolen[t]));
+		}
+	}
+	th_run(loop, gso_drop, gso_step, ep, 5, TH_TIMEOUT_MS, what);
+	CHECK_EQ(ub_dgram_sent(ep), GSO_N);
+	if (grouped)
+		/* 150 x 100 B alone: 3 groups; far fewer sends than datagrams */
+		CHECK_CMP(ub_dgram_send_ops(ep), <, GSO_N / 2);
+	else
+		CHECK_EQ(ub_dgram_send_ops(ep), GSO_N);
+	/* each receiver: every datagram, whole, in the order queued */
+	for (i = 0; i < GSO_N; i++) {
+		unsigned t;
+		size_t len;
+		ssize_t n;
+		int64_t deadline = (int64_t)th_now_ms() + TH_TIMEOUT_MS;
+
+		gso_plan(i, &t, &len);
+		do {
+			n = recv(rx[t], buf, sizeof(buf), 0);
+			CHECK(n >= 0 || errno == EAGAIN);
+			CHECK((int64_t)th_now_ms() < deadline);
+		} while (n < 0);
+		CHECK_EQ((size_t)n, len);
+		th_pat_check(seed_of(t, i), 0, buf, len, what);
+		got[t]++;
+	}
+	for (k = 0; k < 2; k++) {
+		CHECK(recv(rx[k], buf, sizeof(buf), 0) < 0 && errno == EAGAIN);
+		close(rx[k]);
+	}
+	printf("  %s: %u + %u datagrams whole and in order, %llu sends\n",
+	       what, got[0], got[1],
+	       (unsigned long long)ub_dgram_send_ops(ep));
+	close_ep(loop, ep);
+	th_check_pool_idle(spool, "send pool");
+	CHECK_OK(ub_loop_free(loop));
+}
+
+static void test_gso(void)
+{
+	ub_loop *probe = th_loop_new(NULL);
+	int fd;
+
+	if (!(ub_loop_features(probe) & UB_FEAT_UDP_GSO))
+		printf("  udp_gso unavailable: %s\n",
+		       ub_loop_feature_reason(probe, UB_FEAT_UDP_GSO));
+	CHECK_OK(ub_loop_free(probe));
+	gso_run_once(AF_INET, 0, "GSO over 127.0.0.1");
+	fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	if (fd >= 0) {
+		close(fd);
+		gso_run_once(AF_INET6, 0, "GSO over ::1");
+	}
+	gso_run_once(AF_INET, UB_FEAT_UDP_GSO, "udp_gso disabled");
+}
+
 int main(void)
 {
 	ub_loop *probe;
@@ -1227,6 +1374,7 @@ int main(void)
 	test_soft_water();
 	test_soft_water_foreign();
 	test_unix_path();
+	test_gso();
 	test_echo(AF_INET, "echo over 127.0.0.1");
 	fd = socket(AF_INET6, SOCK_DGRAM, 0);
 	if (fd >= 0) {

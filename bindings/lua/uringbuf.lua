@@ -731,6 +731,11 @@ Dgram.sent = core.ub_dgram_sent
 -- count per socket); receiving resumes as soon as a buffer comes back.
 -- @function Dgram:nobufs
 Dgram.nobufs = core.ub_dgram_nobufs
+--- Send operations completed: fewer than `sent()` where UDP GSO (feature
+-- `udp_gso`) sent several datagrams to one peer in one (each still one
+-- datagram on the wire, in order).
+-- @function Dgram:send_ops
+Dgram.send_ops = core.ub_dgram_send_ops
 --- The receive budget in bytes (as `Conn:recv_budget`).
 -- @function Dgram:recv_budget
 Dgram.recv_budget = core.ub_dgram_recv_budget

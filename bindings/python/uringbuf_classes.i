@@ -1343,6 +1343,8 @@ send() is refused until they are out.";
 	PyObject *sent;
 	%feature("docstring") nobufs "Times the kernel ended the receive for want of a free buffer (ENOBUFS; it re-arms as soon as one is back).  Not the datagrams lost: the kernel does not count those per socket.";
 	PyObject *nobufs;
+	%feature("docstring") send_ops "Send operations completed: fewer than sent where UDP GSO (Feature.UDP_GSO) sent several datagrams to one peer in one (each still one datagram on the wire, in order).";
+	PyObject *send_ops;
 	%feature("docstring") recv_held "Buffers of its receive pool the endpoint holds now (received and not yet back: held by you or queued for sending anywhere).";
 	PyObject *recv_held;
 	%feature("docstring") recv_throttled "True while its receive is stopped by its recv_budget (datagrams wait in the socket).";
@@ -2002,6 +2004,11 @@ static PyObject *ubpy_dgram_nobufs_get(ubpy_dgram *h)
 {
 	ub_dgram *d = ubpy__dgram_get(h);
 	return d ? PyLong_FromUnsignedLongLong(ub_dgram_nobufs(d)) : NULL;
+}
+static PyObject *ubpy_dgram_send_ops_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromUnsignedLongLong(ub_dgram_send_ops(d)) : NULL;
 }
 static PyObject *ubpy_dgram_recv_held_get(ubpy_dgram *h)
 {

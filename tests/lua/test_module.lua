@@ -15,7 +15,8 @@ end)
 T.test("features() names every feature, true or a reason", function()
 	local f = assert(ub.features())
 	local names = { "single_issuer", "recv_multishot", "accept_multishot",
-		"send_ring", "send_bundle", "recv_bundle", "pbuf_inc", "recv_limit" }
+		"send_ring", "send_bundle", "recv_bundle", "pbuf_inc", "recv_limit",
+		"udp_gso" }
 	for _, n in ipairs(names) do
 		T.ok(f[n] == true or type(f[n]) == "string", "feature " .. n)
 	end

@@ -22,7 +22,7 @@ class Basics(unittest.TestCase):
         self.assertEqual(set(feats), {
             "single_issuer", "recv_multishot", "accept_multishot",
             "send_ring", "send_bundle", "recv_bundle", "pbuf_inc",
-            "recv_limit"})
+            "recv_limit", "udp_gso"})
         for name, why in feats.items():
             self.assertTrue(why is None or (isinstance(why, str) and why))
         modes = uringbuf.modes()
