@@ -448,6 +448,18 @@ static int arm_recv(ub_conn *c)
 	}
 	if (n + slack > avail)
 		n = avail > slack ? avail - slack : 1;
+	/* The slack within the budget too: a receive that may reach it
+	 * asks for that much less, or, with less than that left, one
+	 * buffer, one-shot (exact). */
+	if (slack && n + slack > allow) {
+		if (allow > slack) {
+			n = allow - slack;
+		} else {
+			ms = false;
+			slack = 0;
+			n = 1;
+		}
+	}
 	sqe = ub__sqe(c->loop);
 	if (!sqe)
 		return -EBUSY;
@@ -493,16 +505,23 @@ static void arm_progress(ub_conn *c, int res, unsigned nbufs, bool more)
 							   : c->arm_left;
 		c->arm_bytes += (unsigned)res;
 		c->arm_bufs += nbufs;
-		/* ended a buffer early: one of the slack's, or past it */
+		/* Ended a buffer early, so the receive may take a buffer
+		 * more than its limit counted: one of the slack's.  Once
+		 * they are spent, a receive that could still reach the
+		 * budget, or one on a pool that is short, is cancelled (and
+		 * armed again for what is left). */
 		if (more && !c->rpool->inc &&
 		    (uint64_t)nbufs * size > (unsigned)res) {
 			ub_pool *p = c->rpool;
+			unsigned left = (unsigned)((c->arm_left +
+						    (uint64_t)size - 1) / size);
 
 			if (c->arm_slack)
 				c->arm_slack--;
-			else if (ub__pool_in_ring(p) <= recv_keep(p) +
-							 p->promised)
-				c->arm_spent = true; /* the pool is short */
+			if (!c->arm_slack &&
+			    (c->obj.rheld + left >= budget_bufs(c, p) ||
+			     ub__pool_in_ring(p) <= recv_keep(p) + p->promised))
+				c->arm_spent = true;
 		}
 	}
 	if (more) {

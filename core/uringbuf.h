@@ -588,10 +588,13 @@ UB_EXTERN int ub_conn_is_closed(const ub_conn *conn);
  * kernel has UB_FEAT_RECV_LIMIT (Linux 6.17) that is a multishot receive
  * with a byte limit: buffers the kernel fills completely never pass the
  * budget; a completion that ends a buffer early lets the next start a new
- * one, so at most one buffer more per such completion before the loop sees
- * the budget reached and cancels the receive.  The promise covers two such
- * buffers; past them, while the pool is short, the receive is cancelled
- * and armed again, and where the pool cannot cover them it is one-shot.
+ * one, so a buffer more per such completion.  A multishot receive makes
+ * room for two such buffers, in the pool's promises and in the budget (it
+ * asks for two fewer); after them, a receive that could still reach the
+ * budget, or one on a pool that is short, is cancelled and armed again,
+ * and where there is no room for them the receive is one-shot, one buffer.
+ * So a connection passes its budget only when more such completions than
+ * that arrive before the loop reaps them.
  * Without the limit, receives are one-shot, one buffer each, and never
  * pass it (slower: no multishot, no receive bundles).
  */
