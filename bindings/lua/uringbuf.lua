@@ -661,8 +661,8 @@ Dgram.connect = core.ub_dgram_connect
 -- @tparam string|buf data
 -- @tparam[opt] string|buf addr "HOST:PORT", a received buffer (reply to
 --   its source), or nil (the connected peer)
--- @return the datagram's length, or nil, message, errno: EAGAIN (queue
---   full or no free send buffer: `want_writable()`, then a "writable"
+-- @return the datagram's length and the bytes then queued, or nil,
+--   message, errno: EAGAIN (queue full or no free send buffer: `want_writable()`, then a "writable"
 --   event), EMSGSIZE (a string larger than a send pool buffer),
 --   EDESTADDRREQ (no address and not connected, or a buffer without a
 --   source), EINVAL (an address of another family), EPIPE (closing).

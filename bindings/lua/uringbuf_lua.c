@@ -1492,10 +1492,11 @@ static int check_dest(lua_State *L, int idx, struct sockaddr_storage *ss,
  * into one buffer of the send pool; EMSGSIZE if it does not fit: never
  * split) or a buffer (queued itself, zero copy).  addr: "HOST:PORT", a
  * received buffer (reply to its source), or nil (the connected peer).
- * Returns the datagram's length, or nil, message, errno (EAGAIN: queue
- * full or no free send buffer, a "writable" event follows once asked
- * for with want_writable; EDESTADDRREQ: no address and not connected;
- * EINVAL: an address of another family; EPIPE: closing). */
+ * Returns the datagram's length and the bytes then queued (one call for
+ * what a sender checks against its marks), or nil, message, errno
+ * (EAGAIN: queue full or no free send buffer, a "writable" event follows
+ * once asked for with want_writable; EDESTADDRREQ: no address and not
+ * connected; EINVAL: an address of another family; EPIPE: closing). */
 int ubl_dgram_send(lua_State *L)
 {
 	ub_dgram *d = ubl_check_dgram(L, 1);
@@ -1520,7 +1521,6 @@ int ubl_dgram_send(lua_State *L)
 		if (n < 0)
 			return ubl_push_error(L, (int)n);
 		lua_pushinteger(L, (lua_Integer)n);
-		return 1;
 	} else {
 		ub_buf *b = ubl_check_buf(L, 2);
 		size_t l = ub_buf_len(b);
@@ -1529,22 +1529,59 @@ int ubl_dgram_send(lua_State *L)
 		if (r < 0)
 			return ubl_push_error(L, r);
 		lua_pushinteger(L, (lua_Integer)l);
-		return 1;
 	}
+	lua_pushinteger(L, (lua_Integer)ub_dgram_queued_bytes(d));
+	return 2;
 }
+
+/* The strings buf:source() made last, by address (direct-mapped): a
+ * server's peers are few and come back, and formatting one per datagram
+ * was a visible part of an echo's cost.  The strings are in the
+ * userdata's user value (a table, slot i + 1). */
+#define UBL_ACACHE 64u
+struct ubl_acache {
+	socklen_t len[UBL_ACACHE];
+	struct sockaddr_storage sa[UBL_ACACHE];
+};
 
 /* buf:source(): a received datagram's source, "HOST:PORT", "[V6]:PORT" or
  * "unix:PATH"; nil for a buffer that is no received datagram or whose
- * sender had no address (an unbound Unix socket). */
+ * sender had no address (an unbound Unix socket).  Upvalue 1: the cache. */
 static int buf_source(lua_State *L)
 {
 	struct ubl_buf *h = check_buf(L, 1);
+	struct ubl_acache *c = lua_touserdata(L, lua_upvalueindex(1));
+	socklen_t len = 0;
+	const struct sockaddr *sa = ub_buf_addr(h->buf, &len);
+	const unsigned char *p = (const unsigned char *)sa;
+	uint32_t hash = 2166136261u;
 	char out[128];
+	socklen_t k;
+	unsigned i;
+	int n;
 
-	if (ub_buf_addr_format(h->buf, out, sizeof(out)) < 0)
+	if (!sa || !len || len > sizeof(c->sa[0])) {
 		lua_pushnil(L);
-	else
-		lua_pushstring(L, out);
+		return 1;
+	}
+	for (k = 0; k < len; k++)
+		hash = (hash ^ p[k]) * 16777619u;
+	i = (unsigned)(hash ^ (hash >> 16)) % UBL_ACACHE;
+	lua_getiuservalue(L, lua_upvalueindex(1), 1);
+	if (c->len[i] == len && memcmp(&c->sa[i], sa, len) == 0) {
+		lua_rawgeti(L, -1, (lua_Integer)i + 1);
+		return 1;
+	}
+	n = ub_buf_addr_format(h->buf, out, sizeof(out));
+	if (n < 0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_pushlstring(L, out, (size_t)n);
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, -3, (lua_Integer)i + 1);
+	memcpy(&c->sa[i], sa, len);
+	c->len[i] = len;
 	return 1;
 }
 
@@ -1836,7 +1873,6 @@ void ubl_init(lua_State *L)
 		{ "sub", buf_sub },
 		{ "write", buf_write },
 		{ "writable", buf_writable },
-		{ "source", buf_source },
 		{ "truncated", buf_truncated },
 		{ "tostring", buf_tostring },
 		{ "close", buf_gc },
@@ -1889,6 +1925,14 @@ void ubl_init(lua_State *L)
 		}
 		if (!strcmp(classes[i].key, "buf")) {
 			luaL_setfuncs(L, buf_methods, 0);
+			/* source: with its cache of address strings */
+			memset(lua_newuserdatauv(L, sizeof(struct ubl_acache),
+						 1),
+			       0, sizeof(struct ubl_acache));
+			lua_newtable(L);
+			lua_setiuservalue(L, -2, 1);
+			lua_pushcclosure(L, buf_source, 1);
+			lua_setfield(L, -2, "source");
 			/* find: with string.find for pattern searches */
 			luaL_getsubtable(L, LUA_REGISTRYINDEX,
 					 LUA_LOADED_TABLE);

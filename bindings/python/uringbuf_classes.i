@@ -2080,15 +2080,8 @@ static void ubpy_dgram_on_data_set(ubpy_dgram *h, PyObject *v)
 static PyObject *ubpy_buf_source_get(ubpy_buf *b)
 {
 	ub_buf *u = ubpy__buf_get(b, 0);
-	char s[256];
-	int r;
 
-	if (!u)
-		return NULL;
-	r = ub_buf_addr_format(u, s, sizeof(s));
-	if (r < 0)
-		Py_RETURN_NONE; /* not a datagram, or no address */
-	return PyUnicode_DecodeUTF8(s, r, "surrogateescape");
+	return u ? ubpy__source_str(u) : NULL;
 }
 static PyObject *ubpy_buf_truncated_get(ubpy_buf *b)
 {

@@ -826,6 +826,102 @@ static int ubpy__size_arg(PyObject *o, const char *name, size_t *out)
 	return 0;
 }
 
+/*
+ * Address strings, both ways, for the echo idiom sendto(buf, buf.source):
+ * a small direct-mapped cache of (address, str) pairs.  Buffer.source
+ * returns the cached str of its address, and an address argument that is
+ * a cached str (the same object) takes its address without parsing; a str
+ * that was parsed is cached too.  Holding the str keeps its identity
+ * unique; the GIL guards the table.
+ */
+#define UBPY_ACACHE 64u
+struct ubpy_aent {
+	PyObject *str;
+	socklen_t len;
+	struct sockaddr_storage sa;
+};
+static struct ubpy_aent ubpy__acache[UBPY_ACACHE];
+static unsigned char ubpy__aptr[UBPY_ACACHE]; /* str slot -> entry + 1 */
+
+static unsigned ubpy__ahash(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint32_t h = 2166136261u;
+
+	while (n--)
+		h = (h ^ *b++) * 16777619u;
+	return (unsigned)(h ^ (h >> 16)) % UBPY_ACACHE;
+}
+
+static unsigned ubpy__pslot(const PyObject *o)
+{
+	uintptr_t v = (uintptr_t)o >> 4;
+
+	return (unsigned)((v ^ (v >> 7)) % UBPY_ACACHE);
+}
+
+static struct ubpy_aent *ubpy__aget(const struct sockaddr *sa,
+				     socklen_t len)
+{
+	struct ubpy_aent *e = &ubpy__acache[ubpy__ahash(sa, len)];
+
+	return e->str && e->len == len && memcmp(&e->sa, sa, len) == 0 ? e
+									 : NULL;
+}
+
+/* Remember str for the address (replacing what held its slot). */
+static void ubpy__aput(const struct sockaddr *sa, socklen_t len,
+		       PyObject *str)
+{
+	unsigned i = ubpy__ahash(sa, len);
+	struct ubpy_aent *e = &ubpy__acache[i];
+	PyObject *old = e->str;
+
+	if (len > sizeof(e->sa))
+		return;
+	Py_INCREF(str);
+	e->str = str;
+	e->len = len;
+	memcpy(&e->sa, sa, len);
+	ubpy__aptr[ubpy__pslot(str)] = (unsigned char)(i + 1);
+	Py_XDECREF(old); /* last: its release may run arbitrary code */
+}
+
+/* The cached address of str (the same object), or NULL. */
+static const struct ubpy_aent *ubpy__aof(const PyObject *str)
+{
+	unsigned i = ubpy__aptr[ubpy__pslot(str)];
+
+	return i && ubpy__acache[i - 1].str == str ? &ubpy__acache[i - 1]
+						   : NULL;
+}
+
+/* A received buffer's source as a str (cached), None without one. */
+static PyObject *ubpy__source_str(const ub_buf *u)
+{
+	socklen_t len = 0;
+	const struct sockaddr *sa = ub_buf_addr(u, &len);
+	struct ubpy_aent *e;
+	PyObject *str;
+	char s[256];
+	int r;
+
+	if (!sa || !len)
+		Py_RETURN_NONE;
+	e = ubpy__aget(sa, len);
+	if (e) {
+		Py_INCREF(e->str);
+		return e->str;
+	}
+	r = ub_buf_addr_format(u, s, sizeof(s));
+	if (r < 0)
+		Py_RETURN_NONE; /* an address we cannot name */
+	str = PyUnicode_DecodeUTF8(s, r, "surrogateescape");
+	if (str)
+		ubpy__aput(sa, len, str);
+	return str;
+}
+
 /* "HOST:PORT", "[V6]:PORT", "unix:PATH", "/PATH" or (host, port), numeric
  * hosts only (the core never resolves names; uringbuf.server does). */
 static int ubpy__addr_arg(PyObject *o, struct sockaddr_storage *ss,
@@ -833,6 +929,16 @@ static int ubpy__addr_arg(PyObject *o, struct sockaddr_storage *ss,
 {
 	char text[300];
 	const char *s;
+
+	if (PyUnicode_CheckExact(o)) {
+		const struct ubpy_aent *e = ubpy__aof(o);
+
+		if (e) {
+			memcpy(ss, &e->sa, e->len);
+			*len = e->len;
+			return 0;
+		}
+	}
 
 	if (PyTuple_Check(o) && PyTuple_GET_SIZE(o) >= 2) {
 		PyObject *host = PyTuple_GET_ITEM(o, 0);
@@ -876,6 +982,8 @@ static int ubpy__addr_arg(PyObject *o, struct sockaddr_storage *ss,
 			     s);
 		return -1;
 	}
+	if (PyUnicode_CheckExact(o))
+		ubpy__aput((struct sockaddr *)ss, *len, o);
 	return 0;
 }
 

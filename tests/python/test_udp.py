@@ -196,6 +196,49 @@ class DatagramEvents(unittest.TestCase):
         self.assertIn(ep, self.loop.datagrams)
         self.assertNotIn(ep, self.loop.connections)
 
+    def test_source_strings_cached_and_used(self):
+        """Buffer.source of one sender is one str object, and a send to that
+        object goes to the address it names; 200 senders (more than the
+        cache holds, so entries are replaced) each get their own name and
+        reply; a str that names another address is never mistaken."""
+        # (a budget for the 200 buffers held at once)
+        ep = self.loop.datagram("127.0.0.1:0", queue_max=512,
+                                recv_budget=4 << 20)
+        port = _port(ep.sockname)
+        socks = [self.sock() for _ in range(200)]
+        for rnd in range(2):
+            for i, c in enumerate(socks):
+                c.sendto(b"%d.%d" % (rnd, i), ("127.0.0.1", port))
+            got = []
+            wait_events(self.loop, lambda: len(got) == len(socks),
+                        lambda ev: got.append(ev.buf)
+                        if ev.type == uringbuf.EV_DATA else None)
+            names = {}
+            for buf in got:
+                i = int(bytes(buf).split(b".")[1])
+                src = buf.source
+                self.assertEqual(src, "127.0.0.1:%d"
+                                 % socks[i].getsockname()[1])
+                self.assertIs(buf.source, src)  # the cached object
+                names[i] = src
+                # to the str (cached, not parsed): back to its sender
+                n = len(buf)
+                self.assertEqual(ep.send(buf, src), n)
+            wait_events(self.loop, lambda: ep.queued_bufs == 0,
+                        lambda ev: None)
+            for i, c in enumerate(socks):
+                c.settimeout(DEADLINE)
+                self.assertEqual(c.recvfrom(100)[0], b"%d.%d" % (rnd, i))
+        # an equal str that is another object, and one parsed first
+        c = socks[0]
+        other = "127.0.0.1:%d" % socks[1].getsockname()[1]
+        self.assertEqual(ep.send(b"x", other), 1)
+        self.assertEqual(ep.send(b"y", "".join(other)), 1)
+        socks[1].settimeout(DEADLINE)
+        wait_events(self.loop, lambda: ep.queued_bufs == 0, lambda ev: None)
+        self.assertEqual(socks[1].recvfrom(10)[0], b"x")
+        self.assertEqual(socks[1].recvfrom(10)[0], b"y")
+
     def test_on_data_fast_path(self):
         """Loop.dispatch() hands buffers to on_data without an Event."""
         ep = self.loop.datagram("127.0.0.1:0")

@@ -277,21 +277,19 @@ end
 function Endpoint:send(data, addr)
 	if self.closing then return nil, strerror(EPIPE), EPIPE end
 	local d = self.dgram
-	local q = queued_bytes(d)
+	-- Below the mark (not full) the queue can only have shrunk since
+	-- the last send said so: the bound needs checking only when full.
 	-- (#data: a string's or a buffer's length; a wrong type raises below)
-	if q >= self.high and (type(data) == "string" or is_buf(data)) and
-		q + #data > 2 * self.high then
-		if not self.full then
-			self.full = true
-			core.ub_dgram_want_writable(d)
-			update_recv(self)
+	if self.full and (type(data) == "string" or is_buf(data)) then
+		local q = queued_bytes(d)
+		if q >= self.high and q + #data > 2 * self.high then
+			return nil, string.format("the send queue is full (%d " ..
+				"bytes waiting): wait for on_drain", q), EAGAIN
 		end
-		return nil, string.format("the send queue is full (%d bytes " ..
-			"waiting): wait for on_drain", q), EAGAIN
 	end
-	local n, msg, en = dgram_send(d, data, addr)
-	if not n then return nil, msg, en end
-	if not self.full and queued_bytes(d) >= self.high then
+	local n, q, en = dgram_send(d, data, addr)
+	if not n then return nil, q, en end
+	if not self.full and q >= self.high then
 		self.full = true
 		core.ub_dgram_want_writable(d) -- (soft water owes one too)
 		update_recv(self)
@@ -318,7 +316,14 @@ end
 -- @return true, or nil, message, errno
 function Endpoint:set_water(high, low)
 	local ok, msg, en = self.dgram:set_water(high, low)
-	if ok then self.high = high end
+	if ok then
+		self.high = high
+		if not self.full and queued_bytes(self.dgram) >= high then
+			self.full = true -- (send checks the bound only when full)
+			core.ub_dgram_want_writable(self.dgram)
+			update_recv(self)
+		end
+	end
 	return ok, msg, en
 end
 
