@@ -89,6 +89,58 @@ struct ubl_buf {
 /* A connection, a listener or a datagram endpoint. */
 enum ubl_kind { K_LISTENER = 0, K_CONN = 1, K_DGRAM = 2 };
 
+/*
+ * The classes' metatables are also in the registry under a light userdata
+ * key each, so that type checks and new handles need no string: Lua's
+ * luaL_testudata() and luaL_setmetatable() look the name up as a string,
+ * which a type check per call and field makes a visible part of a
+ * datagram echo (strcmp in luaS_new).
+ */
+static const char *const ubl_tnames[] = { UBL_LOOP, UBL_POOL, UBL_BUF,
+					  UBL_CONN, UBL_LISTENER, UBL_DGRAM };
+static char ubl_mtkeys[sizeof(ubl_tnames) / sizeof(ubl_tnames[0])];
+
+static const void *mtkey(const char *tname)
+{
+	unsigned i;
+
+	for (i = 0; i < sizeof(ubl_tnames) / sizeof(ubl_tnames[0]); i++)
+		if (ubl_tnames[i] == tname) /* this file's literals */
+			return &ubl_mtkeys[i];
+	for (i = 0; i < sizeof(ubl_tnames) / sizeof(ubl_tnames[0]); i++)
+		if (!strcmp(ubl_tnames[i], tname))
+			return &ubl_mtkeys[i];
+	return NULL;
+}
+
+static void *ubl_testudata(lua_State *L, int idx, const char *tname)
+{
+	void *p = lua_touserdata(L, idx);
+	int eq;
+
+	if (!p || !lua_getmetatable(L, idx))
+		return NULL;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, mtkey(tname));
+	eq = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	return eq ? p : NULL;
+}
+
+static void *ubl_checkudata(lua_State *L, int idx, const char *tname)
+{
+	void *p = ubl_testudata(L, idx, tname);
+
+	if (!p)
+		luaL_typeerror(L, idx, tname);
+	return p;
+}
+
+static void ubl_setmetatable(lua_State *L, const char *tname)
+{
+	lua_rawgetp(L, LUA_REGISTRYINDEX, mtkey(tname));
+	lua_setmetatable(L, -2);
+}
+
 struct ubl_obj {
 	void *p;               /* held (NULL: not yet, or released in __gc) */
 	struct ubl_tok *tok;
@@ -189,7 +241,7 @@ static size_t posrelat_end(lua_State *L, int arg, lua_Integer def, size_t len)
 
 static struct ubl_loop *to_loop(lua_State *L, int idx)
 {
-	return luaL_checkudata(L, idx, UBL_LOOP);
+	return ubl_checkudata(L, idx, UBL_LOOP);
 }
 
 ub_loop *ubl_check_loop(lua_State *L, int idx)
@@ -221,7 +273,7 @@ void ubl_push_loop(lua_State *L, ub_loop *loop)
 	h = lua_newuserdatauv(L, sizeof(*h), UV_NLOOP);
 	memset(h, 0, sizeof(*h));
 	h->loop = loop;
-	luaL_setmetatable(L, UBL_LOOP);
+	ubl_setmetatable(L, UBL_LOOP);
 	h->ev = malloc(UBL_BATCH * sizeof(*h->ev));
 	h->tok = malloc(sizeof(*h->tok));
 	if (!h->ev || !h->tok) {
@@ -253,7 +305,7 @@ static int pool_alive(const struct ubl_pool *h)
 
 ub_pool *ubl_check_pool(lua_State *L, int idx)
 {
-	struct ubl_pool *h = luaL_checkudata(L, idx, UBL_POOL);
+	struct ubl_pool *h = ubl_checkudata(L, idx, UBL_POOL);
 
 	if (!pool_alive(h))
 		luaL_argerror(L, idx, "pool is freed");
@@ -285,7 +337,7 @@ static struct ubl_pool *push_pool_in(lua_State *L, int lidx, ub_pool *pool)
 	h = lua_newuserdatauv(L, sizeof(*h), 1);
 	h->pool = NULL;
 	h->ptok = NULL;
-	luaL_setmetatable(L, UBL_POOL);
+	ubl_setmetatable(L, UBL_POOL);
 	h->ptok = tok_new(L);
 	lh->ptoks[lh->nptoks++] = tok_ref(h->ptok);
 	h->pool = pool;
@@ -317,7 +369,7 @@ static int buf_valid(const struct ubl_buf *h)
 
 static struct ubl_buf *check_buf(lua_State *L, int idx)
 {
-	struct ubl_buf *h = luaL_checkudata(L, idx, UBL_BUF);
+	struct ubl_buf *h = ubl_checkudata(L, idx, UBL_BUF);
 
 	if (!buf_valid(h))
 		luaL_argerror(L, idx, "buffer is released");
@@ -336,7 +388,7 @@ static void new_buf(lua_State *L, ub_buf *buf, struct ubl_tok *ptok)
 	h->buf = buf;
 	h->ptok = tok_ref(ptok);
 	h->gen = ub_buf_gen(buf);
-	luaL_setmetatable(L, UBL_BUF);
+	ubl_setmetatable(L, UBL_BUF);
 }
 
 void ubl_push_buf(lua_State *L, ub_buf *buf)
@@ -377,7 +429,7 @@ static int obj_alive(const struct ubl_obj *h)
 static void *check_obj(lua_State *L, int idx, const char *tname,
 		       const char *closed)
 {
-	struct ubl_obj *h = luaL_checkudata(L, idx, tname);
+	struct ubl_obj *h = ubl_checkudata(L, idx, tname);
 
 	if (!h->tok || !h->tok->alive)
 		luaL_argerror(L, idx, "its loop is closed");
@@ -452,7 +504,7 @@ static void push_obj_in(lua_State *L, int lidx, int oidx, void *p, int kind)
 	h->p = NULL;
 	h->tok = NULL;
 	h->kind = kind;
-	luaL_setmetatable(L, kind_tname[kind]);
+	ubl_setmetatable(L, kind_tname[kind]);
 	r = kind == K_CONN ? ub_conn_hold(p)
 	    : kind == K_DGRAM ? ub_dgram_hold(p) : ub_listener_hold(p);
 	if (r < 0)
@@ -653,7 +705,7 @@ static ub_pool *field_pool(lua_State *L, int idx, const char *name)
 	ub_pool *p = NULL;
 
 	if (lua_getfield(L, idx, name) != LUA_TNIL) {
-		struct ubl_pool *h = luaL_testudata(L, -1, UBL_POOL);
+		struct ubl_pool *h = ubl_testudata(L, -1, UBL_POOL);
 
 		if (!h || !pool_alive(h))
 			luaL_argerror(L, idx,
@@ -863,10 +915,52 @@ int ubl_loop_close(lua_State *L)
 static volatile sig_atomic_t ubl_sig;
 
 /* loop:wait([min [, timeout_ms [, events]]]) -> n, events */
+/* The event tables' field names, and the event names after them, in a
+ * registry table (&ubl_fkeys) by index: setting a field by a name pushed
+ * from there needs no string interning per field (see ubl_testudata). */
+enum { F_TYPE = 1, F_RES, F_LISTENER, F_CONN, F_DGRAM, F_STATE, F_BUF,
+       F_EVNAMES };
+#define UBL_NEVNAMES 16
+static char ubl_fkeys;
+
+static void make_fkeys(lua_State *L)
+{
+	static const char *const f[] = { "type", "res", "listener", "conn",
+					  "dgram", "state", "buf" };
+	int i;
+
+	lua_createtable(L, F_EVNAMES + UBL_NEVNAMES, 0);
+	for (i = 0; i < (int)(sizeof(f) / sizeof(f[0])); i++) {
+		lua_pushstring(L, f[i]);
+		lua_rawseti(L, -2, F_TYPE + i);
+	}
+	for (i = 0; i < UBL_NEVNAMES; i++) {
+		lua_pushstring(L, ub_event_name(i));
+		lua_rawseti(L, -2, F_EVNAMES + i);
+	}
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &ubl_fkeys);
+}
+
+/* t[field f] = the value on top (popped); t at absolute index it. */
+static void setf(lua_State *L, int it, int ik, int f)
+{
+	lua_rawgeti(L, ik, f);
+	lua_insert(L, -2);
+	lua_rawset(L, it);
+}
+
+static void push_evname(lua_State *L, int ik, int type)
+{
+	if (type >= 0 && type < UBL_NEVNAMES)
+		lua_rawgeti(L, ik, F_EVNAMES + type);
+	else
+		lua_pushstring(L, ub_event_name(type));
+}
+
 int ubl_loop_wait(lua_State *L)
 {
 	struct ubl_loop *h = to_loop(L, 1);
-	int min, timeout, n, i, ie, io;
+	int min, timeout, n, i, ie, io, ik;
 	ub_pool *last_pool = NULL;
 	struct ubl_tok *last_ptok = NULL;
 
@@ -884,6 +978,8 @@ int ubl_loop_wait(lua_State *L)
 	ie = 4;
 	lua_getiuservalue(L, 1, UV_OBJS);
 	io = 5;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &ubl_fkeys);
+	ik = 6;
 
 	if (ubl_sig && min > 0) {
 		/* A signal is pending: do not sleep on it. */
@@ -895,7 +991,7 @@ int ubl_loop_wait(lua_State *L)
 		return ubl_push_error(L, n);
 	for (i = 0; i < n; i++) {
 		const ub_event *e = &h->ev[i];
-		int have_state = 0;
+		int have_state = 0, it;
 
 		if (lua_rawgeti(L, ie, i + 1) != LUA_TTABLE) {
 			lua_pop(L, 1);
@@ -903,15 +999,16 @@ int ubl_loop_wait(lua_State *L)
 			lua_pushvalue(L, -1);
 			lua_rawseti(L, ie, i + 1);
 		}
-		lua_pushstring(L, ub_event_name(e->type));
-		lua_setfield(L, -2, "type");
+		it = lua_gettop(L);
+		push_evname(L, ik, e->type);
+		setf(L, it, ik, F_TYPE);
 		lua_pushinteger(L, e->res);
-		lua_setfield(L, -2, "res");
+		setf(L, it, ik, F_RES);
 		if (e->listener) {
 			push_obj_in(L, 1, io, e->listener, K_LISTENER);
 			if (!e->conn) {
 				lua_getiuservalue(L, -1, UV_OSTATE);
-				lua_setfield(L, -3, "state");
+				setf(L, it, ik, F_STATE);
 				have_state = 1;
 			}
 		} else {
@@ -924,13 +1021,13 @@ int ubl_loop_wait(lua_State *L)
 			lua_pushnil(L);
 			lua_rawseti(L, io, o->id);
 		}
-		lua_setfield(L, -2, "listener");
+		setf(L, it, ik, F_LISTENER);
 		if (e->conn) {
 			push_obj_in(L, 1, io, e->conn, K_CONN);
 			/* The server helper's per-connection state, handed over
 			 * with the event: no lookup by handle in Lua. */
 			lua_getiuservalue(L, -1, UV_OSTATE);
-			lua_setfield(L, -3, "state");
+			setf(L, it, ik, F_STATE);
 			have_state = 1;
 			if (e->type == UB_EV_CLOSED) {
 				struct ubl_obj *o = lua_touserdata(L, -1);
@@ -941,11 +1038,11 @@ int ubl_loop_wait(lua_State *L)
 		} else {
 			lua_pushnil(L);
 		}
-		lua_setfield(L, -2, "conn");
+		setf(L, it, ik, F_CONN);
 		if (e->dgram) {
 			push_obj_in(L, 1, io, e->dgram, K_DGRAM);
 			lua_getiuservalue(L, -1, UV_OSTATE);
-			lua_setfield(L, -3, "state");
+			setf(L, it, ik, F_STATE);
 			have_state = 1;
 			if (e->type == UB_EV_CLOSED) {
 				struct ubl_obj *o = lua_touserdata(L, -1);
@@ -956,10 +1053,10 @@ int ubl_loop_wait(lua_State *L)
 		} else {
 			lua_pushnil(L);
 		}
-		lua_setfield(L, -2, "dgram");
+		setf(L, it, ik, F_DGRAM);
 		if (!have_state) {
 			lua_pushnil(L);
-			lua_setfield(L, -2, "state");
+			setf(L, it, ik, F_STATE);
 		}
 		if (e->type == UB_EV_DATA && e->buf) {
 			ub_pool *p = ub_buf_pool(e->buf);
@@ -975,7 +1072,7 @@ int ubl_loop_wait(lua_State *L)
 		} else {
 			lua_pushnil(L);
 		}
-		lua_setfield(L, -2, "buf");
+		setf(L, it, ik, F_BUF);
 		lua_pop(L, 1);
 	}
 	/* Tables past this batch must not keep old buffers from __gc. */
@@ -1017,7 +1114,7 @@ static int loop_tostring(lua_State *L)
 
 int ubl_pool_free(lua_State *L)
 {
-	struct ubl_pool *h = luaL_checkudata(L, 1, UBL_POOL);
+	struct ubl_pool *h = ubl_checkudata(L, 1, UBL_POOL);
 	struct ubl_loop *lh;
 	ub_pool *pool;
 	unsigned i;
@@ -1249,7 +1346,7 @@ static int buf_writable(lua_State *L)
 /* __gc and __close: give a forgotten buffer back.  Idempotent (f_gc). */
 static int buf_gc(lua_State *L)
 {
-	struct ubl_buf *h = luaL_checkudata(L, 1, UBL_BUF);
+	struct ubl_buf *h = ubl_checkudata(L, 1, UBL_BUF);
 
 	if (buf_valid(h))
 		ub_buf_release(h->buf);
@@ -1266,15 +1363,15 @@ int ubl_handle_valid(lua_State *L)
 	void *u;
 	int ok = 0;
 
-	if ((u = luaL_testudata(L, 1, UBL_BUF)))
+	if ((u = ubl_testudata(L, 1, UBL_BUF)))
 		ok = buf_valid(u);
-	else if ((u = luaL_testudata(L, 1, UBL_CONN)) ||
-		 (u = luaL_testudata(L, 1, UBL_LISTENER)) ||
-		 (u = luaL_testudata(L, 1, UBL_DGRAM)))
+	else if ((u = ubl_testudata(L, 1, UBL_CONN)) ||
+		 (u = ubl_testudata(L, 1, UBL_LISTENER)) ||
+		 (u = ubl_testudata(L, 1, UBL_DGRAM)))
 		ok = obj_alive(u);
-	else if ((u = luaL_testudata(L, 1, UBL_POOL)))
+	else if ((u = ubl_testudata(L, 1, UBL_POOL)))
 		ok = pool_alive(u);
-	else if ((u = luaL_testudata(L, 1, UBL_LOOP)))
+	else if ((u = ubl_testudata(L, 1, UBL_LOOP)))
 		ok = ((struct ubl_loop *)u)->loop != NULL;
 	else
 		luaL_typeerror(L, 1, "uringbuf handle");
@@ -1299,11 +1396,11 @@ static void push_ostate(lua_State *L, int idx)
  * asking "is this connection managed?" gets nil rather than an error. */
 int ubl_handle_state(lua_State *L)
 {
-	if (luaL_testudata(L, 1, UBL_CONN) ||
-	    luaL_testudata(L, 1, UBL_LISTENER) ||
-	    luaL_testudata(L, 1, UBL_DGRAM))
+	if (ubl_testudata(L, 1, UBL_CONN) ||
+	    ubl_testudata(L, 1, UBL_LISTENER) ||
+	    ubl_testudata(L, 1, UBL_DGRAM))
 		push_ostate(L, 1);
-	else if (luaL_testudata(L, 1, UBL_LOOP))
+	else if (ubl_testudata(L, 1, UBL_LOOP))
 		lua_getiuservalue(L, 1, UV_LSTATE);
 	else
 		return luaL_typeerror(L, 1, UBL_CONN ", " UBL_LISTENER ", "
@@ -1315,7 +1412,7 @@ int ubl_handle_state(lua_State *L)
  * helper's methods must not take a loop's state for a connection's). */
 int ubl_conn_state(lua_State *L)
 {
-	luaL_checkudata(L, 1, UBL_CONN);
+	ubl_checkudata(L, 1, UBL_CONN);
 	push_ostate(L, 1);
 	return 1;
 }
@@ -1329,19 +1426,19 @@ int ubl_handle_set_state(lua_State *L)
 	luaL_checkany(L, 2);
 	lua_settop(L, 2);
 	set = !lua_isnil(L, 2);
-	if (luaL_testudata(L, 1, UBL_CONN)) {
+	if (ubl_testudata(L, 1, UBL_CONN)) {
 		if (set)
 			ubl_check_conn(L, 1);
 		slot = UV_OSTATE;
-	} else if (luaL_testudata(L, 1, UBL_LISTENER)) {
+	} else if (ubl_testudata(L, 1, UBL_LISTENER)) {
 		if (set)
 			ubl_check_listener(L, 1);
 		slot = UV_OSTATE;
-	} else if (luaL_testudata(L, 1, UBL_DGRAM)) {
+	} else if (ubl_testudata(L, 1, UBL_DGRAM)) {
 		if (set)
 			ubl_check_dgram(L, 1);
 		slot = UV_OSTATE;
-	} else if (luaL_testudata(L, 1, UBL_LOOP)) {
+	} else if (ubl_testudata(L, 1, UBL_LOOP)) {
 		if (set)
 			ubl_check_loop(L, 1);
 		slot = UV_LSTATE;
@@ -1376,7 +1473,7 @@ int ubl_conn_send(lua_State *L)
 		if (r < 0)
 			return ubl_push_error(L, (int)r);
 		n = (lua_Integer)r;
-	} else if (luaL_testudata(L, 2, UBL_BUF)) {
+	} else if (ubl_testudata(L, 2, UBL_BUF)) {
 		ub_buf *b = ubl_check_buf(L, 2);
 		size_t len = ub_buf_len(b);
 		int r = ub_conn_send_buf(c, b);
@@ -1474,7 +1571,7 @@ static int check_dest(lua_State *L, int idx, struct sockaddr_storage *ss,
 		ubl_check_addr(L, idx, ss, len);
 		return 0;
 	}
-	if (luaL_testudata(L, idx, UBL_BUF)) {
+	if (ubl_testudata(L, idx, UBL_BUF)) {
 		socklen_t alen = 0;
 		const struct sockaddr *a = ub_buf_addr(ubl_check_buf(L, idx),
 						       &alen);
@@ -1505,9 +1602,9 @@ int ubl_dgram_send(lua_State *L)
 	const struct sockaddr *a;
 	int r;
 
-	if (lua_type(L, 2) != LUA_TSTRING && !luaL_testudata(L, 2, UBL_BUF))
+	if (lua_type(L, 2) != LUA_TSTRING && !ubl_testudata(L, 2, UBL_BUF))
 		return luaL_typeerror(L, 2, "string or " UBL_BUF);
-	if (luaL_testudata(L, 2, UBL_BUF))
+	if (ubl_testudata(L, 2, UBL_BUF))
 		ubl_check_buf(L, 2);
 	r = check_dest(L, 3, &ss, &alen);
 	if (r < 0)
@@ -1600,9 +1697,9 @@ int ubl_set_buffers(lua_State *L)
 {
 	int fd, sizes[2], opts[2] = { SO_SNDBUF, SO_RCVBUF }, i;
 
-	if (luaL_testudata(L, 1, UBL_LISTENER))
+	if (ubl_testudata(L, 1, UBL_LISTENER))
 		fd = ub_listener_fd(ubl_check_listener(L, 1));
-	else if (luaL_testudata(L, 1, UBL_DGRAM))
+	else if (ubl_testudata(L, 1, UBL_DGRAM))
 		fd = ub_dgram_fd(ubl_check_dgram(L, 1));
 	else
 		fd = ub_conn_fd(ubl_check_conn(L, 1));
@@ -1900,11 +1997,14 @@ void ubl_init(lua_State *L)
 	lua_setfield(L, -2, "__mode");
 	lua_setmetatable(L, -2);
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &loops_key);
+	make_fkeys(L);
 
 	lua_newtable(L); /* module._methods */
 	methods = lua_gettop(L);
 	for (i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
 		luaL_newmetatable(L, classes[i].tname);
+		lua_pushvalue(L, -1);
+		lua_rawsetp(L, LUA_REGISTRYINDEX, mtkey(classes[i].tname));
 		lua_newtable(L);
 		lua_pushvalue(L, -1);
 		lua_setfield(L, -3, "__index");

@@ -87,6 +87,11 @@ typedef long long ubpy_n;
 	if (PyErr_Occurred())
 		SWIG_fail;
 }
+%exception ubpy_dgram::on_datagram {
+	$action
+	if (PyErr_Occurred())
+		SWIG_fail;
+}
 %exception ubpy_listener::max_connections {
 	$action
 	if (PyErr_Occurred())
@@ -1362,6 +1367,8 @@ send() is refused until they are out.";
 	PyObject *udata;
 	%feature("docstring") on_data "A callable or None: Loop.dispatch() calls on_data(buf) with each received Buffer of this endpoint instead of delivering an EV_DATA event (wait() ignores it; buf.source is the sender, buf.truncated says whether it was cut).  Cleared once the endpoint is gone.";
 	PyObject *on_data;
+	%feature("docstring") on_datagram "A callable or None: like on_data, but called on_datagram(buf, source) with the sender (buf.source, None without an address): the shape of asyncio's datagram_received, with no Python frame in between.  Setting either replaces the other.";
+	PyObject *on_datagram;
 }
 
 /* ==================================================================== */
@@ -2074,6 +2081,22 @@ static PyObject *ubpy_dgram_on_data_get(ubpy_dgram *h)
 static void ubpy_dgram_on_data_set(ubpy_dgram *h, PyObject *v)
 {
 	ubpy__set_callable((ubpy_conn *)h, &h->o.on_data, v, "on_data");
+	if (!PyErr_Occurred())
+		h->o.with_source = 0;
+}
+static PyObject *ubpy_dgram_on_datagram_get(ubpy_dgram *h)
+{
+	PyObject *o = h->o.with_source && h->o.on_data ? h->o.on_data
+						       : Py_None;
+
+	Py_INCREF(o);
+	return o;
+}
+static void ubpy_dgram_on_datagram_set(ubpy_dgram *h, PyObject *v)
+{
+	ubpy__set_callable((ubpy_conn *)h, &h->o.on_data, v, "on_datagram");
+	if (!PyErr_Occurred())
+		h->o.with_source = h->o.on_data != NULL;
 }
 
 /* Buffer */

@@ -151,6 +151,7 @@ struct ubpy_obj {
 	int closed;             /* CLOSED returned */
 	int held;               /* holds ptr (ub_*_hold): released at dealloc */
 	int is_conn;            /* UBPY_LISTENER, UBPY_CONN or UBPY_DGRAM */
+	int with_source;        /* datagrams: on_data(buf, buf.source) */
 };
 
 /* ubpy_obj.is_conn: what ptr is. */
@@ -1634,7 +1635,7 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 		return NULL;
 	for (i = i0; i < n; i++) {
 		ub_event *e = &L->ev[i];
-		PyObject *cb = NULL, *ud = NULL, *arg, *r;
+		PyObject *cb = NULL, *ud = NULL, *arg, *r, *src = NULL;
 		int many = 0;
 
 		if (e->type == UB_EV_DATA && (e->conn || e->dgram) && e->buf) {
@@ -1662,16 +1663,34 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 			if (!arg)
 				goto stop;
 		} else if (cb) {
+			if (e->dgram && ((ubpy_obj *)((SwigPyObject *)
+					 ub_dgram_udata(e->dgram))->ptr)
+						->with_source) {
+				/* on_datagram: (buf, source), asyncio's
+				 * datagram_received shape, no frame between */
+				src = ubpy__source_str(e->buf);
+				if (!src)
+					goto stop;
+			}
 			arg = ubpy__buf_obj(L, e->buf);
 			e->buf = NULL; /* ours now (or released) */
-			if (!arg)
+			if (!arg) {
+				Py_XDECREF(src);
 				goto stop;
+			}
 		}
 		if (cb) {
 			/* on_data may clear itself or the udata: hold both */
 			Py_INCREF(cb);
 			Py_INCREF(ud);
-			r = PyObject_CallOneArg(cb, arg);
+			if (src) {
+				PyObject *args[2] = { arg, src };
+
+				r = PyObject_Vectorcall(cb, args, 2, NULL);
+				Py_DECREF(src);
+			} else {
+				r = PyObject_CallOneArg(cb, arg);
+			}
 			Py_DECREF(cb);
 			Py_DECREF(arg);
 			if (!r && PyErr_ExceptionMatches(PyExc_Exception)) {

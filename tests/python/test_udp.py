@@ -257,6 +257,39 @@ class DatagramEvents(unittest.TestCase):
         with self.assertRaises(TypeError):
             ep.on_data = 3
 
+    def test_on_datagram_fast_path(self):
+        """on_datagram(buf, source): the sender too, no Event; it and
+        on_data replace each other; an exception goes to report."""
+        ep = self.loop.datagram("127.0.0.1:0")
+        c = self.sock()
+        got, slow, errs = [], [], []
+
+        def recv(buf, src):
+            if bytes(buf) == b"boom":
+                raise ValueError("boom")
+            got.append((bytes(buf), src))
+
+        ep.on_datagram = recv
+        self.assertIs(ep.on_datagram, recv)
+        self.assertIs(ep.on_data, recv)
+        for i in range(5):
+            c.sendto(b"boom" if i == 2 else b"%d" % i,
+                     ("127.0.0.1", _port(ep.sockname)))
+        deadline = time.monotonic() + DEADLINE
+        while len(got) + len(errs) < 5 and time.monotonic() < deadline:
+            self.loop.dispatch(64, 1, 50, slow.append,
+                               lambda exc, ud: errs.append(exc))
+        src = "127.0.0.1:%d" % c.getsockname()[1]
+        self.assertEqual(got, [(b"%d" % i, src) for i in (0, 1, 3, 4)])
+        self.assertEqual([str(e) for e in errs], ["boom"])
+        self.assertEqual(slow, [])
+        ep.on_data = lambda buf: None  # replaces it
+        self.assertIsNone(ep.on_datagram)
+        ep.on_datagram = None
+        self.assertIsNone(ep.on_data)
+        with self.assertRaises(TypeError):
+            ep.on_datagram = 3
+
     def test_truncation_reported(self):
         """The default 4 KiB pool holds 3968 bytes a datagram: a bigger one
         is cut and said so (res > len(buf), truncated)."""

@@ -279,6 +279,7 @@ class Datagram:
     recv_budget: int
     udata: Any
     on_data: Optional[Callable[["Buffer"], Any]]
+    on_datagram: Optional[Callable[["Buffer", Optional[str]], Any]]
 
 class Buffer:
     """Supports the buffer protocol: memoryview(buf)."""

@@ -147,14 +147,17 @@ class DatagramTransport:
         if self._closing:
             raise BrokenPipeError(32, "the datagram transport is closing")
         ep = self._ep
-        size = ep.queued_bytes
-        if size > self._high:
-            n = (len(data) if isinstance(data, Buffer)
-                 else memoryview(data).nbytes)
-            if size + n > 2 * self._high:
-                raise BlockingIOError(
-                    11, "the datagram transport is full (%d bytes "
-                    "waiting): wait for resume_writing()" % size)
+        # Not paused, the queue is at most the mark (it only shrank since
+        # the last send said so): the bound needs checking only paused.
+        if self._paused:
+            size = ep.queued_bytes
+            if size > self._high:
+                n = (len(data) if isinstance(data, Buffer)
+                     else memoryview(data).nbytes)
+                if size + n > 2 * self._high:
+                    raise BlockingIOError(
+                        11, "the datagram transport is full (%d bytes "
+                        "waiting): wait for resume_writing()" % size)
         ep.send(data, addr)
         if not self._paused and ep.queued_bytes > self._high:
             self._pause()
@@ -265,12 +268,9 @@ class DatagramTransport:
         if self._closing or self._lost or self._protocol is None:
             fast = None
         else:
-            received = self._protocol.datagram_received
-
-            def fast(buf: Buffer) -> None:
-                received(buf, buf.source)
+            fast = self._protocol.datagram_received
         try:
-            ep.on_data = fast
+            ep.on_datagram = fast  # called (buf, buf.source), from C
         except ClosedError:
             pass
 
