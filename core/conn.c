@@ -363,6 +363,15 @@ static unsigned recv_keep(const ub_pool *p)
 	return p->users > 1 ? p->reserve : 0;
 }
 
+/* What the pool has for a new receive: free buffers above what receives
+ * leave in the ring, once every armed receive's promise is counted. */
+static unsigned recv_avail(const ub_pool *p)
+{
+	unsigned nfree = ub__pool_unpromised(p), keep = recv_keep(p);
+
+	return nfree > keep ? nfree - keep : 0;
+}
+
 static void set_throttled(ub_conn *c, bool on, unsigned need)
 {
 	ub_pool *p = c->rpool;
@@ -404,7 +413,7 @@ static int arm_recv(ub_conn *c)
 	struct io_uring_sqe *sqe;
 	int err;
 	ub_pool *p = recv_pool(c, &err);
-	unsigned allow, need, n, avail, keep, slack, f = c->loop->features;
+	unsigned allow, need, n, avail, slack, f = c->loop->features;
 	uint64_t bytes;
 	bool ms;
 
@@ -422,20 +431,18 @@ static int arm_recv(ub_conn *c)
 		return 0;
 	}
 	n = allow < c->rwnd ? allow : c->rwnd;
-	keep = recv_keep(p);
-	avail = ub__pool_in_ring(p) > keep + p->promised
-			? ub__pool_in_ring(p) - keep - p->promised
-			: 0;
+	avail = recv_avail(p);
 	ms = (f & UB_FEAT_RECV_MULTISHOT) && (f & UB_FEAT_RECV_LIMIT) &&
 	     !(c->flags & UB_CONN_SINGLESHOT);
 	/* The limit counts bytes, but every completion that ends a buffer
 	 * early uses a whole one: a multishot receive also promises
-	 * UB_ARM_SLACK such buffers (an incremental pool wastes none).
-	 * Where the pool cannot cover that, the receive is one-shot, one
-	 * buffer, exact: 64 slow connections each ending a few buffers
-	 * early ate the whole reserve, and a new connection starved. */
+	 * UB_ARM_SLACK such buffers (an incremental pool wastes none), and
+	 * asks for that many fewer within the budget.  Where the pool or the
+	 * budget has no room for them, the receive is one-shot, one buffer,
+	 * exact: 64 slow connections each ending a few buffers early ate
+	 * the whole reserve, and a new connection starved. */
 	slack = ms && !p->inc ? UB_ARM_SLACK : 0;
-	if (slack && avail < 1 + slack) {
+	if (slack && (avail <= slack || allow <= slack)) {
 		ms = false;
 		slack = 0;
 	}
@@ -443,23 +450,13 @@ static int arm_recv(ub_conn *c)
 	 * promised: taking one anyway is how the reserve ran out.  One that
 	 * holds none takes one (recv_allowance). */
 	if (!avail && c->obj.rheld) {
-		set_throttled(c, true, keep + 1);
+		set_throttled(c, true, recv_keep(p) + 1);
 		return 0;
 	}
 	if (n + slack > avail)
 		n = avail > slack ? avail - slack : 1;
-	/* The slack within the budget too: a receive that may reach it
-	 * asks for that much less, or, with less than that left, one
-	 * buffer, one-shot (exact). */
-	if (slack && n + slack > allow) {
-		if (allow > slack) {
-			n = allow - slack;
-		} else {
-			ms = false;
-			slack = 0;
-			n = 1;
-		}
-	}
+	if (n + slack > allow)
+		n = allow - slack; /* (allow > slack here, n <= allow without) */
 	sqe = ub__sqe(c->loop);
 	if (!sqe)
 		return -EBUSY;
@@ -520,7 +517,7 @@ static void arm_progress(ub_conn *c, int res, unsigned nbufs, bool more)
 				c->arm_slack--;
 			if (!c->arm_slack &&
 			    (c->obj.rheld + left >= budget_bufs(c, p) ||
-			     ub__pool_in_ring(p) <= recv_keep(p) + p->promised))
+			     !recv_avail(p)))
 				c->arm_spent = true;
 		}
 	}

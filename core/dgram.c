@@ -725,17 +725,31 @@ static void refused(ub_dgram *d, struct ub_dsend *s)
 
 static void sent_one(ub_dgram *d, struct ub_dsend *s, int res);
 
+/* The socket is full.  A connected endpoint, or an inet one, can wait for
+ * POLLOUT and send the datagram again, whole.  An unconnected Unix one
+ * cannot: POLLOUT says nothing about the peer it sends to, which has no
+ * wait of its own to offer, so the datagram is reported not sent (ERROR
+ * -EAGAIN) rather than sent empty or retried in a spin. */
+static bool waits_for_room(const ub_dgram *d, int res)
+{
+	return !d->closing && res == -EAGAIN &&
+	       (d->connected || d->family != AF_UNIX);
+}
+
 /* A GSO group's completion: res for each of its datagrams. */
 static void group_done(ub_dgram *d, struct ub_dsend *s, int res)
 {
 	struct ub_dgso *g = s->grp;
 	unsigned i, size = (unsigned)s->buf->len;
 
+	bool unsegmented = !d->closing &&
+			   (res == -EINVAL || res == -EMSGSIZE ||
+			    res == -EIO || res == -EOPNOTSUPP);
+
 	s->grp = NULL;
 	if (res >= 0 && size > d->gso_good)
 		d->gso_good = size;
-	if (!d->closing && (res == -EINVAL || res == -EMSGSIZE ||
-			    res == -EIO || res == -EOPNOTSUPP)) {
+	if (unsegmented) {
 		/* The socket will not segment this: a size past the path's
 		 * MTU (EINVAL, EMSGSIZE) is not grouped again, a device that
 		 * cannot checksum (EIO) ends grouping here.  Its datagrams go
@@ -749,15 +763,8 @@ static void group_done(ub_dgram *d, struct ub_dsend *s, int res)
 			d->gso = false;
 		else if (size - 1 < d->gso_limit)
 			d->gso_limit = size - 1;
-		for (i = 0; i < g->n; i++)
-			refused(d, g->slot[i]);
-		gso_put(d, g);
-		arm_pollout(d);
-		ub__dgram_dirty(d);
-		return;
 	}
-	if (!d->closing && res == -EAGAIN &&
-	    (d->connected || d->family != AF_UNIX)) {
+	if (unsegmented || waits_for_room(d, res)) {
 		for (i = 0; i < g->n; i++)
 			refused(d, g->slot[i]);
 		gso_put(d, g);
@@ -782,14 +789,7 @@ void ub__dgram_send_cqe(struct ub_dsend *s, int res)
 		group_done(d, s, res);
 		return;
 	}
-	/* The socket is full.  A connected endpoint, or an inet one, can
-	 * wait for POLLOUT and send the datagram again, whole.  An
-	 * unconnected Unix one cannot: POLLOUT says nothing about the peer
-	 * it sends to, which has no wait of its own to offer, so the
-	 * datagram is reported not sent (ERROR -EAGAIN) rather than sent
-	 * empty or retried in a spin. */
-	if (!d->closing && res == -EAGAIN &&
-	    (d->connected || d->family != AF_UNIX)) {
+	if (waits_for_room(d, res)) {
 		refused(d, s);
 		arm_pollout(d);
 		ub__dgram_dirty(d);

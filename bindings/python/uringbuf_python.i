@@ -1636,7 +1636,7 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 	for (i = i0; i < n; i++) {
 		ub_event *e = &L->ev[i];
 		PyObject *cb = NULL, *ud = NULL, *arg, *r, *src = NULL;
-		int many = 0;
+		int many = 0, with_source = 0;
 
 		if (e->type == UB_EV_DATA && (e->conn || e->dgram) && e->buf) {
 			PyObject *co = e->conn ? ub_conn_udata(e->conn)
@@ -1647,6 +1647,7 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 				many = h->on_buffers != NULL;
 				cb = many ? h->on_buffers : h->on_data;
 				ud = h->udata ? h->udata : Py_None;
+				with_source = h->with_source;
 			}
 		}
 		if (many) {
@@ -1663,9 +1664,7 @@ static PyObject *ubpy__loop_dispatch(ubpy_loop *L, int max, int min,
 			if (!arg)
 				goto stop;
 		} else if (cb) {
-			if (e->dgram && ((ubpy_obj *)((SwigPyObject *)
-					 ub_dgram_udata(e->dgram))->ptr)
-						->with_source) {
+			if (with_source) {
 				/* on_datagram: (buf, source), asyncio's
 				 * datagram_received shape, no frame between */
 				src = ubpy__source_str(e->buf);

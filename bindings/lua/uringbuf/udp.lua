@@ -209,6 +209,15 @@ local function update_recv(self)
 	end
 end
 
+-- The queue reached the high mark: stop receiving until the writable
+-- event at the low one (soft water owes it; asked for anyway, as after a
+-- change of the marks), and check send's bound from now on.
+local function set_full(self)
+	self.full = true
+	core.ub_dgram_want_writable(self.dgram)
+	update_recv(self)
+end
+
 local function report(self, msg, en)
 	self.errors = self.errors + 1
 	self.last_error, self.last_errno = msg, en
@@ -289,11 +298,7 @@ function Endpoint:send(data, addr)
 	end
 	local n, q, en = dgram_send(d, data, addr)
 	if not n then return nil, q, en end
-	if not self.full and q >= self.high then
-		self.full = true
-		core.ub_dgram_want_writable(d) -- (soft water owes one too)
-		update_recv(self)
-	end
+	if not self.full and q >= self.high then set_full(self) end
 	return true
 end
 
@@ -319,9 +324,7 @@ function Endpoint:set_water(high, low)
 	if ok then
 		self.high = high
 		if not self.full and queued_bytes(self.dgram) >= high then
-			self.full = true -- (send checks the bound only when full)
-			core.ub_dgram_want_writable(self.dgram)
-			update_recv(self)
+			set_full(self)
 		end
 	end
 	return ok, msg, en
