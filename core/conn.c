@@ -323,53 +323,19 @@ static unsigned budget_bufs(const ub_conn *c, const ub_pool *p)
 }
 
 /*
- * How many more buffers c may take from p now.  Its budget; and, while
- * others use the pool, at most half of what is free above the reserve: as
- * the pool fills, those holding much stop first (with K holders the free
- * part settles near 2/(K+2) of it instead of running out), and one holding
- * nothing may always take one, from the reserve if need be, so a new or
- * quiet connection finds a buffer.  A pool with one user keeps no reserve:
- * nobody else needs it.  A closing connection discards what it receives
- * at once: it always may take one.  *need: the free buffers at which the
- * share would let it take one more (UINT_MAX: only its own buffers coming
- * back can).
+ * How many more buffers c may take from p now: the pool's share rule
+ * (ub__pool_allowance, pool.c) within its budget.  A closing connection
+ * discards what it receives at once: it always may take one.
  */
 static unsigned recv_allowance(const ub_conn *c, const ub_pool *p,
 			       unsigned *need)
 {
-	unsigned cap = budget_bufs(c, p), allow;
+	unsigned allow = ub__pool_allowance(p, c->obj.rheld,
+					    budget_bufs(c, p), need);
 
-	*need = UINT_MAX;
-	if (p->users > 1) {
-		unsigned in = ub__pool_in_ring(p);
-		unsigned half = in > p->reserve ? (in - p->reserve) / 2 : 0;
-
-		if (half < 1)
-			half = 1;
-		if (half < cap) {
-			cap = half;
-			*need = p->reserve + 2 * (c->obj.rheld + 1);
-		}
-	}
-	allow = c->obj.rheld < cap ? cap - c->obj.rheld : 0;
 	if (!allow && c->closing)
 		allow = 1;
 	return allow;
-}
-
-/* Free buffers receives leave in the ring (as recv_allowance()). */
-static unsigned recv_keep(const ub_pool *p)
-{
-	return p->users > 1 ? p->reserve : 0;
-}
-
-/* What the pool has for a new receive: free buffers above what receives
- * leave in the ring, once every armed receive's promise is counted. */
-static unsigned recv_avail(const ub_pool *p)
-{
-	unsigned nfree = ub__pool_unpromised(p), keep = recv_keep(p);
-
-	return nfree > keep ? nfree - keep : 0;
 }
 
 static void set_throttled(ub_conn *c, bool on, unsigned need)
@@ -390,13 +356,7 @@ static void set_throttled(ub_conn *c, bool on, unsigned need)
 /* Buffers the armed receive could still fill: the promise it holds. */
 static void set_promise(ub_conn *c, unsigned n)
 {
-	ub_pool *p = c->rpool;
-	bool less = n < c->promise;
-
-	p->promised = p->promised - c->promise + n;
-	c->promise = n;
-	if (less && p->wake_level != UINT_MAX)
-		ub__pool_check_wake(p); /* arm_recv may have stopped one */
+	ub__pool_promise(c->rpool, &c->promise, n);
 }
 
 /*
@@ -431,7 +391,7 @@ static int arm_recv(ub_conn *c)
 		return 0;
 	}
 	n = allow < c->rwnd ? allow : c->rwnd;
-	avail = recv_avail(p);
+	avail = ub__pool_recv_avail(p);
 	ms = (f & UB_FEAT_RECV_MULTISHOT) && (f & UB_FEAT_RECV_LIMIT) &&
 	     !(c->flags & UB_CONN_SINGLESHOT);
 	/* The limit counts bytes, but every completion that ends a buffer
@@ -450,7 +410,7 @@ static int arm_recv(ub_conn *c)
 	 * promised: taking one anyway is how the reserve ran out.  One that
 	 * holds none takes one (recv_allowance). */
 	if (!avail && c->obj.rheld) {
-		set_throttled(c, true, recv_keep(p) + 1);
+		set_throttled(c, true, ub__pool_recv_keep(p) + 1);
 		return 0;
 	}
 	if (n + slack > avail)
@@ -517,7 +477,7 @@ static void arm_progress(ub_conn *c, int res, unsigned nbufs, bool more)
 				c->arm_slack--;
 			if (!c->arm_slack &&
 			    (c->obj.rheld + left >= budget_bufs(c, p) ||
-			     !recv_avail(p)))
+			     !ub__pool_recv_avail(p)))
 				c->arm_spent = true;
 		}
 	}

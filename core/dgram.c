@@ -17,8 +17,16 @@
  *
  * Buffers received are charged to the endpoint (ub_buf.owner, pool.c) as
  * for connections, so its receive budget counts what the application and
- * any send queue hold.  At the budget the multishot receive is cancelled;
- * a buffer coming back dirties the endpoint, which re-arms.  When the
+ * any send queue hold; on a shared pool the connections' share rule and
+ * reserve apply too (recv_room).  The armed receive holds a promise in
+ * the pool's count, as a connection's: what it may still deliver.  The
+ * kernel has no count limit for a multishot recvmsg, so ours is on this
+ * side: a datagram past the promise is dropped at once (ub_dgram_dropped),
+ * and with little room left the receive is a one-shot recvmsg, exactly
+ * one buffer (its payload lands at the buffer's start and is moved into
+ * the multishot layout).  At the limit the receive is cancelled; a
+ * buffer coming back, or the pool's wake level, dirties the endpoint,
+ * which re-arms.  When the
  * pool runs dry the kernel ends the receive with -ENOBUFS: counted
  * (ub_dgram_nobufs), and the endpoint waits on the pool's dgram_waiters
  * until a buffer is back in the ring (pool.c), unless one was added since
@@ -57,6 +65,8 @@
 #define UB_DG_DEF_QUEUE 256u
 #define UB_DG_MAX_QUEUE 32768u
 #define UB_DG_DEF_HIGH (1u << 20)
+/* A receive that may deliver fewer datagrams is one-shot (recv_room). */
+#define UB_DG_MS_MIN 8u
 /* Room for the source address in each buffer. */
 #define UB_DG_NAMELEN (UB_DGRAM_HDR - sizeof(struct io_uring_recvmsg_out))
 /* A GSO group's payload at most: under the 64 KiB of one IP packet with
@@ -262,6 +272,7 @@ static ub_dgram *new_ep(ub_loop *loop, int fd, int family,
 	ub__list_init(&d->dirty_link);
 	ub__list_init(&d->wait_link);
 	ub__list_init(&d->swait_link);
+	ub__list_init(&d->thr_link);
 	ub__list_add_tail(&loop->dgrams, &d->obj.h.link);
 	loop->nlive++;
 	ub__dgram_dirty(d);
@@ -404,10 +415,79 @@ static void stop_waiting(ub_dgram *d)
 	}
 }
 
-static int arm_recv(ub_dgram *d)
+static void set_throttled(ub_dgram *d, bool on, unsigned need)
+{
+	ub_pool *p = d->rpool;
+
+	d->throttled = on;
+	if (!on) {
+		ub__list_del(&d->thr_link);
+		return;
+	}
+	/* need UINT_MAX: only its own buffers coming back wake it
+	 * (pool.c's uncharge) */
+	if (need < p->wake_level)
+		p->wake_level = need;
+	if (ub__list_empty(&d->thr_link))
+		ub__list_add_tail(&p->dthrottled, &d->thr_link);
+}
+
+/*
+ * How many datagrams the endpoint's receive may deliver now; 0: stop
+ * (throttled).  Its budget and, on a pool others use, the share rule of
+ * connections (ub__pool_allowance), and no more than the pool has above
+ * its reserve that no other receive was promised; one holding nothing
+ * may always take one.  A multishot receive has no count limit in the
+ * kernel, so this is our side's: what it delivers past its promise is
+ * dropped (recycled at once, counted), as a full socket would drop it,
+ * and the buffer never stays away from the others.
+ */
+static unsigned recv_room(ub_dgram *d)
+{
+	ub_pool *p = d->rpool;
+	unsigned need, allow, in, others, keep, avail, n;
+
+	allow = ub__pool_allowance(p, d->obj.rheld, budget_bufs(d, p), &need);
+	in = ub__pool_in_ring(p);
+	others = p->promised - d->promise;
+	keep = ub__pool_recv_keep(p);
+	avail = in > others + keep ? in - others - keep : 0;
+	n = allow < avail ? allow : avail;
+	if (!n && allow) {
+		if (!d->obj.rheld)
+			n = 1;
+		else
+			need = keep + 1; /* one nobody was promised */
+	}
+	set_throttled(d, n == 0, need);
+	return n;
+}
+
+/* Datagrams wait in the socket (poll: a recv would consume an error the
+ * receive is to report). */
+static bool backlog(const ub_dgram *d)
+{
+	struct pollfd pfd = { .fd = d->fd, .events = POLLIN };
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+}
+
+/*
+ * Arm a receive that may deliver n datagrams.  The kernel's multishot
+ * recvmsg delivers what the socket holds in one pass before a cancel can
+ * land, and past the promise that is dropped: so multishot only with room
+ * for half the budget, or for UB_DG_MS_MIN while nothing waits in the
+ * socket (then only a burst arriving within one pass can pass it).  Else a
+ * one-shot recvmsg, exactly one buffer, the rest waits in the socket: a
+ * slow application near its budget loses nothing the socket can keep.
+ */
+static int arm_recv(ub_dgram *d, unsigned n)
 {
 	ub_pool *p = d->rpool;
 	struct io_uring_sqe *sqe;
+	unsigned wide = budget_bufs(d, p) / 2;
+	bool one = n < UB_DG_MS_MIN ||
+		   (n < wide && backlog(d));
 
 	/* No buffer in the ring: wait for one rather than have the kernel
 	 * fail the receive at once (pool.c wakes us). */
@@ -419,12 +499,29 @@ static int arm_recv(ub_dgram *d)
 	sqe = ub__sqe(d->loop);
 	if (!sqe)
 		return -EBUSY;
-	/* MSG_TRUNC: the header's payloadlen is the datagram's real length. */
-	io_uring_prep_recvmsg_multishot(sqe, d->fd, &d->rmh, MSG_TRUNC);
+	if (one) {
+		/* The payload lands at the buffer's start with room left to
+		 * move it UB_DGRAM_HDR bytes in (recv_one_done). */
+		memset(&d->omh, 0, sizeof(d->omh));
+		d->omh.msg_name = &d->osrc;
+		d->omh.msg_namelen = sizeof(d->osrc);
+		d->oiov.iov_base = NULL;
+		d->oiov.iov_len = p->size - UB_DGRAM_HDR;
+		d->omh.msg_iov = &d->oiov;
+		d->omh.msg_iovlen = 1;
+		io_uring_prep_recvmsg(sqe, d->fd, &d->omh, MSG_TRUNC);
+		n = 1;
+	} else {
+		/* MSG_TRUNC: the header's payloadlen is the real length. */
+		io_uring_prep_recvmsg_multishot(sqe, d->fd, &d->rmh,
+						MSG_TRUNC);
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)p->bgid;
 	io_uring_sqe_set_data64(sqe, ub__tag(d, UB_OP_RECV));
+	ub__pool_promise(p, &d->promise, n);
 	d->arm_tail = p->br_tail;
+	d->recv_one = one;
 	d->recv_armed = true;
 	d->inflight++;
 	return 0;
@@ -458,7 +555,7 @@ static bool soft_error(int res)
 /* One datagram in buffer b, res bytes written by the kernel. */
 static void deliver(ub_dgram *d, ub_buf *b, int res)
 {
-	char *base = d->rpool->mem + (size_t)b->idx * d->rpool->size;
+	char *base = b->pool->mem + (size_t)b->idx * b->pool->size;
 	struct io_uring_recvmsg_out *o, hdr;
 	int full;
 
@@ -486,28 +583,111 @@ static void deliver(ub_dgram *d, ub_buf *b, int res)
 		ub__buf_recycle(b); /* out of memory: cannot deliver */
 }
 
+/* The bytes a one-shot receive's datagram of res bytes left in its
+ * buffer, once moved into the multishot layout (one_layout). */
+static unsigned one_len(const ub_dgram *d, int res)
+{
+	size_t got = (size_t)res < d->oiov.iov_len ? (size_t)res
+						   : d->oiov.iov_len;
+
+	return (unsigned)(UB_DGRAM_HDR + got);
+}
+
+/* A one-shot receive put the payload at the buffer's start and the
+ * address in osrc: lay them out as a multishot receive does (header,
+ * address, payload UB_DGRAM_HDR bytes in), which is what deliver(),
+ * ub_buf_data() and ub_buf_addr() read.  A copy, on this path only. */
+static void one_layout(ub_dgram *d, ub_buf *b, int res)
+{
+	char *base = b->pool->mem + (size_t)b->idx * b->pool->size;
+	size_t got = one_len(d, res) - UB_DGRAM_HDR;
+	socklen_t nl = d->omh.msg_namelen;
+	struct io_uring_recvmsg_out o;
+
+	memmove(base + UB_DGRAM_HDR, base, got);
+	memset(&o, 0, sizeof(o));
+	o.namelen = nl;
+	o.payloadlen = (unsigned)res; /* MSG_TRUNC: the real length */
+	if (got < (size_t)res)
+		o.flags |= MSG_TRUNC;
+	memcpy(base, &o, sizeof(o));
+	memset(base + sizeof(o), 0, UB_DG_NAMELEN);
+	memcpy(base + sizeof(o), &d->osrc,
+	       nl < UB_DG_NAMELEN ? nl : UB_DG_NAMELEN);
+}
+
+/* An empty datagram from a one-shot receive: the kernel put its buffer
+ * back (nothing went in it), so the event carries a send-pool buffer
+ * laid out the same way (no receive memory is needed for it, and it is
+ * not charged to the budget).  NULL: no such buffer now. */
+static ub_buf *empty_buf(ub_dgram *d)
+{
+	ub_pool *sp = d->spool;
+	ub_buf *b;
+	int err;
+
+	if (!sp)
+		sp = ub_loop_send_pool(d->loop, &err);
+	if (!sp || sp->size < UB_DGRAM_HDR)
+		return NULL;
+	b = ub_pool_acquire(sp, NULL);
+	if (b) {
+		b->dflags = UB_BUF_F_DGRAM;
+		b->len = 0;
+		one_layout(d, b, 0);
+	}
+	return b;
+}
+
+/* One more datagram: delivered while the armed receive's promise lasts,
+ * else dropped (the kernel took it in the pass before our cancel or our
+ * smaller promise could land). */
+static void take_one(ub_dgram *d, ub_buf *b, int len)
+{
+	if (d->promise) {
+		/* for a ring buffer: one out of the ring, one promise less,
+		 * the unpromised count is unchanged */
+		d->promise--;
+		d->rpool->promised--;
+		deliver(d, b, len);
+	} else {
+		d->ndropped++;
+		ub__buf_recycle(b);
+	}
+}
+
 static void on_recv(ub_dgram *d, int res, unsigned cflags)
 {
 	ub_pool *p = d->rpool;
+	bool one = d->recv_one;
 
 	if (!(cflags & IORING_CQE_F_MORE)) {
 		d->recv_armed = false;
 		d->recv_cancelling = false;
+		d->recv_one = false;
 		d->inflight--;
 	}
 	if (cflags & IORING_CQE_F_BUFFER) {
 		ub_buf *b = NULL;
+		unsigned len = one && res >= 0 ? one_len(d, res) : (unsigned)res;
 		int err;
 
-		if (res <= 0 ||
-		    ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT,
-				       (unsigned)res, cflags, &d->obj, &b, 1,
-				       &err) != 1) {
+		if (res < 0 || len == 0 ||
+		    ub__pool_take_recv(p, cflags >> UB_CQE_BUFFER_SHIFT, len,
+				       cflags, &d->obj, &b, 1, &err) != 1) {
 			ub__dgram_fail(d, -EIO);
-			ub__dgram_dirty(d);
-			return;
+		} else {
+			if (one)
+				one_layout(d, b, res);
+			take_one(d, b, (int)len);
 		}
-		deliver(d, b, res);
+	} else if (one && res == 0) {
+		ub_buf *b = empty_buf(d);
+
+		if (b)
+			take_one(d, b, UB_DGRAM_HDR);
+		else
+			d->ndropped++;
 	} else if (res == -ENOBUFS) {
 		/* The ring was empty.  Only a buffer added since the receive
 		 * was armed says that trying again can work now. */
@@ -526,6 +706,8 @@ static void on_recv(ub_dgram *d, int res, unsigned cflags)
 			ub__dgram_fail(d, res);
 		}
 	}
+	if (!d->recv_armed && d->rpool)
+		ub__pool_promise(p, &d->promise, 0);
 	ub__dgram_dirty(d);
 }
 
@@ -1117,6 +1299,7 @@ static void finalize(ub_dgram *d)
 void ub__dgram_update(ub_dgram *d)
 {
 	bool want_recv;
+	unsigned n;
 
 	if (d->closed)
 		return;
@@ -1133,7 +1316,7 @@ void ub__dgram_update(ub_dgram *d)
 	arm_sends(d);
 	if (d->closing) {
 		stop_waiting(d);
-		d->throttled = false;
+		set_throttled(d, false, 0);
 		if (d->inflight == 0 && !d->phead && !d->spill_head) {
 			finalize(d);
 		} else if (!d->cancel_sent && d->inflight) {
@@ -1154,14 +1337,31 @@ void ub__dgram_update(ub_dgram *d)
 	if (d->rhead && !d->poll_armed)
 		arm_pollout(d); /* an SQE was short when it was refused */
 	want_recv = d->recv_started && !d->user_paused;
-	/* The budget: at it, stop (datagrams wait in the socket) until a
-	 * buffer of ours comes back (pool.c dirties us then). */
-	d->throttled = want_recv &&
-		       d->obj.rheld >= budget_bufs(d, d->rpool);
-	if (d->throttled)
-		want_recv = false;
+	/* The budget and the pool's share: at them, stop (datagrams wait in
+	 * the socket) until a buffer of ours comes back or the pool has
+	 * room (pool.c dirties us then). */
+	if (want_recv) {
+		n = recv_room(d);
+		if (d->recv_armed) {
+			/* What the armed receive may still deliver follows
+			 * the room as buffers come and go; a multishot one
+			 * with little room gives way to a one-shot one (armed
+			 * after its last CQE). */
+			ub__pool_promise(d->rpool, &d->promise,
+					 d->recv_one && n > 1 ? 1 : n);
+			if (!d->recv_one && n < UB_DG_MS_MIN)
+				want_recv = false;
+		}
+		if (!n)
+			want_recv = false;
+	} else {
+		/* paused: what the kernel delivers before the cancel lands
+		 * is still within the promise, and delivered */
+		set_throttled(d, false, 0);
+		n = 0;
+	}
 	if (want_recv && !d->recv_armed && !d->recv_waiting) {
-		if (arm_recv(d) < 0)
+		if (arm_recv(d, n) < 0)
 			retry_later(d);
 	} else if (!want_recv && d->recv_armed && !d->recv_cancelling) {
 		if (cancel_op(d, ub__tag(d, UB_OP_RECV), false) == 0)
@@ -1246,6 +1446,8 @@ void ub__dgram_free(ub_dgram *d)
 	free(d->slots);
 	d->slots = d->sfree = NULL;
 	if (d->rpool) {
+		set_throttled(d, false, 0);
+		ub__pool_promise(d->rpool, &d->promise, 0);
 		if (d->obj.rheld)
 			ub__pool_disown(d->rpool, &d->obj);
 		d->rpool->users--;
@@ -1381,6 +1583,7 @@ uint64_t ub_dgram_received(const ub_dgram *d) { return d ? d->nrecv : 0; }
 uint64_t ub_dgram_sent(const ub_dgram *d) { return d ? d->nsent : 0; }
 uint64_t ub_dgram_nobufs(const ub_dgram *d) { return d ? d->nobufs : 0; }
 uint64_t ub_dgram_send_ops(const ub_dgram *d) { return d ? d->nsendops : 0; }
+uint64_t ub_dgram_dropped(const ub_dgram *d) { return d ? d->ndropped : 0; }
 size_t ub_dgram_recv_budget(const ub_dgram *d) { return d ? d->rbudget : 0; }
 unsigned ub_dgram_recv_held(const ub_dgram *d) { return d ? d->obj.rheld : 0; }
 int ub_dgram_recv_throttled(const ub_dgram *d) { return d ? d->throttled : -EINVAL; }

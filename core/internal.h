@@ -197,13 +197,14 @@ struct ub_pool {
 	uint32_t br_tail;   /* buffers ever added (kernel sees it mod 2^16) */
 	uint16_t *slot_bid; /* which buffer was added at ring position p */
 	uint32_t *bid_pos;  /* ring position at which buffer b was added */
-	unsigned users;     /* connections and listeners using it */
+	unsigned users;     /* connections, listeners, endpoints using it */
 	struct ub_list recv_waiters; /* conns starved of buffers */
 	unsigned handoff;            /* KERNEL buffers handed to a waiter */
 	unsigned reserve;            /* free buffers kept for conns holding
 					none (conn.c, recv_allowance) */
 	unsigned promised;           /* buffers armed receives may still take */
 	struct ub_list throttled;    /* conns stopped by budget or share */
+	struct ub_list dthrottled;   /* endpoints stopped by their share */
 	unsigned wake_level;         /* wake them at this many free buffers
 					no receive has promised away */
 	struct ub_list send_waiters; /* conns refused for want of buffers */
@@ -262,6 +263,31 @@ static inline unsigned ub__pool_unpromised(const ub_pool *p)
 }
 /* Wake the throttled connections if the pool reached their wake level. */
 void ub__pool_check_wake(ub_pool *pool);
+
+/* Free buffers receives leave in the ring: the reserve, while others use
+ * the pool (nobody else needs it otherwise). */
+static inline unsigned ub__pool_recv_keep(const ub_pool *p)
+{
+	return p->users > 1 ? p->reserve : 0;
+}
+
+/* What the pool has for a new receive: free buffers above what receives
+ * leave in the ring, once every armed receive's promise is counted. */
+static inline unsigned ub__pool_recv_avail(const ub_pool *p)
+{
+	unsigned nfree = ub__pool_unpromised(p), keep = ub__pool_recv_keep(p);
+
+	return nfree > keep ? nfree - keep : 0;
+}
+
+/* How many more buffers a receiver holding rheld, with a budget of cap
+ * buffers, may take from p now (the share rule, conn.c's recv_allowance);
+ * *need: the free buffers at which it could take one more (UINT_MAX: only
+ * its own coming back can). */
+unsigned ub__pool_allowance(const ub_pool *p, unsigned rheld, unsigned cap,
+			    unsigned *need);
+/* *promise (a receiver's, summed in p->promised) becomes n. */
+void ub__pool_promise(ub_pool *p, unsigned *promise, unsigned n);
 
 /* ---- send queue (sendq.c) ---- */
 struct ub_sendq {
@@ -465,6 +491,16 @@ struct ub_dgram {
 	struct msghdr rmh;
 	uint32_t arm_tail;         /* rpool->br_tail when the receive was armed */
 	size_t rbudget;
+	/* receive share (dgram.c, recv_room): promise: the datagrams the
+	 * armed receive may still deliver (summed in rpool->promised; more
+	 * than that are dropped, counted in ndropped).  recv_one: the armed
+	 * receive is a one-shot recvmsg into omh (payload at the buffer's
+	 * start, address in osrc: dgram.c moves both into the multishot
+	 * layout) */
+	unsigned promise;
+	struct msghdr omh;
+	struct iovec oiov;
+	struct sockaddr_storage osrc;
 	/* send: slots[queue_max], free ones on sfree, queued but not yet
 	 * armed ones on phead..ptail, ones the socket refused (EAGAIN) on
 	 * rhead..rtail until the POLLOUT wait ends; nqueued counts them all */
@@ -482,18 +518,19 @@ struct ub_dgram {
 	unsigned gso_good, gso_limit;
 	unsigned nslots, nqueued;
 	size_t qbytes, high, low;
-	uint64_t nrecv, nsent, nobufs, nsendops;
+	uint64_t nrecv, nsent, nobufs, nsendops, ndropped;
 	unsigned inflight;         /* operations armed in the kernel */
 	unsigned sends_armed;      /* of them sends: one linked chain at most */
 	int close_res;
 	bool recv_armed, recv_cancelling, recv_waiting, throttled,
 		recv_started, user_paused, want_writable, want_spool,
 		connected, closing, cancel_sent, closed, dirty, poll_armed,
-		gso;
+		gso, recv_one;
 	char *unix_path;           /* bound by ub_dgram_open(): unlinked */
 	struct ub_list dirty_link; /* loop->ddirty */
 	struct ub_list wait_link;  /* rpool->dgram_waiters */
 	struct ub_list swait_link; /* spool->dsend_waiters */
+	struct ub_list thr_link;   /* rpool->dthrottled */
 };
 
 void ub__dgram_dirty(ub_dgram *d);

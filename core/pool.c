@@ -99,7 +99,8 @@ void ub__buf_charge(ub_buf *b, struct ub_obj *owner)
 	owner->rheld++;
 }
 
-/* Dirty every throttled connection of the pool (it has room again). */
+/* Dirty every throttled connection and endpoint of the pool (it has
+ * room again). */
 static void wake_throttled(ub_pool *p)
 {
 	p->wake_level = UINT_MAX; /* those still stopped set it again */
@@ -111,6 +112,49 @@ static void wake_throttled(ub_pool *p)
 		c->throttled = false;
 		ub__conn_dirty(c);
 	}
+	while (!ub__list_empty(&p->dthrottled)) {
+		ub_dgram *d = ub__container_of(p->dthrottled.next, ub_dgram,
+					       thr_link);
+
+		ub__list_del(&d->thr_link);
+		ub__dgram_dirty(d); /* its update decides again */
+	}
+}
+
+/*
+ * The receiver's budget (cap buffers); and, while others use the pool, at
+ * most half of what is free above the reserve: as the pool fills, those
+ * holding much stop first (with K holders the free part settles near
+ * 2/(K+2) of it instead of running out), and one holding nothing may
+ * always take one, from the reserve if need be, so a new or quiet
+ * receiver finds a buffer.
+ */
+unsigned ub__pool_allowance(const ub_pool *p, unsigned rheld, unsigned cap,
+			    unsigned *need)
+{
+	*need = UINT_MAX;
+	if (p->users > 1) {
+		unsigned in = ub__pool_in_ring(p);
+		unsigned half = in > p->reserve ? (in - p->reserve) / 2 : 0;
+
+		if (half < 1)
+			half = 1;
+		if (half < cap) {
+			cap = half;
+			*need = p->reserve + 2 * (rheld + 1);
+		}
+	}
+	return rheld < cap ? cap - rheld : 0;
+}
+
+void ub__pool_promise(ub_pool *p, unsigned *promise, unsigned n)
+{
+	bool less = n < *promise;
+
+	p->promised = p->promised - *promise + n;
+	*promise = n;
+	if (less && p->wake_level != UINT_MAX)
+		ub__pool_check_wake(p); /* a receiver may have stopped for it */
 }
 
 void ub__pool_check_wake(ub_pool *p)
@@ -507,6 +551,7 @@ ub_pool *ub_pool_new(ub_loop *loop, unsigned count, unsigned size,
 	ub__list_init(&p->dgram_waiters);
 	ub__list_init(&p->dsend_waiters);
 	ub__list_init(&p->throttled);
+	ub__list_init(&p->dthrottled);
 	p->wake_level = UINT_MAX;
 	/* A quarter of a receive pool is kept for connections that hold
 	 * nothing (conn.c, recv_allowance()). */

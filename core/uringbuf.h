@@ -857,14 +857,21 @@ UB_EXTERN uint64_t ub_dgram_nobufs(const ub_dgram *ep);
 /* Send operations completed: fewer than ub_dgram_sent() where UDP GSO
  * (UB_FEAT_UDP_GSO) sent several datagrams to one peer in one. */
 UB_EXTERN uint64_t ub_dgram_send_ops(const ub_dgram *ep);
+/* Datagrams the kernel delivered past the endpoint's receive budget or its
+ * share of the pool (in the pass before its receive could stop) and that
+ * were dropped at once, as a full socket drops them; also an empty
+ * datagram received with no send-pool buffer to carry it. */
+UB_EXTERN uint64_t ub_dgram_dropped(const ub_dgram *ep);
 /* Receive budget, as for connections: the buffers of its receive pool the
  * endpoint received and that have not come back (held by the application,
- * queued on any send queue) count against it; at the budget the receive is
- * cancelled, and it resumes when one comes back.  Not exact: a multishot
- * receive has no count limit, so datagrams the kernel delivered before the
- * cancel took effect still arrive, and a receive re-armed while datagrams
- * wait in the socket takes those waiting in one pass (at most what the
- * pool's ring holds).  Budget in bytes of buffers (at least one). */
+ * queued on any send queue) count against it; on a pool others use (more
+ * endpoints, connections), also the connections' share rule and reserve.
+ * At the limit the receive stops (datagrams wait in the socket), and it
+ * resumes when one comes back.  Exact: a multishot receive has no count
+ * limit in the kernel, so datagrams it delivers past what the endpoint may
+ * hold are dropped at once (ub_dgram_dropped()), and with fewer than 8
+ * buffers of room the receive is one-shot, one datagram each (the rest
+ * wait in the socket).  Budget in bytes of buffers (at least one). */
 UB_EXTERN size_t ub_dgram_recv_budget(const ub_dgram *ep);
 /* bytes > 0, else -EINVAL. */
 UB_EXTERN int ub_dgram_set_recv_budget(ub_dgram *ep, size_t bytes);

@@ -401,11 +401,15 @@ static void test_truncation(void)
 
 /* ---- pool exhaustion ---- */
 
+/* Enough for a multishot receive (a smaller room is received one
+ * datagram at a time, which stops at the budget before the pool runs dry) */
+#define EX_BUFS 16u
+
 static int hold_step(void *arg)
 {
 	struct echo *t = arg;
 
-	return t->nheld >= 4 && ub_dgram_nobufs(t->ep) >= 1 ? TH_DONE
+	return t->nheld >= EX_BUFS && ub_dgram_nobufs(t->ep) >= 1 ? TH_DONE
 							     : TH_IDLE;
 }
 
@@ -433,15 +437,15 @@ static void test_exhaustion(void)
 
 	memset(&t, 0, sizeof(t));
 	t.loop = th_loop_new(NULL);
-	t.pool = ub_pool_new(t.loop, 4, 1024, UB_POOL_RECV, &err);
+	t.pool = ub_pool_new(t.loop, EX_BUFS, 1024, UB_POOL_RECV, &err);
 	CHECK_PTR(t.pool, err);
 	ub_dgram_opts_init(&o);
-	o.recv_budget = 4 * 1024;
+	o.recv_budget = EX_BUFS * 1024;
 	t.ep = open_ep(t.loop, AF_INET, NULL, t.pool, &o, &t.srv, &t.srvlen);
 	t.scratch = malloc(MAXDG + 1);
 	t.cl[0].fd = client_socket(AF_INET);
 	/* a burst waiting in the socket before the receive is armed: the
-	 * multishot receive takes the 4 buffers and ends with -ENOBUFS */
+	 * multishot receive takes all the buffers and ends with -ENOBUFS */
 	th_pat_fill(7, 0, msg, sizeof(msg));
 	for (i = 0; i < 32; i++)
 		CHECK(sendto(t.cl[0].fd, msg, sizeof(msg), 0,
@@ -449,15 +453,15 @@ static void test_exhaustion(void)
 	t.hold = 1;
 	th_run(t.loop, echo_event, hold_step, &t, 5, TH_TIMEOUT_MS,
 	       "pool drained");
-	CHECK_EQ(t.nheld, 4);
+	CHECK_EQ(t.nheld, EX_BUFS);
 	CHECK_CMP(ub_dgram_nobufs(t.ep), >=, 1);
 	CHECK_EQ(ub_pool_count_state(t.pool, UB_BUF_KERNEL), 0);
 	/* nothing more arrives while the pool is empty, and no spin */
 	th_run_for(t.loop, echo_event, NULL, &t, 5, 100);
-	CHECK_EQ(t.nheld, 4);
+	CHECK_EQ(t.nheld, EX_BUFS);
 	/* give them back by echoing: receiving resumes, all 32 come back */
 	t.hold = 0;
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < EX_BUFS; i++)
 		echo_buf(&t, t.held[i]);
 	th_run(t.loop, echo_event, all_back_step, &t, 2, TH_TIMEOUT_MS,
 	       "every datagram of the burst echoed");
@@ -553,6 +557,176 @@ static void test_budget(void)
 	th_check_pool_idle(pool, "recv pool after budget");
 	CHECK_OK(ub_loop_free(loop));
 	printf("  budget: receiving stopped at 4 held buffers\n");
+}
+
+/* ---- exact limits: a burst past the budget, a flood beside a neighbour ---- */
+
+#define SH_BURST 300u
+
+struct share {
+	ub_dgram *a, *b;     /* a: its application holds all; b: releases */
+	ub_buf *held[SH_BURST];
+	unsigned nheld, nb, want, limit, max_held;
+};
+
+static void share_event(const ub_event *ev, void *arg)
+{
+	struct share *s = arg;
+	unsigned held;
+
+	CHECK_EQ(ev->type, UB_EV_DATA);
+	if (ev->dgram == s->b) {
+		s->nb++;
+		CHECK_OK(ub_buf_release(ev->buf));
+		return;
+	}
+	CHECK(ev->dgram == s->a);
+	CHECK_CMP(s->nheld, <, SH_BURST);
+	s->held[s->nheld++] = ev->buf;
+	/* at every datagram, never past the limit */
+	held = ub_dgram_recv_held(s->a);
+	CHECK_CMP(held, <=, s->limit);
+	if (held > s->max_held)
+		s->max_held = held;
+}
+
+static int share_all_step(void *arg)
+{
+	struct share *s = arg;
+	unsigned i;
+
+	/* a slow application: gives back one of what it holds at a time */
+	for (i = 0; i < 1 && s->nheld; i++)
+		CHECK_OK(ub_buf_release(s->held[--s->nheld]));
+	return ub_dgram_received(s->a) + ub_dgram_dropped(s->a) >= SH_BURST
+		       ? TH_DONE
+		       : TH_IDLE;
+}
+
+static void burst(int fd, const struct sockaddr_storage *to, socklen_t len,
+		  unsigned n)
+{
+	unsigned char msg[64];
+	unsigned i;
+
+	memset(msg, 'x', sizeof(msg));
+	for (i = 0; i < n; i++)
+		CHECK(sendto(fd, msg, sizeof(msg), 0, (const void *)to, len) ==
+		      (ssize_t)sizeof(msg));
+}
+
+/* Every datagram of the burst is received or counted as dropped, and
+ * what the application holds never passed the limit; near it, receiving
+ * is one datagram at a time and drops nothing that waits in the socket.
+ * Drains a. */
+static void share_drain(ub_loop *loop, struct share *s)
+{
+	uint64_t dropped = ub_dgram_dropped(s->a);
+	unsigned i;
+
+	th_run(loop, share_event, share_all_step, s, 5, TH_TIMEOUT_MS,
+	       "every datagram received or counted as dropped");
+	CHECK_EQ(ub_dgram_received(s->a) + ub_dgram_dropped(s->a), SH_BURST);
+	CHECK_EQ(ub_dgram_dropped(s->a), dropped);
+	for (i = 0; i < s->nheld; i++)
+		CHECK_OK(ub_buf_release(s->held[i]));
+	s->nheld = 0;
+}
+
+static void test_exact_budget(void)
+{
+	ub_loop *loop = th_loop_new(NULL);
+	struct sockaddr_storage srv;
+	socklen_t slen;
+	ub_dgram_opts opt;
+	struct share s;
+	int err, fd;
+	ub_pool *pool = ub_pool_new(loop, 128, 512, UB_POOL_RECV, &err);
+
+	CHECK_PTR(pool, err);
+	memset(&s, 0, sizeof(s));
+	ub_dgram_opts_init(&opt);
+	opt.recv_budget = 20 * 512;
+	s.limit = 20;
+	s.a = open_ep(loop, AF_INET, NULL, pool, &opt, &srv, &slen);
+	fd = client_socket(AF_INET);
+	/* the multishot receive takes what the socket holds in one pass:
+	 * past the budget, dropped at once, not held */
+	burst(fd, &srv, slen, SH_BURST);
+	th_run_for(loop, share_event, NULL, &s, 5, 200);
+	CHECK_EQ(s.nheld, 20);
+	CHECK_EQ(ub_dgram_recv_held(s.a), 20);
+	CHECK_EQ(ub_dgram_recv_throttled(s.a), 1);
+	CHECK_CMP(ub_dgram_dropped(s.a), >, 0);
+	CHECK_CMP(ub_dgram_received(s.a) + ub_dgram_dropped(s.a), <,
+		  SH_BURST); /* the rest waits in the socket */
+	/* nothing of the pool is lost: 20 held, the rest in the ring */
+	CHECK_EQ(ub_pool_count_state(pool, UB_BUF_KERNEL), 128 - 20);
+	share_drain(loop, &s);
+	printf("  exact budget: at most 20 of 20 held; %llu received, %llu "
+	       "dropped past it\n",
+	       (unsigned long long)ub_dgram_received(s.a),
+	       (unsigned long long)ub_dgram_dropped(s.a));
+	close_ep(loop, s.a);
+	close(fd);
+	th_check_pool_idle(pool, "recv pool after exact budget");
+	CHECK_OK(ub_loop_free(loop));
+}
+
+static int b_step(void *arg)
+{
+	struct share *s = arg;
+
+	return s->nb >= s->want ? TH_DONE : TH_IDLE;
+}
+
+static void test_shared_pool(void)
+{
+	ub_loop *loop = th_loop_new(NULL);
+	struct sockaddr_storage sa, sb;
+	socklen_t la, lb;
+	ub_dgram_opts opt;
+	struct share s;
+	unsigned i, reserve;
+	int err, fd;
+	ub_pool *pool = ub_pool_new(loop, 64, 512, UB_POOL_RECV, &err);
+
+	CHECK_PTR(pool, err);
+	memset(&s, 0, sizeof(s));
+	ub_dgram_opts_init(&opt);
+	opt.recv_budget = 64 * 512; /* the whole pool: only the share limits */
+	s.a = open_ep(loop, AF_INET, NULL, pool, &opt, &sa, &la);
+	s.b = open_ep(loop, AF_INET6, NULL, pool, NULL, &sb, &lb);
+	reserve = ub_pool_reserve(pool);
+	CHECK_EQ(reserve, 16);
+	/* the share rule: at most half of what is free above the reserve */
+	s.limit = (64 - reserve) / 2;
+	fd = client_socket(AF_INET);
+	burst(fd, &sa, la, SH_BURST);
+	th_run_for(loop, share_event, NULL, &s, 5, 200);
+	CHECK_CMP(s.nheld, >, 0);
+	CHECK_EQ(ub_dgram_recv_throttled(s.a), 1);
+	CHECK_CMP(ub_pool_count_state(pool, UB_BUF_KERNEL), >=, reserve);
+	/* the neighbour still receives, one datagram at a time, while the
+	 * flooded endpoint's application holds everything it got */
+	close(fd);
+	fd = client_socket(AF_INET6);
+	for (i = 0; i < 5; i++) {
+		burst(fd, &sb, lb, 1);
+		s.want = i + 1;
+		th_run(loop, share_event, b_step, &s, 5, TH_TIMEOUT_MS,
+		       "the neighbour's datagram");
+	}
+	CHECK_EQ(ub_dgram_dropped(s.b), 0);
+	share_drain(loop, &s);
+	printf("  shared pool: the flooded endpoint held at most %u of 64 "
+	       "(limit %u), its neighbour received all 5\n",
+	       s.max_held, s.limit);
+	close_ep(loop, s.a);
+	close_ep(loop, s.b);
+	close(fd);
+	th_check_pool_idle(pool, "recv pool after shared pool");
+	CHECK_OK(ub_loop_free(loop));
 }
 
 /* ---- close with sends in flight (Unix: a peer that does not read) ---- */
@@ -1369,6 +1543,8 @@ int main(void)
 	test_truncation();
 	test_exhaustion();
 	test_budget();
+	test_exact_budget();
+	test_shared_pool();
 	test_close_inflight();
 	test_unix_full_peer();
 	test_soft_water();

@@ -736,6 +736,12 @@ Dgram.nobufs = core.ub_dgram_nobufs
 -- datagram on the wire, in order).
 -- @function Dgram:send_ops
 Dgram.send_ops = core.ub_dgram_send_ops
+--- Datagrams the kernel delivered past the receive budget or the
+-- endpoint's share of a shared pool (in the pass before its receive
+-- stopped), dropped at once as a full socket drops them: the budget is
+-- exact.
+-- @function Dgram:dropped
+Dgram.dropped = core.ub_dgram_dropped
 --- The receive budget in bytes (as `Conn:recv_budget`).
 -- @function Dgram:recv_budget
 Dgram.recv_budget = core.ub_dgram_recv_budget

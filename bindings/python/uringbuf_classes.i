@@ -1350,9 +1350,11 @@ send() is refused until they are out.";
 	PyObject *nobufs;
 	%feature("docstring") send_ops "Send operations completed: fewer than sent where UDP GSO (Feature.UDP_GSO) sent several datagrams to one peer in one (each still one datagram on the wire, in order).";
 	PyObject *send_ops;
+	%feature("docstring") dropped "Datagrams the kernel delivered past recv_budget or the endpoint's share of a shared pool (in the pass before its receive stopped), dropped at once as a full socket drops them: the budget is exact.";
+	PyObject *dropped;
 	%feature("docstring") recv_held "Buffers of its receive pool the endpoint holds now (received and not yet back: held by you or queued for sending anywhere).";
 	PyObject *recv_held;
-	%feature("docstring") recv_throttled "True while its receive is stopped by its recv_budget (datagrams wait in the socket).";
+	%feature("docstring") recv_throttled "True while its receive is stopped by its recv_budget or its share of a shared pool (datagrams wait in the socket).";
 	PyObject *recv_throttled;
 	%feature("docstring") closing "True once close() was accepted (or the endpoint is gone).";
 	PyObject *closing;
@@ -2016,6 +2018,11 @@ static PyObject *ubpy_dgram_send_ops_get(ubpy_dgram *h)
 {
 	ub_dgram *d = ubpy__dgram_get(h);
 	return d ? PyLong_FromUnsignedLongLong(ub_dgram_send_ops(d)) : NULL;
+}
+static PyObject *ubpy_dgram_dropped_get(ubpy_dgram *h)
+{
+	ub_dgram *d = ubpy__dgram_get(h);
+	return d ? PyLong_FromUnsignedLongLong(ub_dgram_dropped(d)) : NULL;
 }
 static PyObject *ubpy_dgram_recv_held_get(ubpy_dgram *h)
 {

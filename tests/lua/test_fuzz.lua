@@ -48,7 +48,7 @@ local METHODS = {
 	dgram = { "connect", "send", "reply", "close", "pause_recv",
 		"resume_recv", "want_writable", "set_water", "fd", "loop",
 		"address", "peer_address", "queued_bytes", "queued_bufs",
-		"received", "sent", "nobufs", "recv_budget", "set_recv_budget",
+		"received", "sent", "nobufs", "dropped", "recv_budget", "set_recv_budget",
 		"recv_held", "recv_throttled", "set_buffers", "valid" },
 }
 -- Methods that end an object: called less often, so that objects live long

@@ -212,7 +212,9 @@ end)
 T.test("pool exhaustion: nobufs counted, nothing crashes, receiving resumes", function()
 	local loop = assert(ub.loop())
 	T.defer(function() loop:close() end)
-	local tiny = assert(loop:pool(4, 1024 + HDR, "recv"))
+	-- 16: room for a multishot receive (with less it takes one datagram
+	-- at a time and stops at the budget before the pool runs dry)
+	local tiny = assert(loop:pool(16, 1024 + HDR, "recv"))
 	local held, total = {}, 0
 	local ep = assert(ub.udp{ loop = loop, recv_pool = tiny, rcvbuf = 1 << 20,
 		on_datagram = function(_, buf)
@@ -221,7 +223,7 @@ T.test("pool exhaustion: nobufs counted, nothing crashes, receiving resumes", fu
 		end })
 	local cl = assert(ub.udp{ loop = loop, peer = ep:address() })
 	for i = 1, 40 do assert(cl:send(payload("x", i, 100))) end
-	T.ok(T.drive(ep, function() return ep.dgram:nobufs() > 0 and total == 4 end, 5),
+	T.ok(T.drive(ep, function() return ep.dgram:nobufs() > 0 and total == 16 end, 5),
 		"nobufs " .. ep.dgram:nobufs() .. " total " .. total)
 	T.eq(tiny:count_state("kernel"), 0)
 	-- give them back: the receive re-arms, the datagrams waiting in the
@@ -235,6 +237,37 @@ T.test("pool exhaustion: nobufs counted, nothing crashes, receiving resumes", fu
 	while not drain() and ub.now() < deadline do ep:step(20) end
 	T.eq(total, 40)
 	T.ok(ep:stats().nobufs > 0)
+	T.eq(ep:stats().dropped, 0)
+end)
+
+T.test("a burst past the budget: held stops at it exactly, the rest is dropped and counted", function()
+	local loop = assert(ub.loop())
+	T.defer(function() loop:close() end)
+	local pool = assert(loop:pool(64, 256 + HDR, "recv"))
+	local held, total = {}, 0
+	local ep
+	ep = assert(ub.udp{ loop = loop, recv_pool = pool, rcvbuf = 1 << 20,
+		recv_budget = 20 * (256 + HDR),
+		on_datagram = function(_, buf)
+			total = total + 1
+			held[#held + 1] = buf
+			assert(ep.dgram:recv_held() <= 20)
+		end })
+	local cl = assert(ub.udp{ loop = loop, peer = ep:address() })
+	for i = 1, 200 do assert(cl:send(payload("b", i, 50))) end
+	T.ok(T.drive(ep, function() return ep.dgram:dropped() > 0 and total == 20 end, 5),
+		"dropped " .. ep.dgram:dropped() .. " total " .. total)
+	T.eq(ep.dgram:recv_held(), 20)
+	T.eq(ep.dgram:recv_throttled(), true)
+	local deadline = ub.now() + 10
+	while ub.now() < deadline do
+		for i, b in ipairs(held) do b:release(); held[i] = nil end
+		local st = ep:stats()
+		if st.received + st.dropped >= 200 then break end
+		ep:step(20)
+	end
+	local st = ep:stats()
+	T.eq(st.received + st.dropped, 200)
 end)
 
 local function echo_over(family_addr, client_bind)

@@ -354,13 +354,14 @@ function Endpoint:is_open()
 end
 
 --- The endpoint handle's counters: `received`, `sent`, `nobufs`,
--- `queued` (bytes), plus `errors`.
+-- `dropped`, `queued` (bytes), plus `errors`.
 function Endpoint:stats()
 	local d = self.dgram
 	local live = valid(d)
 	return { received = live and d:received() or self.final_received or 0,
 		sent = live and d:sent() or self.final_sent or 0,
 		nobufs = live and d:nobufs() or self.final_nobufs or 0,
+		dropped = live and d:dropped() or self.final_dropped or 0,
 		queued = live and d:queued_bytes() or 0, errors = self.errors }
 end
 
@@ -376,8 +377,9 @@ function Endpoint:close()
 	if not self.closing then
 		self.closing = true
 		if valid(d) then
-			self.final_received, self.final_sent, self.final_nobufs =
-				d:received(), d:sent(), d:nobufs()
+			self.final_received, self.final_sent, self.final_nobufs,
+				self.final_dropped =
+				d:received(), d:sent(), d:nobufs(), d:dropped()
 			core.ub_dgram_close(d)
 		end
 	end
