@@ -158,11 +158,18 @@ M.loop = core.ub_loop_new
 -- ("accept", "connect", "data", "sent", "writable", "eof", "error",
 -- "closed"), `res`, and `conn`, `listener`, `buf` where they apply.  A
 -- "data" event's buffer is the application's: forward it or release it.
+-- With `dispatch` true (what `Server:step` and `Server:pump` pass), a
+-- "data" event of a `uringbuf.udp` endpoint with `on_datagram` is handed
+-- to it right there (no event table; `events.fast` counts them); if one
+-- raises, the rest of the batch fills the table as usual and the error is
+-- in `events.err`, for the caller to raise once those are dispatched.
 -- @function Loop:wait
 -- @tparam[opt=1] integer min events to wait for (0: do not block)
 -- @tparam[opt=-1] integer timeout_ms (-1: none)
 -- @tparam[opt] table events table to fill (default: one per loop)
--- @return n, events or nil, message, errno (EINTR after a caught signal)
+-- @tparam[opt] boolean dispatch hand datagrams to their endpoints here
+-- @return n (events in the table), events or nil, message, errno (EINTR
+--   after a caught signal)
 Loop.wait = core.loop_wait
 
 -- Shared with uringbuf.server (not API): helpers both layers use, and a

@@ -912,6 +912,57 @@ int ubl_loop_close(lua_State *L)
 	return 1;
 }
 
+#define UBL_ACACHE 64u
+struct ubl_acache {
+	socklen_t len[UBL_ACACHE];
+	struct sockaddr_storage sa[UBL_ACACHE];
+};
+
+/* The address-string cache's registry key (the userdata is also
+ * buf:source()'s upvalue). */
+static char ubl_acache_key;
+
+/* Push the source of received datagram b as buf:source() does, from the
+ * cache userdata at ci (its uservalue: the strings); nil if none. */
+static void push_source(lua_State *L, ub_buf *b, int ci)
+{
+	struct ubl_acache *c = lua_touserdata(L, ci);
+	socklen_t len = 0;
+	const struct sockaddr *sa = ub_buf_addr(b, &len);
+	const unsigned char *p = (const unsigned char *)sa;
+	uint32_t hash = 2166136261u;
+	char out[128];
+	socklen_t k;
+	unsigned i;
+	int n;
+
+	if (!sa || !len || len > sizeof(c->sa[0])) {
+		lua_pushnil(L);
+		return;
+	}
+	for (k = 0; k < len; k++)
+		hash = (hash ^ p[k]) * 16777619u;
+	i = (unsigned)(hash ^ (hash >> 16)) % UBL_ACACHE;
+	lua_getiuservalue(L, ci, 1);
+	if (c->len[i] == len && memcmp(&c->sa[i], sa, len) == 0) {
+		lua_rawgeti(L, -1, (lua_Integer)i + 1);
+		lua_remove(L, -2);
+		return;
+	}
+	n = ub_buf_addr_format(b, out, sizeof(out));
+	if (n < 0) {
+		lua_pop(L, 1);
+		lua_pushnil(L);
+		return;
+	}
+	lua_pushlstring(L, out, (size_t)n);
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, -3, (lua_Integer)i + 1);
+	lua_remove(L, -2);
+	memcpy(&c->sa[i], sa, len);
+	c->len[i] = len;
+}
+
 static volatile sig_atomic_t ubl_sig;
 
 /* loop:wait([min [, timeout_ms [, events]]]) -> n, events */
@@ -919,14 +970,15 @@ static volatile sig_atomic_t ubl_sig;
  * registry table (&ubl_fkeys) by index: setting a field by a name pushed
  * from there needs no string interning per field (see ubl_testudata). */
 enum { F_TYPE = 1, F_RES, F_LISTENER, F_CONN, F_DGRAM, F_STATE, F_BUF,
-       F_EVNAMES };
+       F_FAST, F_ERR, F_FASTN, F_EVNAMES };
 #define UBL_NEVNAMES 16
 static char ubl_fkeys;
 
 static void make_fkeys(lua_State *L)
 {
 	static const char *const f[] = { "type", "res", "listener", "conn",
-					  "dgram", "state", "buf" };
+					  "dgram", "state", "buf", "_fast",
+					  "err", "fast" };
 	int i;
 
 	lua_createtable(L, F_EVNAMES + UBL_NEVNAMES, 0);
@@ -957,12 +1009,182 @@ static void push_evname(lua_State *L, int ik, int type)
 		lua_pushstring(L, ub_event_name(type));
 }
 
+/* Message handler of the callbacks wait() calls: a string error gets the
+ * callback's traceback (it is raised again later, from Lua, after the
+ * rest of the batch was delivered). */
+static int fast_msgh(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+
+	if (msg && lua_type(L, 1) == LUA_TSTRING)
+		luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+/*
+ * A DATA event of an endpoint whose Lua layer set state._fast (uringbuf.udp:
+ * its on_datagram): call it (state, buf, source, res) right here, without
+ * an event table and the Lua dispatch chain.  Returns 0 when the event is
+ * not for this path (it goes into the table); else 1, with *err set when
+ * the callback raised (the error object pushed).  At io: the loop's OBJS
+ * table, ik: the field keys, ic: the address-string cache, im: fast_msgh.
+ */
+static int fast_data(lua_State *L, int io, int ik, int ic, int im,
+		     const ub_event *e, ub_pool **last_pool,
+		     struct ubl_tok **last_ptok, int *err)
+{
+	int top = lua_gettop(L);
+	ub_pool *p;
+
+	push_obj_in(L, 1, io, e->dgram, K_DGRAM);
+	if (lua_getiuservalue(L, -1, UV_OSTATE) != LUA_TTABLE) {
+		lua_settop(L, top);
+		return 0;
+	}
+	lua_rawgeti(L, ik, F_FAST);
+	if (lua_rawget(L, -2) != LUA_TFUNCTION) {
+		lua_settop(L, top);
+		return 0;
+	}
+	if (ub_dgram_is_closing(e->dgram)) {
+		/* closed by an earlier callback of this batch: nobody wants
+		 * it (as uringbuf.udp's own dispatch) */
+		ub_buf_release(e->buf);
+		lua_settop(L, top);
+		return 1;
+	}
+	lua_insert(L, -2); /* fn, state */
+	p = ub_buf_pool(e->buf);
+	if (p != *last_pool) {
+		struct ubl_pool *ph = push_pool_in(L, 1, p);
+
+		*last_pool = p;
+		*last_ptok = ph->ptok;
+		lua_pop(L, 1); /* the OBJS table keeps it */
+	}
+	new_buf(L, e->buf, *last_ptok);
+	push_source(L, e->buf, ic);
+	lua_pushinteger(L, e->res);
+	if (lua_pcall(L, 4, 0, im) != LUA_OK) {
+		*err = 1;
+		lua_replace(L, top + 1); /* the error object */
+		lua_settop(L, top + 1);
+		return 1;
+	}
+	lua_settop(L, top);
+	return 1;
+}
+
+/* Fill event table slot j+1 of the table at ie from e; at io, ik as
+ * fast_data. */
+static void fill_event(lua_State *L, int ie, int io, int ik, int j,
+		       const ub_event *e, ub_pool **last_pool,
+		       struct ubl_tok **last_ptok)
+{
+	int have_state = 0, it;
+
+	if (lua_rawgeti(L, ie, j + 1) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_createtable(L, 0, 6);
+		lua_pushvalue(L, -1);
+		lua_rawseti(L, ie, j + 1);
+	}
+	it = lua_gettop(L);
+	push_evname(L, ik, e->type);
+	setf(L, it, ik, F_TYPE);
+	lua_pushinteger(L, e->res);
+	setf(L, it, ik, F_RES);
+	if (e->listener) {
+		push_obj_in(L, 1, io, e->listener, K_LISTENER);
+		if (!e->conn) {
+			lua_getiuservalue(L, -1, UV_OSTATE);
+			setf(L, it, ik, F_STATE);
+			have_state = 1;
+		}
+	} else {
+		lua_pushnil(L);
+	}
+	/* CLOSED: no more events, the loop stops keeping it */
+	if (e->type == UB_EV_CLOSED && e->listener && !e->conn) {
+		struct ubl_obj *o = lua_touserdata(L, -1);
+
+		lua_pushnil(L);
+		lua_rawseti(L, io, o->id);
+	}
+	setf(L, it, ik, F_LISTENER);
+	if (e->conn) {
+		push_obj_in(L, 1, io, e->conn, K_CONN);
+		/* The server helper's per-connection state, handed over
+		 * with the event: no lookup by handle in Lua. */
+		lua_getiuservalue(L, -1, UV_OSTATE);
+		setf(L, it, ik, F_STATE);
+		have_state = 1;
+		if (e->type == UB_EV_CLOSED) {
+			struct ubl_obj *o = lua_touserdata(L, -1);
+
+			lua_pushnil(L);
+			lua_rawseti(L, io, o->id);
+		}
+	} else {
+		lua_pushnil(L);
+	}
+	setf(L, it, ik, F_CONN);
+	if (e->dgram) {
+		push_obj_in(L, 1, io, e->dgram, K_DGRAM);
+		lua_getiuservalue(L, -1, UV_OSTATE);
+		setf(L, it, ik, F_STATE);
+		have_state = 1;
+		if (e->type == UB_EV_CLOSED) {
+			struct ubl_obj *o = lua_touserdata(L, -1);
+
+			lua_pushnil(L);
+			lua_rawseti(L, io, o->id);
+		}
+	} else {
+		lua_pushnil(L);
+	}
+	setf(L, it, ik, F_DGRAM);
+	if (!have_state) {
+		lua_pushnil(L);
+		setf(L, it, ik, F_STATE);
+	}
+	if (e->type == UB_EV_DATA && e->buf) {
+		ub_pool *p = ub_buf_pool(e->buf);
+
+		if (p != *last_pool) {
+			struct ubl_pool *ph = push_pool_in(L, 1, p);
+
+			*last_pool = p;
+			*last_ptok = ph->ptok;
+			lua_pop(L, 1); /* the OBJS table keeps it */
+		}
+		new_buf(L, e->buf, *last_ptok);
+	} else {
+		lua_pushnil(L);
+	}
+	setf(L, it, ik, F_BUF);
+	lua_pop(L, 1);
+}
+
+/*
+ * loop:wait([min [, timeout_ms [, events [, dispatch]]]]) -> n, events.
+ * dispatch (uringbuf.server's step and pump): DATA events of endpoints
+ * whose Lua layer set state._fast are handed to it here, in order, and
+ * only the others fill the table (events.fast: how many were handed).  A
+ * callback may wait again (its batch is copied first) or close the loop
+ * (the rest of the batch went with it).  One that raises: the rest of the
+ * batch goes into the table as usual, and the error is in events.err for
+ * the caller to raise once those are dispatched.
+ */
 int ubl_loop_wait(lua_State *L)
 {
 	struct ubl_loop *h = to_loop(L, 1);
-	int min, timeout, n, i, ie, io, ik;
+	int min, timeout, n, i, j = 0, nfast = 0, ie, io, ik, ic = 0, im = 0;
+	int dispatch, failed = 0;
 	ub_pool *last_pool = NULL;
 	struct ubl_tok *last_ptok = NULL;
+	ub_event local[UBL_BATCH];
+	const ub_event *ev;
 
 	if (!h->loop)
 		luaL_argerror(L, 1, "loop is closed");
@@ -970,6 +1192,7 @@ int ubl_loop_wait(lua_State *L)
 	timeout = (int)opt_int(L, 3, -1, -1, INT_MAX);
 	if (!lua_isnoneornil(L, 4))
 		luaL_checktype(L, 4, LUA_TTABLE);
+	dispatch = lua_toboolean(L, 5);
 	lua_settop(L, 4);
 	if (lua_isnil(L, 4)) {
 		lua_getiuservalue(L, 1, UV_EVENTS);
@@ -980,6 +1203,16 @@ int ubl_loop_wait(lua_State *L)
 	io = 5;
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &ubl_fkeys);
 	ik = 6;
+	if (dispatch) {
+		lua_rawgetp(L, LUA_REGISTRYINDEX, &ubl_acache_key);
+		ic = 7;
+		lua_pushcfunction(L, fast_msgh);
+		im = 8;
+		/* no error of an earlier batch left in a reused table */
+		lua_rawgeti(L, ik, F_ERR);
+		lua_pushnil(L);
+		lua_rawset(L, ie);
+	}
 
 	if (ubl_sig && min > 0) {
 		/* A signal is pending: do not sleep on it. */
@@ -989,94 +1222,35 @@ int ubl_loop_wait(lua_State *L)
 	n = ub_loop_wait(h->loop, h->ev, UBL_BATCH, min, timeout);
 	if (n < 0)
 		return ubl_push_error(L, n);
+	ev = h->ev;
+	if (dispatch) {
+		/* a callback's own wait would overwrite h->ev */
+		memcpy(local, h->ev, (size_t)n * sizeof(*local));
+		ev = local;
+	}
 	for (i = 0; i < n; i++) {
-		const ub_event *e = &h->ev[i];
-		int have_state = 0, it;
+		const ub_event *e = &ev[i];
 
-		if (lua_rawgeti(L, ie, i + 1) != LUA_TTABLE) {
-			lua_pop(L, 1);
-			lua_createtable(L, 0, 6);
-			lua_pushvalue(L, -1);
-			lua_rawseti(L, ie, i + 1);
-		}
-		it = lua_gettop(L);
-		push_evname(L, ik, e->type);
-		setf(L, it, ik, F_TYPE);
-		lua_pushinteger(L, e->res);
-		setf(L, it, ik, F_RES);
-		if (e->listener) {
-			push_obj_in(L, 1, io, e->listener, K_LISTENER);
-			if (!e->conn) {
-				lua_getiuservalue(L, -1, UV_OSTATE);
-				setf(L, it, ik, F_STATE);
-				have_state = 1;
+		if (dispatch && !failed && e->type == UB_EV_DATA && e->dgram &&
+		    e->buf &&
+		    fast_data(L, io, ik, ic, im, e, &last_pool, &last_ptok,
+			      &failed)) {
+			nfast++;
+			if (failed) {
+				/* the error object, kept for the caller */
+				lua_rawgeti(L, ik, F_ERR);
+				lua_insert(L, -2);
+				lua_rawset(L, ie);
 			}
-		} else {
-			lua_pushnil(L);
+			if (!h->loop)
+				break; /* closed by the callback: the rest
+					  of the batch went with it */
+			continue;
 		}
-		/* CLOSED: no more events, the loop stops keeping it */
-		if (e->type == UB_EV_CLOSED && e->listener && !e->conn) {
-			struct ubl_obj *o = lua_touserdata(L, -1);
-
-			lua_pushnil(L);
-			lua_rawseti(L, io, o->id);
-		}
-		setf(L, it, ik, F_LISTENER);
-		if (e->conn) {
-			push_obj_in(L, 1, io, e->conn, K_CONN);
-			/* The server helper's per-connection state, handed over
-			 * with the event: no lookup by handle in Lua. */
-			lua_getiuservalue(L, -1, UV_OSTATE);
-			setf(L, it, ik, F_STATE);
-			have_state = 1;
-			if (e->type == UB_EV_CLOSED) {
-				struct ubl_obj *o = lua_touserdata(L, -1);
-
-				lua_pushnil(L);
-				lua_rawseti(L, io, o->id);
-			}
-		} else {
-			lua_pushnil(L);
-		}
-		setf(L, it, ik, F_CONN);
-		if (e->dgram) {
-			push_obj_in(L, 1, io, e->dgram, K_DGRAM);
-			lua_getiuservalue(L, -1, UV_OSTATE);
-			setf(L, it, ik, F_STATE);
-			have_state = 1;
-			if (e->type == UB_EV_CLOSED) {
-				struct ubl_obj *o = lua_touserdata(L, -1);
-
-				lua_pushnil(L);
-				lua_rawseti(L, io, o->id);
-			}
-		} else {
-			lua_pushnil(L);
-		}
-		setf(L, it, ik, F_DGRAM);
-		if (!have_state) {
-			lua_pushnil(L);
-			setf(L, it, ik, F_STATE);
-		}
-		if (e->type == UB_EV_DATA && e->buf) {
-			ub_pool *p = ub_buf_pool(e->buf);
-
-			if (p != last_pool) {
-				struct ubl_pool *ph = push_pool_in(L, 1, p);
-
-				last_pool = p;
-				last_ptok = ph->ptok;
-				lua_pop(L, 1); /* the OBJS table keeps it */
-			}
-			new_buf(L, e->buf, last_ptok);
-		} else {
-			lua_pushnil(L);
-		}
-		setf(L, it, ik, F_BUF);
-		lua_pop(L, 1);
+		fill_event(L, ie, io, ik, j++, e, &last_pool, &last_ptok);
 	}
 	/* Tables past this batch must not keep old buffers from __gc. */
-	for (i = n; i < h->evn; i++) {
+	for (i = j; i < h->evn; i++) {
 		if (lua_rawgeti(L, ie, i + 1) == LUA_TTABLE) {
 			lua_pushnil(L);
 			lua_setfield(L, -2, "buf");
@@ -1091,10 +1265,13 @@ int ubl_loop_wait(lua_State *L)
 		}
 		lua_pop(L, 1);
 	}
-	h->evn = n;
-	lua_pushinteger(L, n);
+	h->evn = j;
+	lua_pushinteger(L, j);
 	lua_setfield(L, ie, "n");
-	lua_pushinteger(L, n);
+	lua_rawgeti(L, ik, F_FASTN);
+	lua_pushinteger(L, nfast);
+	lua_rawset(L, ie);
+	lua_pushinteger(L, j);
 	lua_pushvalue(L, ie);
 	return 2;
 }
@@ -1635,50 +1812,14 @@ int ubl_dgram_send(lua_State *L)
  * server's peers are few and come back, and formatting one per datagram
  * was a visible part of an echo's cost.  The strings are in the
  * userdata's user value (a table, slot i + 1). */
-#define UBL_ACACHE 64u
-struct ubl_acache {
-	socklen_t len[UBL_ACACHE];
-	struct sockaddr_storage sa[UBL_ACACHE];
-};
-
 /* buf:source(): a received datagram's source, "HOST:PORT", "[V6]:PORT" or
  * "unix:PATH"; nil for a buffer that is no received datagram or whose
  * sender had no address (an unbound Unix socket).  Upvalue 1: the cache. */
 static int buf_source(lua_State *L)
 {
 	struct ubl_buf *h = check_buf(L, 1);
-	struct ubl_acache *c = lua_touserdata(L, lua_upvalueindex(1));
-	socklen_t len = 0;
-	const struct sockaddr *sa = ub_buf_addr(h->buf, &len);
-	const unsigned char *p = (const unsigned char *)sa;
-	uint32_t hash = 2166136261u;
-	char out[128];
-	socklen_t k;
-	unsigned i;
-	int n;
 
-	if (!sa || !len || len > sizeof(c->sa[0])) {
-		lua_pushnil(L);
-		return 1;
-	}
-	for (k = 0; k < len; k++)
-		hash = (hash ^ p[k]) * 16777619u;
-	i = (unsigned)(hash ^ (hash >> 16)) % UBL_ACACHE;
-	lua_getiuservalue(L, lua_upvalueindex(1), 1);
-	if (c->len[i] == len && memcmp(&c->sa[i], sa, len) == 0) {
-		lua_rawgeti(L, -1, (lua_Integer)i + 1);
-		return 1;
-	}
-	n = ub_buf_addr_format(h->buf, out, sizeof(out));
-	if (n < 0) {
-		lua_pushnil(L);
-		return 1;
-	}
-	lua_pushlstring(L, out, (size_t)n);
-	lua_pushvalue(L, -1);
-	lua_rawseti(L, -3, (lua_Integer)i + 1);
-	memcpy(&c->sa[i], sa, len);
-	c->len[i] = len;
+	push_source(L, h->buf, lua_upvalueindex(1));
 	return 1;
 }
 
@@ -2031,6 +2172,8 @@ void ubl_init(lua_State *L)
 			       0, sizeof(struct ubl_acache));
 			lua_newtable(L);
 			lua_setiuservalue(L, -2, 1);
+			lua_pushvalue(L, -1);
+			lua_rawsetp(L, LUA_REGISTRYINDEX, &ubl_acache_key);
 			lua_pushcclosure(L, buf_source, 1);
 			lua_setfield(L, -2, "source");
 			/* find: with string.find for pattern searches */

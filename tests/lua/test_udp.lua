@@ -270,6 +270,64 @@ T.test("a burst past the budget: held stops at it exactly, the rest is dropped a
 	T.eq(st.received + st.dropped, 200)
 end)
 
+T.test("on_datagram raises: the rest of the batch is delivered first, then step raises it", function()
+	local loop = assert(ub.loop())
+	T.defer(function() loop:close() end)
+	local seen, raised = {}, 0
+	local ep = assert(ub.udp{ loop = loop, rcvbuf = 1 << 20,
+		on_datagram = function(_, buf, addr, size)
+			T.eq(type(addr), "string")
+			T.eq(size, #buf)
+			local s = tostring(buf)
+			buf:release()
+			seen[#seen + 1] = s
+			if s == "boom" then error("on_datagram failed") end
+		end })
+	local cl = assert(ub.udp{ loop = loop, peer = ep:address() })
+	-- one batch (the endpoint receives them in one pass): three before,
+	-- the one that raises, three after
+	for _, s in ipairs({ "a", "b", "c", "boom", "d", "e", "f" }) do
+		assert(cl:send(s))
+	end
+	local deadline = ub.now() + 5
+	while #seen < 7 and ub.now() < deadline do
+		local ok, err = pcall(ep.step, ep, 50)
+		if not ok then
+			raised = raised + 1
+			T.ok(tostring(err):find("on_datagram failed", 1, true), err)
+			-- with the callback's traceback
+			T.ok(tostring(err):find("traceback", 1, true), err)
+		end
+	end
+	T.eq(table.concat(seen, ","), "a,b,c,boom,d,e,f")
+	T.eq(raised, 1)
+	-- and the endpoint goes on
+	assert(cl:send("after"))
+	T.ok(T.drive(ep, function() return seen[8] == "after" end, 5))
+	T.eq(ep:stats().dropped, 0)
+end)
+
+T.test("on_datagram closes its own loop mid-batch: the rest goes with it, no crash", function()
+	local got = 0
+	local sender = assert(ub.loop())
+	T.defer(function() sender:close() end)
+	local ep
+	ep = assert(ub.udp{ rcvbuf = 1 << 20, -- its own loop
+		on_datagram = function(e, buf)
+			got = got + 1
+			buf:release()
+			if got == 2 then e:close() end
+		end })
+	local cl = assert(ub.udp{ loop = sender, peer = ep:address() })
+	for i = 1, 20 do assert(cl:send(payload("c", i, 30))) end
+	T.ok(cl:pump() ~= nil)
+	local deadline = ub.now() + 5
+	while not ep.closed and ub.now() < deadline do ep:step(50) end
+	T.eq(ep.closed, true)
+	T.eq(got, 2)
+	T.eq(ub.valid(ep.loop), false)
+end)
+
 local function echo_over(family_addr, client_bind)
 	local loop = assert(ub.loop())
 	T.defer(function() loop:close() end)

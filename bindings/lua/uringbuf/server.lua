@@ -767,6 +767,13 @@ local function process(srv, n, ev)
 	end
 	if closes ~= I.loop_closes and not valid(srv.loop) then return end
 	maybe_collect(srv)
+	-- A callback wait() called for a datagram raised: raised here, once
+	-- the rest of its batch was delivered.
+	local err = ev.err
+	if err ~= nil then
+		ev.err = nil
+		error(err, 0)
+	end
 end
 
 --- Wait once (at most timeout_ms, default 500) and dispatch the batch.
@@ -774,13 +781,13 @@ end
 -- @return the number of events, or nil, message, errno
 function Server:step(timeout_ms)
 	timeout_ms = timeout_ms or 500
-	local n, ev, en = self.loop:wait(1, timeout_ms)
+	local n, ev, en = self.loop:wait(1, timeout_ms, nil, true)
 	if not n then
 		if en == errno.EINTR then return 0 end
 		return nil, ev, en
 	end
 	process(self, n, ev)
-	return n
+	return n + ev.fast
 end
 
 -- core.ub_loop_needs_wait(loop), where the core has it: whether queued
@@ -810,14 +817,15 @@ function Server:pump(max_rounds, woken)
 			return total, false
 		end
 		woken = false
-		local n, ev, en = loop:wait(0, 0)
+		local n, ev, en = loop:wait(0, 0, nil, true)
 		if not n then
 			if en == errno.EINTR then return total, true end
 			return nil, ev, en
 		end
-		if n == 0 then return total, false end
+		local fast = ev.fast
+		if n + fast == 0 then return total, false end
 		process(self, n, ev)
-		total = total + n
+		total = total + n + fast
 		if not valid(loop) then return total, false end
 	end
 	if needs_wait then return total, needs_wait(loop) end

@@ -101,7 +101,10 @@ end
 -- ICMP error such as ECONNREFUSED; the endpoint stays open; also counted in
 -- `ep.errors`), `on_drain(ep)` (the queue went down to `low_water` after
 -- reaching `high_water`), `on_close(ep,
--- message, errno)`.
+-- message, errno)`.  `on_datagram` is called straight from the loop's
+-- wait (`Loop:wait` with `dispatch`), one call per datagram with no event
+-- table; if it raises, the rest of that batch is still delivered, then
+-- `run()`/`step()`/`pump()` raise the error (with its traceback).
 -- @return endpoint, or nil, message, errno
 function U.udp(t)
 	if type(t) ~= "table" then
@@ -183,7 +186,10 @@ function U.udp(t)
 	end
 	local self = setmetatable({ loop = loop, dgram = d, server = srv,
 		own_loop = own, h = h, high = d:high_water(),
-		errors = 0, timeout = t.timeout }, Endpoint)
+		errors = 0, timeout = t.timeout,
+		-- loop:wait(..., true) calls it for each datagram, as
+		-- events.data below would (no event table, no dispatch)
+		_fast = h.on_datagram }, Endpoint)
 	set_state(d, self)
 	self.address_ = d:address()
 	if self.address_ then
