@@ -18,13 +18,13 @@
  * Buffers received are charged to the endpoint (ub_buf.owner, pool.c) as
  * for connections, so its receive budget counts what the application and
  * any send queue hold; on a shared pool the connections' share rule and
- * reserve apply too (recv_room).  The armed receive holds a promise in
- * the pool's count, as a connection's: what it may still deliver.  The
- * kernel has no count limit for a multishot recvmsg, so ours is on this
- * side: a datagram past the promise is dropped at once (ub_dgram_dropped),
- * and with little room left the receive is a one-shot recvmsg, exactly
- * one buffer (its payload lands at the buffer's start and is moved into
- * the multishot layout).  At the limit the receive is cancelled; a
+ * reserve apply too (recv_allow).  The kernel has no count limit for a
+ * multishot recvmsg, so ours is on this side: a datagram that arrives
+ * with no room left is dropped at once (ub_dgram_dropped), and with
+ * little room the receive is a one-shot recvmsg, exactly one buffer (its
+ * payload lands at the buffer's start and is moved into the multishot
+ * layout).  The armed receive holds a promise in the pool's count, as a
+ * connection's, so that others see what it may take (recv_room).  At the limit the receive is cancelled; a
  * buffer coming back, or the pool's wake level, dirties the endpoint,
  * which re-arms.  When the
  * pool runs dry the kernel ends the receive with -ENOBUFS: counted
@@ -65,8 +65,10 @@
 #define UB_DG_DEF_QUEUE 256u
 #define UB_DG_MAX_QUEUE 32768u
 #define UB_DG_DEF_HIGH (1u << 20)
-/* A receive that may deliver fewer datagrams is one-shot (recv_room). */
+/* A receive that may deliver fewer datagrams is one-shot (arm_recv). */
 #define UB_DG_MS_MIN 8u
+/* The most an endpoint's receive promises (recv_room). */
+#define UB_DG_WINDOW 32u
 /* Room for the source address in each buffer. */
 #define UB_DG_NAMELEN (UB_DGRAM_HDR - sizeof(struct io_uring_recvmsg_out))
 /* A GSO group's payload at most: under the 64 KiB of one IP packet with
@@ -432,33 +434,39 @@ static void set_throttled(ub_dgram *d, bool on, unsigned need)
 		ub__list_add_tail(&p->dthrottled, &d->thr_link);
 }
 
-/*
- * How many datagrams the endpoint's receive may deliver now; 0: stop
- * (throttled).  Its budget and, on a pool others use, the share rule of
- * connections (ub__pool_allowance), and no more than the pool has above
- * its reserve that no other receive was promised; one holding nothing
- * may always take one.  A multishot receive has no count limit in the
- * kernel, so this is our side's: what it delivers past its promise is
- * dropped (recycled at once, counted), as a full socket would drop it,
- * and the buffer never stays away from the others.
- */
-static unsigned recv_room(ub_dgram *d)
+/* How many more datagrams the endpoint may hold now: its budget and, on
+ * a pool others use, the share rule of connections (ub__pool_allowance:
+ * at most half of what is free above the reserve, so the reserve stays;
+ * one holding nothing may always take one).  *need as there. */
+static unsigned recv_allow(const ub_dgram *d, unsigned *need)
 {
 	ub_pool *p = d->rpool;
-	unsigned need, allow, in, others, keep, avail, n;
 
-	allow = ub__pool_allowance(p, d->obj.rheld, budget_bufs(d, p), &need);
+	return ub__pool_allowance(p, d->obj.rheld, budget_bufs(d, p), need);
+}
+
+/*
+ * The room of the endpoint's receive (recv_allow); 0: stop (throttled).
+ * A multishot receive has no count limit in the kernel, so the limit is
+ * on our side: a datagram that arrives with no room is dropped (recycled
+ * at once, counted), as a full socket would drop it, and its buffer never
+ * stays away from the others.  The receive's promise in the pool's count
+ * (what others see as taken) is the room, at most UB_DG_WINDOW and what
+ * no other receive was promised: an idle endpoint does not hold back
+ * much, and a busy one takes more than its promise if its room allows.
+ */
+static unsigned recv_room(ub_dgram *d, unsigned *promise)
+{
+	ub_pool *p = d->rpool;
+	unsigned need, n = recv_allow(d, &need), in, others, keep, avail;
+
 	in = ub__pool_in_ring(p);
 	others = p->promised - d->promise;
 	keep = ub__pool_recv_keep(p);
 	avail = in > others + keep ? in - others - keep : 0;
-	n = allow < avail ? allow : avail;
-	if (!n && allow) {
-		if (!d->obj.rheld)
-			n = 1;
-		else
-			need = keep + 1; /* one nobody was promised */
-	}
+	*promise = n < avail ? n : avail;
+	if (*promise > UB_DG_WINDOW)
+		*promise = UB_DG_WINDOW;
 	set_throttled(d, n == 0, need);
 	return n;
 }
@@ -481,7 +489,7 @@ static bool backlog(const ub_dgram *d)
  * one-shot recvmsg, exactly one buffer, the rest waits in the socket: a
  * slow application near its budget loses nothing the socket can keep.
  */
-static int arm_recv(ub_dgram *d, unsigned n)
+static int arm_recv(ub_dgram *d, unsigned n, unsigned promise)
 {
 	ub_pool *p = d->rpool;
 	struct io_uring_sqe *sqe;
@@ -510,7 +518,7 @@ static int arm_recv(ub_dgram *d, unsigned n)
 		d->omh.msg_iov = &d->oiov;
 		d->omh.msg_iovlen = 1;
 		io_uring_prep_recvmsg(sqe, d->fd, &d->omh, MSG_TRUNC);
-		n = 1;
+		promise = 1;
 	} else {
 		/* MSG_TRUNC: the header's payloadlen is the real length. */
 		io_uring_prep_recvmsg_multishot(sqe, d->fd, &d->rmh,
@@ -519,7 +527,7 @@ static int arm_recv(ub_dgram *d, unsigned n)
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)p->bgid;
 	io_uring_sqe_set_data64(sqe, ub__tag(d, UB_OP_RECV));
-	ub__pool_promise(p, &d->promise, n);
+	ub__pool_promise(p, &d->promise, promise);
 	d->arm_tail = p->br_tail;
 	d->recv_one = one;
 	d->recv_armed = true;
@@ -639,18 +647,29 @@ static ub_buf *empty_buf(ub_dgram *d)
 	return b;
 }
 
-/* One more datagram: delivered while the armed receive's promise lasts,
- * else dropped (the kernel took it in the pass before our cancel or our
- * smaller promise could land). */
-static void take_one(ub_dgram *d, ub_buf *b, int len)
+/* One more datagram (b already charged to us): delivered while the
+ * endpoint had room for it, else dropped (the kernel took it in the pass
+ * before our cancel could land). */
+static void take_one(ub_dgram *d, ub_buf *b, int len, bool ring)
 {
+	unsigned need;
+
 	if (d->promise) {
-		/* for a ring buffer: one out of the ring, one promise less,
-		 * the unpromised count is unchanged */
+		/* one out of the ring, one promise less: the unpromised
+		 * count is unchanged */
 		d->promise--;
 		d->rpool->promised--;
+	}
+	/* its own buffer counted: the room it had before it came */
+	if (ring)
+		d->obj.rheld--;
+	if (recv_allow(d, &need)) {
+		if (ring)
+			d->obj.rheld++;
 		deliver(d, b, len);
 	} else {
+		if (ring)
+			d->obj.rheld++;
 		d->ndropped++;
 		ub__buf_recycle(b);
 	}
@@ -679,13 +698,13 @@ static void on_recv(ub_dgram *d, int res, unsigned cflags)
 		} else {
 			if (one)
 				one_layout(d, b, res);
-			take_one(d, b, (int)len);
+			take_one(d, b, (int)len, true);
 		}
 	} else if (one && res == 0) {
 		ub_buf *b = empty_buf(d);
 
 		if (b)
-			take_one(d, b, UB_DGRAM_HDR);
+			take_one(d, b, UB_DGRAM_HDR, false);
 		else
 			d->ndropped++;
 	} else if (res == -ENOBUFS) {
@@ -1299,7 +1318,7 @@ static void finalize(ub_dgram *d)
 void ub__dgram_update(ub_dgram *d)
 {
 	bool want_recv;
-	unsigned n;
+	unsigned n, promise = 0;
 
 	if (d->closed)
 		return;
@@ -1341,14 +1360,14 @@ void ub__dgram_update(ub_dgram *d)
 	 * the socket) until a buffer of ours comes back or the pool has
 	 * room (pool.c dirties us then). */
 	if (want_recv) {
-		n = recv_room(d);
+		n = recv_room(d, &promise);
 		if (d->recv_armed) {
-			/* What the armed receive may still deliver follows
-			 * the room as buffers come and go; a multishot one
-			 * with little room gives way to a one-shot one (armed
-			 * after its last CQE). */
+			/* Its promise follows the room as buffers come and
+			 * go; a multishot one with little room gives way to a
+			 * one-shot one (armed after its last CQE). */
 			ub__pool_promise(d->rpool, &d->promise,
-					 d->recv_one && n > 1 ? 1 : n);
+					 d->recv_one && promise > 1 ? 1
+								   : promise);
 			if (!d->recv_one && n < UB_DG_MS_MIN)
 				want_recv = false;
 		}
@@ -1361,7 +1380,7 @@ void ub__dgram_update(ub_dgram *d)
 		n = 0;
 	}
 	if (want_recv && !d->recv_armed && !d->recv_waiting) {
-		if (arm_recv(d, n) < 0)
+		if (arm_recv(d, n, promise) < 0)
 			retry_later(d);
 	} else if (!want_recv && d->recv_armed && !d->recv_cancelling) {
 		if (cancel_op(d, ub__tag(d, UB_OP_RECV), false) == 0)

@@ -912,11 +912,27 @@ int ubl_loop_close(lua_State *L)
 	return 1;
 }
 
+/* The strings buf:source() made last, by address (direct-mapped): a
+ * server's peers are few and come back, and formatting one per datagram
+ * was a visible part of an echo's cost.  The strings are in the
+ * userdata's user value (a table, slot i + 1), which keeps them alive: so
+ * str[i], the string now in slot i, found again by its pointer (byptr, by
+ * a hash of it), names that address without parsing when it comes back as
+ * a send's destination (the echo's reply). */
 #define UBL_ACACHE 64u
 struct ubl_acache {
 	socklen_t len[UBL_ACACHE];
 	struct sockaddr_storage sa[UBL_ACACHE];
+	const char *str[UBL_ACACHE];
+	unsigned char byptr[UBL_ACACHE];
 };
+
+static unsigned ptr_slot(const char *s)
+{
+	uintptr_t v = (uintptr_t)s;
+
+	return (unsigned)((v >> 4) ^ (v >> 12)) % UBL_ACACHE;
+}
 
 /* The address-string cache's registry key (the userdata is also
  * buf:source()'s upvalue). */
@@ -955,12 +971,34 @@ static void push_source(lua_State *L, ub_buf *b, int ci)
 		lua_pushnil(L);
 		return;
 	}
-	lua_pushlstring(L, out, (size_t)n);
+	c->str[i] = lua_pushlstring(L, out, (size_t)n);
+	c->byptr[ptr_slot(c->str[i])] = (unsigned char)i;
 	lua_pushvalue(L, -1);
 	lua_rawseti(L, -3, (lua_Integer)i + 1);
 	lua_remove(L, -2);
 	memcpy(&c->sa[i], sa, len);
 	c->len[i] = len;
+}
+
+/* The address of string s if it is one the cache made (the same string,
+ * still in its slot): 1, else 0. */
+static int cached_addr(lua_State *L, const char *s,
+		       struct sockaddr_storage *ss, socklen_t *len)
+{
+	const struct ubl_acache *c;
+	unsigned i;
+
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &ubl_acache_key);
+	c = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	if (!c)
+		return 0;
+	i = c->byptr[ptr_slot(s)];
+	if (c->str[i] != s)
+		return 0;
+	memcpy(ss, &c->sa[i], c->len[i]);
+	*len = c->len[i];
+	return 1;
 }
 
 static volatile sig_atomic_t ubl_sig;
@@ -1745,7 +1783,8 @@ static int check_dest(lua_State *L, int idx, struct sockaddr_storage *ss,
 	if (lua_isnoneornil(L, idx))
 		return 0;
 	if (lua_type(L, idx) == LUA_TSTRING) {
-		ubl_check_addr(L, idx, ss, len);
+		if (!cached_addr(L, lua_tostring(L, idx), ss, len))
+			ubl_check_addr(L, idx, ss, len);
 		return 0;
 	}
 	if (ubl_testudata(L, idx, UBL_BUF)) {
@@ -1777,12 +1816,16 @@ int ubl_dgram_send(lua_State *L)
 	struct sockaddr_storage ss;
 	socklen_t alen;
 	const struct sockaddr *a;
+	struct ubl_buf *bh = NULL;
 	int r;
 
-	if (lua_type(L, 2) != LUA_TSTRING && !ubl_testudata(L, 2, UBL_BUF))
-		return luaL_typeerror(L, 2, "string or " UBL_BUF);
-	if (ubl_testudata(L, 2, UBL_BUF))
-		ubl_check_buf(L, 2);
+	if (lua_type(L, 2) != LUA_TSTRING) {
+		bh = ubl_testudata(L, 2, UBL_BUF);
+		if (!bh)
+			return luaL_typeerror(L, 2, "string or " UBL_BUF);
+		if (!buf_valid(bh))
+			luaL_argerror(L, 2, "buffer is released");
+	}
 	r = check_dest(L, 3, &ss, &alen);
 	if (r < 0)
 		return ubl_push_error(L, r);
@@ -1796,7 +1839,7 @@ int ubl_dgram_send(lua_State *L)
 			return ubl_push_error(L, (int)n);
 		lua_pushinteger(L, (lua_Integer)n);
 	} else {
-		ub_buf *b = ubl_check_buf(L, 2);
+		ub_buf *b = bh->buf;
 		size_t l = ub_buf_len(b);
 
 		r = ub_dgram_send_buf(d, b, a, alen);
@@ -1808,10 +1851,6 @@ int ubl_dgram_send(lua_State *L)
 	return 2;
 }
 
-/* The strings buf:source() made last, by address (direct-mapped): a
- * server's peers are few and come back, and formatting one per datagram
- * was a visible part of an echo's cost.  The strings are in the
- * userdata's user value (a table, slot i + 1). */
 /* buf:source(): a received datagram's source, "HOST:PORT", "[V6]:PORT" or
  * "unix:PATH"; nil for a buffer that is no received datagram or whose
  * sender had no address (an unbound Unix socket).  Upvalue 1: the cache. */

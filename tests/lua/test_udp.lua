@@ -158,29 +158,44 @@ T.test("uringbuf.udp: many senders, random sizes 1..65507, echoed byte-exact to 
 	srv:close()
 end)
 
-T.test("buf:source() names each of 200 senders (more than its cache holds), twice",
+T.test("buf:source() names each of 200 senders (more than its cache holds), twice; replies to it reach each",
 	function()
 	local loop = assert(ub.loop())
 	T.defer(function() loop:close() end)
 	local ep = assert(loop:datagram("127.0.0.1:0", { recv_budget = 4 << 20 }))
-	local senders = {}
-	for i = 1, 200 do senders[i] = assert(loop:datagram("127.0.0.1:0")) end
+	local senders, index = {}, {}
+	for i = 1, 200 do
+		senders[i] = assert(loop:datagram("127.0.0.1:0"))
+		index[senders[i]] = i
+	end
 	for round = 1, 2 do
 		for i, s in ipairs(senders) do
 			assert(s:send(round .. "." .. i, ep:address()))
 		end
-		local got = 0
+		local got, back = 0, 0
 		T.ok(pump(loop, function(e)
 			if e.type == "data" and e.dgram == ep then
-				local i = tonumber(tostring(e.buf):match("%.(%d+)$"))
-				T.eq(e.buf:source(), senders[i]:address(), "sender " .. i)
+				local msg = tostring(e.buf)
+				local i = tonumber(msg:match("%.(%d+)$"))
+				local src = e.buf:source()
+				T.eq(src, senders[i]:address(), "sender " .. i)
 				T.eq(e.buf:source(), senders[i]:address(), "again")
 				got = got + 1
+				e.buf:release()
+				-- to the cached string (sent without parsing it
+				-- while it is in the cache)
+				assert(ep:send("re " .. msg, src))
+			elseif e.type == "data" and index[e.dgram] then
+				local i = index[e.dgram]
+				T.eq(tostring(e.buf), "re " .. round .. "." .. i,
+					"reply to sender " .. i)
+				back = back + 1
 				e.buf:release()
 			elseif e.buf then
 				e.buf:release()
 			end
-		end, function() return got == 200 end, 10), got)
+		end, function() return got == 200 and back == 200 end, 10),
+			got .. " " .. back)
 	end
 end)
 
