@@ -481,9 +481,9 @@ static bool backlog(const ub_dgram *d)
 }
 
 /*
- * Arm a receive that may deliver n datagrams.  The kernel's multishot
+ * Arm a receive with room for n datagrams.  The kernel's multishot
  * recvmsg delivers what the socket holds in one pass before a cancel can
- * land, and past the promise that is dropped: so multishot only with room
+ * land, and past the room that is dropped: so multishot only with room
  * for half the budget, or for UB_DG_MS_MIN while nothing waits in the
  * socket (then only a burst arriving within one pass can pass it).  Else a
  * one-shot recvmsg, exactly one buffer, the rest waits in the socket: a
@@ -652,24 +652,21 @@ static ub_buf *empty_buf(ub_dgram *d)
  * before our cancel could land). */
 static void take_one(ub_dgram *d, ub_buf *b, int len, bool ring)
 {
+	ub_pool *p = d->rpool;
 	unsigned need;
 
-	if (d->promise) {
+	if (ring && d->promise) {
 		/* one out of the ring, one promise less: the unpromised
 		 * count is unchanged */
 		d->promise--;
-		d->rpool->promised--;
+		p->promised--;
 	}
-	/* its own buffer counted: the room it had before it came */
-	if (ring)
-		d->obj.rheld--;
-	if (recv_allow(d, &need)) {
-		if (ring)
-			d->obj.rheld++;
+	/* the room it had before it came (a ring buffer is charged to us
+	 * already) */
+	if (ub__pool_allowance(p, d->obj.rheld - (ring ? 1 : 0),
+			       budget_bufs(d, p), &need)) {
 		deliver(d, b, len);
 	} else {
-		if (ring)
-			d->obj.rheld++;
 		d->ndropped++;
 		ub__buf_recycle(b);
 	}
