@@ -1059,6 +1059,23 @@ static int fast_msgh(lua_State *L)
 	return 1;
 }
 
+/* Push a handle for event buffer b; the batch's last pool and its token
+ * in *last_pool, *last_ptok (a batch's buffers are mostly of one pool). */
+static void push_event_buf(lua_State *L, ub_buf *b, ub_pool **last_pool,
+			   struct ubl_tok **last_ptok)
+{
+	ub_pool *p = ub_buf_pool(b);
+
+	if (p != *last_pool) {
+		struct ubl_pool *ph = push_pool_in(L, 1, p);
+
+		*last_pool = p;
+		*last_ptok = ph->ptok;
+		lua_pop(L, 1); /* the OBJS table keeps it */
+	}
+	new_buf(L, b, *last_ptok);
+}
+
 /*
  * A DATA event of an endpoint whose Lua layer set state._fast (uringbuf.udp:
  * its on_datagram): call it (state, buf, source, res) right here, without
@@ -1072,7 +1089,6 @@ static int fast_data(lua_State *L, int io, int ik, int ic, int im,
 		     struct ubl_tok **last_ptok, int *err)
 {
 	int top = lua_gettop(L);
-	ub_pool *p;
 
 	push_obj_in(L, 1, io, e->dgram, K_DGRAM);
 	if (lua_getiuservalue(L, -1, UV_OSTATE) != LUA_TTABLE) {
@@ -1092,15 +1108,7 @@ static int fast_data(lua_State *L, int io, int ik, int ic, int im,
 		return 1;
 	}
 	lua_insert(L, -2); /* fn, state */
-	p = ub_buf_pool(e->buf);
-	if (p != *last_pool) {
-		struct ubl_pool *ph = push_pool_in(L, 1, p);
-
-		*last_pool = p;
-		*last_ptok = ph->ptok;
-		lua_pop(L, 1); /* the OBJS table keeps it */
-	}
-	new_buf(L, e->buf, *last_ptok);
+	push_event_buf(L, e->buf, last_pool, last_ptok);
 	push_source(L, e->buf, ic);
 	lua_pushinteger(L, e->res);
 	if (lua_pcall(L, 4, 0, im) != LUA_OK) {
@@ -1113,13 +1121,41 @@ static int fast_data(lua_State *L, int io, int ik, int ic, int im,
 	return 1;
 }
 
+/* Event table it's field f: the handle of object p (kind), or nil.
+ * own: the event is about p itself (not a listener's accept), so its Lua
+ * layer state goes in "state" (handed over with the event: no lookup by
+ * handle in Lua), and on CLOSED, its last event, the loop stops keeping
+ * the handle.  Returns own for a p. */
+static int set_obj(lua_State *L, int it, int io, int ik, int f, void *p,
+		   int kind, int own, int closed)
+{
+	if (!p) {
+		lua_pushnil(L);
+		setf(L, it, ik, f);
+		return 0;
+	}
+	push_obj_in(L, 1, io, p, kind);
+	if (own) {
+		lua_getiuservalue(L, -1, UV_OSTATE);
+		setf(L, it, ik, F_STATE);
+		if (closed) {
+			struct ubl_obj *o = lua_touserdata(L, -1);
+
+			lua_pushnil(L);
+			lua_rawseti(L, io, o->id);
+		}
+	}
+	setf(L, it, ik, f);
+	return own;
+}
+
 /* Fill event table slot j+1 of the table at ie from e; at io, ik as
  * fast_data. */
 static void fill_event(lua_State *L, int ie, int io, int ik, int j,
 		       const ub_event *e, ub_pool **last_pool,
 		       struct ubl_tok **last_ptok)
 {
-	int have_state = 0, it;
+	int closed = e->type == UB_EV_CLOSED, have_state, it;
 
 	if (lua_rawgeti(L, ie, j + 1) != LUA_TTABLE) {
 		lua_pop(L, 1);
@@ -1132,74 +1168,20 @@ static void fill_event(lua_State *L, int ie, int io, int ik, int j,
 	setf(L, it, ik, F_TYPE);
 	lua_pushinteger(L, e->res);
 	setf(L, it, ik, F_RES);
-	if (e->listener) {
-		push_obj_in(L, 1, io, e->listener, K_LISTENER);
-		if (!e->conn) {
-			lua_getiuservalue(L, -1, UV_OSTATE);
-			setf(L, it, ik, F_STATE);
-			have_state = 1;
-		}
-	} else {
-		lua_pushnil(L);
-	}
-	/* CLOSED: no more events, the loop stops keeping it */
-	if (e->type == UB_EV_CLOSED && e->listener && !e->conn) {
-		struct ubl_obj *o = lua_touserdata(L, -1);
-
-		lua_pushnil(L);
-		lua_rawseti(L, io, o->id);
-	}
-	setf(L, it, ik, F_LISTENER);
-	if (e->conn) {
-		push_obj_in(L, 1, io, e->conn, K_CONN);
-		/* The server helper's per-connection state, handed over
-		 * with the event: no lookup by handle in Lua. */
-		lua_getiuservalue(L, -1, UV_OSTATE);
-		setf(L, it, ik, F_STATE);
-		have_state = 1;
-		if (e->type == UB_EV_CLOSED) {
-			struct ubl_obj *o = lua_touserdata(L, -1);
-
-			lua_pushnil(L);
-			lua_rawseti(L, io, o->id);
-		}
-	} else {
-		lua_pushnil(L);
-	}
-	setf(L, it, ik, F_CONN);
-	if (e->dgram) {
-		push_obj_in(L, 1, io, e->dgram, K_DGRAM);
-		lua_getiuservalue(L, -1, UV_OSTATE);
-		setf(L, it, ik, F_STATE);
-		have_state = 1;
-		if (e->type == UB_EV_CLOSED) {
-			struct ubl_obj *o = lua_touserdata(L, -1);
-
-			lua_pushnil(L);
-			lua_rawseti(L, io, o->id);
-		}
-	} else {
-		lua_pushnil(L);
-	}
-	setf(L, it, ik, F_DGRAM);
+	have_state = set_obj(L, it, io, ik, F_LISTENER, e->listener,
+			     K_LISTENER, !e->conn, closed);
+	have_state |= set_obj(L, it, io, ik, F_CONN, e->conn, K_CONN, 1,
+			      closed);
+	have_state |= set_obj(L, it, io, ik, F_DGRAM, e->dgram, K_DGRAM, 1,
+			      closed);
 	if (!have_state) {
 		lua_pushnil(L);
 		setf(L, it, ik, F_STATE);
 	}
-	if (e->type == UB_EV_DATA && e->buf) {
-		ub_pool *p = ub_buf_pool(e->buf);
-
-		if (p != *last_pool) {
-			struct ubl_pool *ph = push_pool_in(L, 1, p);
-
-			*last_pool = p;
-			*last_ptok = ph->ptok;
-			lua_pop(L, 1); /* the OBJS table keeps it */
-		}
-		new_buf(L, e->buf, *last_ptok);
-	} else {
+	if (e->type == UB_EV_DATA && e->buf)
+		push_event_buf(L, e->buf, last_pool, last_ptok);
+	else
 		lua_pushnil(L);
-	}
 	setf(L, it, ik, F_BUF);
 	lua_pop(L, 1);
 }
