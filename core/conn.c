@@ -359,6 +359,23 @@ static void set_promise(ub_conn *c, unsigned n)
 	ub__pool_promise(c->rpool, &c->promise, n);
 }
 
+/* Wait for data without taking a buffer (arm_recv): MSG_PEEK of one byte
+ * into the connection itself, freed only once nothing is in flight. */
+static int arm_peek(ub_conn *c)
+{
+	struct io_uring_sqe *sqe = ub__sqe(c->loop);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_recv(sqe, c->fd, &c->peek_byte, 1, MSG_PEEK);
+	io_uring_sqe_set_data64(sqe, ub__tag(c, UB_OP_RECV));
+	set_promise(c, 0);
+	c->recv_peek = true;
+	c->recv_armed = true;
+	c->inflight++;
+	return 0;
+}
+
 /*
  * Arm a receive that takes at most n buffers, n = the allowance, the
  * window (rwnd) and what the pool has left above its reserve once every
@@ -375,7 +392,7 @@ static int arm_recv(ub_conn *c)
 	ub_pool *p = recv_pool(c, &err);
 	unsigned allow, need, n, avail, slack, f = c->loop->features;
 	uint64_t bytes;
-	bool ms;
+	bool ms, over = false;
 
 	if (!p)
 		return err < 0 ? err : -ENOMEM;
@@ -406,12 +423,27 @@ static int arm_recv(ub_conn *c)
 		ms = false;
 		slack = 0;
 	}
-	/* One that holds buffers waits until the pool has one nobody was
-	 * promised: taking one anyway is how the reserve ran out.  One that
-	 * holds none takes one (recv_allowance). */
+	/* One that holds buffers takes what nobody was promised: taking
+	 * more is how the reserve ran out (one that holds none takes one,
+	 * recv_allowance).  But idle receives' promises never end: with
+	 * none left it waits for data with a peek, which takes no buffer,
+	 * and then takes one buffer, exactly, if the pool has room for that
+	 * beside the reserve (pool.c); else it waits for either.  600 clients
+	 * that each sent half a line and waited froze every other connection
+	 * holding part of one, with 400 buffers free: their receives'
+	 * promises, or one-buffer receives armed on their sockets, were all
+	 * there was.  A peek of an idle one holds nothing back. */
 	if (!avail && c->obj.rheld) {
-		set_throttled(c, true, ub__pool_recv_keep(p) + 1);
-		return 0;
+		if (!c->readable)
+			return arm_peek(c);
+		if (!ub__pool_overcommit_ok(p)) {
+			set_throttled(c, true, ub__pool_recv_keep(p) + 1);
+			p->owait = true;
+			return 0;
+		}
+		over = true;
+		ms = false;
+		slack = 0;
 	}
 	if (n + slack > avail)
 		n = avail > slack ? avail - slack : 1;
@@ -444,7 +476,11 @@ static int arm_recv(ub_conn *c)
 	c->arm_bytes = c->arm_bufs = 0;
 	c->arm_slack = slack & 3;
 	c->arm_spent = false;
-	set_promise(c, n + slack);
+	set_promise(c, over ? 0 : n + slack);
+	if (over)
+		p->ocount++;
+	c->recv_over = over;
+	c->readable = false; /* this receive takes what waits */
 	c->arm_tail = p->br_tail;
 	c->recv_armed = true;
 	c->inflight++;
@@ -629,6 +665,19 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 {
 	bool direct = c->direct;
 
+	if (c->recv_peek) {
+		/* Something waits (data, the end or an error, which the
+		 * receive then reports: peer_reset tells a taken reset from
+		 * EOF); cancelled, nothing is known. */
+		c->recv_peek = false;
+		c->recv_armed = false;
+		c->recv_cancelling = false;
+		c->inflight--;
+		if (res != -ECANCELED)
+			c->readable = true;
+		ub__conn_dirty(c);
+		return;
+	}
 	if (c->direct) {
 		/* One-shot: CQE_F_MORE never set, never a ring buffer. */
 		c->direct = false;
@@ -638,6 +687,10 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 		c->recv_armed = false;
 		c->recv_cancelling = false;
 		c->inflight--;
+		if (c->recv_over) {
+			c->recv_over = false;
+			ub__pool_overcommit_end(c->rpool);
+		}
 	}
 	if (c->handoff && !c->recv_armed) {
 		ub_buf *b = c->handoff;

@@ -207,6 +207,11 @@ struct ub_pool {
 	struct ub_list dthrottled;   /* endpoints stopped by their share */
 	unsigned wake_level;         /* wake them at this many free buffers
 					no receive has promised away */
+	unsigned ocount;             /* armed one-buffer receives of holders
+					that found nothing unpromised
+					(conn.c, arm_recv): not promised */
+	bool owait;                  /* a throttled conn waits for room for
+					one of those */
 	struct ub_list send_waiters; /* conns refused for want of buffers */
 	struct ub_list dgram_waiters;  /* endpoints whose receive waits for a
 					  buffer in the ring */
@@ -263,6 +268,10 @@ static inline unsigned ub__pool_unpromised(const ub_pool *p)
 }
 /* Wake the throttled connections if the pool reached their wake level. */
 void ub__pool_check_wake(ub_pool *pool);
+/* Whether a holder that found nothing unpromised may take one buffer
+ * anyway (conn.c, arm_recv), and the end of such a receive. */
+bool ub__pool_overcommit_ok(const ub_pool *p);
+void ub__pool_overcommit_end(ub_pool *p);
 
 /* Free buffers receives leave in the ring: the reserve, while others use
  * the pool (nobody else needs it otherwise). */
@@ -373,6 +382,11 @@ struct ub_conn {
 	bool recv_armed : 1, recv_cancelling : 1, recv_started : 1,
 		user_paused : 1, pipe_paused : 1, starved : 1, direct : 1,
 		eof : 1;
+	/* recv_over: the armed receive is one of rpool->ocount; recv_peek:
+	 * it is a MSG_PEEK of peek_byte, which takes no buffer; readable: one
+	 * saw data (or the end) waiting (conn.c, arm_recv) */
+	bool recv_over : 1, recv_peek : 1, readable : 1;
+	unsigned char peek_byte;
 	bool send_armed : 1, want_writable : 1, want_spool : 1;
 	bool connecting : 1, connected : 1, connect_failed : 1, closing : 1,
 		aborting : 1, cancel_sent : 1, shut_req : 1, shut_done : 1,
@@ -493,10 +507,10 @@ struct ub_dgram {
 	size_t rbudget;
 	/* receive share (dgram.c, recv_room): promise: the datagrams the
 	 * armed receive may still deliver (summed in rpool->promised; more
-	 * than that are dropped, counted in ndropped).  recv_one: the armed
-	 * receive is a one-shot recvmsg into omh (payload at the buffer's
-	 * start, address in osrc: dgram.c moves both into the multishot
-	 * layout) */
+	 * than the room are dropped, counted in ndropped).  recv_one: the
+	 * armed receive is a one-shot recvmsg into omh (payload at the
+	 * buffer's start, address in osrc: dgram.c moves both into the
+	 * multishot layout) */
 	unsigned promise;
 	struct msghdr omh;
 	struct iovec oiov;

@@ -104,6 +104,7 @@ void ub__buf_charge(ub_buf *b, struct ub_obj *owner)
 static void wake_throttled(ub_pool *p)
 {
 	p->wake_level = UINT_MAX; /* those still stopped set it again */
+	p->owait = false;
 	while (!ub__list_empty(&p->throttled)) {
 		ub_conn *c = ub__container_of(p->throttled.next, ub_conn,
 					      thr_link);
@@ -153,14 +154,39 @@ void ub__pool_promise(ub_pool *p, unsigned *promise, unsigned n)
 
 	p->promised = p->promised - *promise + n;
 	*promise = n;
-	if (less && p->wake_level != UINT_MAX)
+	if (less)
 		ub__pool_check_wake(p); /* a receiver may have stopped for it */
 }
 
 void ub__pool_check_wake(ub_pool *p)
 {
-	if (ub__pool_unpromised(p) >= p->wake_level)
+	if (ub__pool_unpromised(p) >= p->wake_level ||
+	    (p->owait && ub__pool_overcommit_ok(p)))
 		wake_throttled(p);
+}
+
+/*
+ * Promises of receives that stay idle never end (a client that sent half
+ * a request and waits), so holders cannot always wait for a buffer nobody
+ * was promised: one may take a single buffer anyway while the ring has
+ * more than the reserve beyond every such take, and at most a quarter of
+ * the reserve of them are armed at once (conn.c arms them only on a
+ * socket with data waiting, so they end at once).  What they take from
+ * others' promises comes out of the reserve in the worst case, so three
+ * quarters of it stay for receivers holding none.
+ */
+bool ub__pool_overcommit_ok(const ub_pool *p)
+{
+	unsigned cap = p->reserve / 4 ? p->reserve / 4 : 1;
+
+	return p->ocount < cap &&
+	       ub__pool_in_ring(p) > ub__pool_recv_keep(p) + p->ocount;
+}
+
+void ub__pool_overcommit_end(ub_pool *p)
+{
+	p->ocount--;
+	ub__pool_check_wake(p);
 }
 
 void ub__pool_disown(ub_pool *p, struct ub_obj *owner)
