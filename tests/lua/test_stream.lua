@@ -208,3 +208,42 @@ T.test("coroutine client: request / response in order", function()
 	for i = 1, 50 do T.eq(replies[i], "request " .. i .. "\n") end
 	srv:close()
 end)
+
+T.test("on_data raises: the rest of the batch is delivered first, then step raises it", function()
+	local seen, raised, accepted = {}, 0, 0
+	local srv = assert(ub.server{ port = 0,
+		on_connect = function() accepted = accepted + 1 end,
+		on_data = function(_, b)
+			local s = tostring(b)
+			b:release()
+			seen[#seen + 1] = s
+			if s == "boom" then error("on_data failed") end
+		end })
+	-- the clients on a loop of their own, so that what they send waits
+	-- for the server's next step and arrives there in one batch
+	local cl = assert(ub.server{ port = 0 })
+	local words = { "a", "b", "c", "boom", "d", "e", "f" }
+	local conns = {}
+	for i = 1, #words do conns[i] = assert(cl:connect(srv.address)) end
+	T.ok(T.drive(srv, function()
+		cl:step(0)
+		return accepted == #words
+	end, 5), "all accepted")
+	for i, w in ipairs(words) do assert(conns[i]:write(w)) end
+	-- the client loop sends them (the server does not step meanwhile)
+	T.drive(cl, function() return false end, 0.1)
+	local deadline = ub.now() + 5
+	while #seen < #words and ub.now() < deadline do
+		local ok, err = pcall(srv.step, srv, 50)
+		if not ok then
+			raised = raised + 1
+			T.ok(tostring(err):find("on_data failed", 1, true), err)
+			T.ok(tostring(err):find("traceback", 1, true), err)
+		end
+	end
+	table.sort(seen)
+	T.eq(table.concat(seen, ","), "a,b,boom,c,d,e,f")
+	T.eq(raised, 1)
+	cl:close()
+	srv:close()
+end)

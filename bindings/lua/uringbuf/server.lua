@@ -749,15 +749,17 @@ local function maybe_collect(srv)
 	end
 end
 
--- Dispatch a batch of n events; then collect dropped buffers where needed
--- (see maybe_collect()).
-local function process(srv, n, ev)
-	local closes = I.loop_closes
-	for i = 1, n do
-		-- A callback may close the loop (srv:close()): the rest of the
-		-- batch is gone with it.
+-- The index of the event dispatch_from is delivering (where a callback
+-- that raised left it).
+local cur = 0
+
+-- Deliver events i..n of a batch.  A callback may close the loop
+-- (srv:close()): the rest of the batch is gone with it.
+local function dispatch_from(srv, n, ev, i, closes)
+	for j = i, n do
 		if closes ~= I.loop_closes and not valid(srv.loop) then return end
-		local e = ev[i]
+		cur = j
+		local e = ev[j]
 		if e.dgram then
 			dispatch_dgram(srv, e)
 		else
@@ -765,15 +767,40 @@ local function process(srv, n, ev)
 			if f then f(srv, e) end
 		end
 	end
-	if closes ~= I.loop_closes and not valid(srv.loop) then return end
-	maybe_collect(srv)
+end
+
+-- A callback's error, with its traceback (it is raised again later).
+local function msgh(err)
+	if type(err) == "string" then return debug.traceback(err, 2) end
+	return err
+end
+
+-- Dispatch a batch of n events; then collect dropped buffers where needed
+-- (see maybe_collect()).  A callback that raises does not take the rest of
+-- the batch with it (other connections' data): the rest is delivered, and
+-- then the first error is raised, as for on_datagram (wait()).
+local function process(srv, n, ev)
+	local closes = I.loop_closes
+	local i, first = 1, nil
+	local outer = cur -- a callback's own step(): the outer batch's place
+	while i <= n do
+		local ok, err = xpcall(dispatch_from, msgh, srv, n, ev, i, closes)
+		if ok then break end
+		if first == nil then first = err end
+		i = cur + 1
+	end
 	-- A callback wait() called for a datagram raised: raised here, once
 	-- the rest of its batch was delivered.
 	local err = ev.err
 	if err ~= nil then
 		ev.err = nil
-		error(err, 0)
+		if first == nil then first = err end
 	end
+	cur = outer
+	if not (closes ~= I.loop_closes and not valid(srv.loop)) then
+		maybe_collect(srv)
+	end
+	if first ~= nil then error(first, 0) end
 end
 
 --- Wait once (at most timeout_ms, default 500) and dispatch the batch.
