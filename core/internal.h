@@ -366,7 +366,7 @@ struct ub_conn {
 	 * that many receives armed at once cannot promise more than the pool
 	 * has above its reserve.  rwnd: buffers the next arm asks for; it
 	 * grows while arms end at their limit with full buffers (bulk). */
-	unsigned rwnd, promise;
+	unsigned rwnd, promise, pcounted; /* pcounted: in rpool->promised */
 	size_t rbudget;
 	uint32_t arm_left, arm_bytes, arm_bufs;
 	/* starved: on rpool->recv_waiters, no receive armed.  handoff: a
@@ -414,6 +414,8 @@ struct ub_conn {
 void ub__conn_dirty(ub_conn *c);
 void ub__conn_update(ub_conn *c);
 void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags);
+/* c's receive-pool holdings went from none to some or back (pool.c). */
+void ub__conn_held_changed(ub_conn *c);
 void ub__conn_fail(ub_conn *c, int err);
 ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		      bool connected, int *err);
