@@ -406,7 +406,7 @@ static int arm_peek(ub_conn *c)
  * window (rwnd) and what the pool has left above its reserve once every
  * armed receive's promise is counted (at least one for a connection that
  * holds none: a quiet connection always gets to receive; one that holds
- * some waits for that to be one).  Multishot with the kernel's byte limit where it
+ * some peeks first, below).  Multishot with the kernel's byte limit where it
  * has one (UB_FEAT_RECV_LIMIT); else one-shot, one buffer each, re-armed
  * after each completion: exact, at the cost of multishot and bundles.
  */

@@ -362,11 +362,13 @@ struct ub_conn {
 	/* receive budget: buffers of rpool charged to us (ub_buf.owner,
 	 * counted in obj.rheld) and the budget in bytes.  An armed receive carries a byte limit
 	 * (arm_left, what it may still take); the buffers that limit could
-	 * still fill are promised (promise, summed in rpool->promised), so
-	 * that many receives armed at once cannot promise more than the pool
-	 * has above its reserve.  rwnd: buffers the next arm asks for; it
-	 * grows while arms end at their limit with full buffers (bulk). */
-	unsigned rwnd, promise, pcounted; /* pcounted: in rpool->promised */
+	 * still fill are promised (promise; pcounted, the part of it summed
+	 * in rpool->promised: all of it while we hold buffers, beyond the
+	 * first window while we hold none, conn.c set_promise), so that many
+	 * receives armed at once cannot promise more than the pool has above
+	 * its reserve.  rwnd: buffers the next arm asks for; it grows while
+	 * arms end at their limit with full buffers (bulk). */
+	unsigned rwnd, promise, pcounted;
 	size_t rbudget;
 	uint32_t arm_left, arm_bytes, arm_bufs;
 	/* starved: on rpool->recv_waiters, no receive armed.  handoff: a
