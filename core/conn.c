@@ -40,10 +40,6 @@
 #define UB_MAX_ARM_BYTES (1u << 30)
 /* partly filled buffers a multishot receive's promise covers (arm_recv) */
 #define UB_ARM_SLACK 2u
-/* Of the promise of a connection holding nothing, what its first window
- * may take from the reserve, which is there for it: not counted in the
- * pool's promises (set_promise). */
-#define UB_FREE_PROMISE (UB_INIT_RWND + UB_ARM_SLACK)
 
 void ub_conn_opts_init(ub_conn_opts *o)
 {
@@ -357,31 +353,10 @@ static void set_throttled(ub_conn *c, bool on, unsigned need)
 		ub__list_del(&c->thr_link);
 }
 
-/* The part of c's promise the pool counts: all of it while c holds
- * buffers; beyond its first window while it holds none.  Idle
- * connections' receives stay armed, and counted in full a few hundred of
- * them left nothing unpromised: every other connection's receive went
- * one-shot, a buffer at a time (2,000 idle clients beside redis-benchmark:
- * 3 SQEs per pipeline instead of 1.1, 10-30% more CPU per request). */
-static unsigned counted_promise(const ub_conn *c)
-{
-	if (c->obj.rheld)
-		return c->promise;
-	return c->promise > UB_FREE_PROMISE ? c->promise - UB_FREE_PROMISE
-					    : 0;
-}
-
 /* Buffers the armed receive could still fill: the promise it holds. */
 static void set_promise(ub_conn *c, unsigned n)
 {
-	c->promise = n;
-	ub__pool_promise(c->rpool, &c->pcounted, counted_promise(c));
-}
-
-void ub__conn_held_changed(ub_conn *c)
-{
-	if (c->rpool)
-		ub__pool_promise(c->rpool, &c->pcounted, counted_promise(c));
+	ub__pool_promise(c->rpool, &c->promise, n);
 }
 
 /* Wait for data without taking a buffer (arm_recv): MSG_PEEK of one byte

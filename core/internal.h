@@ -362,13 +362,11 @@ struct ub_conn {
 	/* receive budget: buffers of rpool charged to us (ub_buf.owner,
 	 * counted in obj.rheld) and the budget in bytes.  An armed receive carries a byte limit
 	 * (arm_left, what it may still take); the buffers that limit could
-	 * still fill are promised (promise; pcounted, the part of it summed
-	 * in rpool->promised: all of it while we hold buffers, beyond the
-	 * first window while we hold none, conn.c set_promise), so that many
-	 * receives armed at once cannot promise more than the pool has above
-	 * its reserve.  rwnd: buffers the next arm asks for; it grows while
-	 * arms end at their limit with full buffers (bulk). */
-	unsigned rwnd, promise, pcounted;
+	 * still fill are promised (promise, summed in rpool->promised), so
+	 * that many receives armed at once cannot promise more than the pool
+	 * has above its reserve.  rwnd: buffers the next arm asks for; it
+	 * grows while arms end at their limit with full buffers (bulk). */
+	unsigned rwnd, promise;
 	size_t rbudget;
 	uint32_t arm_left, arm_bytes, arm_bufs;
 	/* starved: on rpool->recv_waiters, no receive armed.  handoff: a
@@ -416,8 +414,6 @@ struct ub_conn {
 void ub__conn_dirty(ub_conn *c);
 void ub__conn_update(ub_conn *c);
 void ub__conn_cqe(ub_conn *c, enum ub_op op, int res, unsigned cflags);
-/* c's receive-pool holdings went from none to some or back (pool.c). */
-void ub__conn_held_changed(ub_conn *c);
 void ub__conn_fail(ub_conn *c, int err);
 ub_conn *ub__conn_new(ub_loop *loop, int fd, const ub_conn_opts *opts,
 		      bool connected, int *err);

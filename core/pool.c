@@ -96,8 +96,7 @@ static void wake_senders(ub_pool *p)
 void ub__buf_charge(ub_buf *b, struct ub_obj *owner)
 {
 	b->owner = owner;
-	if (owner->rheld++ == 0 && owner->h.kind != UB_KIND_DGRAM)
-		ub__conn_held_changed(ub__container_of(owner, ub_conn, obj));
+	owner->rheld++;
 }
 
 /* Dirty every throttled connection and endpoint of the pool (it has
@@ -229,8 +228,6 @@ static void uncharge(ub_buf *b)
 	} else {
 		ub_conn *c = ub__container_of(o, ub_conn, obj);
 
-		if (!o->rheld)
-			ub__conn_held_changed(c);
 		if (c->throttled)
 			ub__conn_dirty(c);
 	}

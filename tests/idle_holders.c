@@ -18,11 +18,6 @@
  *    (multishot ones still armed, or one-buffer ones) held the rest back the
  *    same way (default pool: from about 300 such clients).
  *
- * Beside the idle crowd, the client then sends 200 whole lines one at a
- * time, and its receive must stay multishot: under 1.6 SQEs per line (a
- * send, and a re-arm every few lines), where counting the idle receives'
- * promises in full made every receive one-shot (3 per line).
- *
  * In each send mode.  Afterwards every connection closes (half the crowd
  * with a reset), the server gives back what it held, and the pool is idle
  * with no descriptor left.
@@ -156,43 +151,6 @@ static int step_echo(void *arg)
 	return cl->got == cl->want_len ? TH_DONE : TH_BUSY;
 }
 
-/*
- * Whole lines, one at a time, beside the idle crowd: the client's receive
- * stays multishot.  Counted in SQEs the ring consumed (fdinfo SqHead) per
- * line: a send, and a re-arm every few lines (the window of 2 buffers and
- * its slack).  When idle receives' promises were counted in full, every
- * receive was one-shot: 3 per line (a peek, a one-shot receive, the send).
- */
-#define PINGS 200
-static void ping_lines(struct srv *s, struct client *cl)
-{
-	int fd = ub_loop_fd(s->loop), i;
-	long h0, h1;
-	double per;
-
-	h0 = th_fdinfo_field(fd, "SqHead");
-	if (h0 < 0) {
-		printf("  idle: no SqHead in fdinfo: SQEs per line not "
-		       "checked\n");
-		return;
-	}
-	for (i = 0; i < PINGS; i++) {
-		cl->want_len = (size_t)snprintf(cl->want, sizeof(cl->want),
-						"ping %d\n", i);
-		cl->got = 0;
-		CHECK(write(cl->fd, cl->want, cl->want_len) ==
-		      (ssize_t)cl->want_len);
-		th_run(s->loop, on_event, step_echo, cl, 10, 5000,
-		       "idle: a whole line echoed");
-		CHECK(memcmp(cl->buf, cl->want, cl->want_len) == 0);
-	}
-	h1 = th_fdinfo_field(fd, "SqHead");
-	/* the head is a free-running 32-bit count */
-	per = (double)((uint32_t)h1 - (uint32_t)h0) / PINGS;
-	printf("  idle: %d whole lines: %.2f SQEs per line\n", PINGS, per);
-	CHECK_CMP(per * 100, <, 160);
-}
-
 static int connect_to(const struct sockaddr_in *a)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -272,8 +230,6 @@ static void run_case(int mode, int partial)
 	       "%d lines echoed, %u of %u buffers in the ring\n",
 	       name, ncrowd, partial ? ncrowd : 0, LINES,
 	       ub_pool_count_state(s.pool, UB_BUF_KERNEL), POOL_BUFS);
-	if (!partial)
-		ping_lines(&s, &cl);
 
 	/* Half the crowd resets, half closes: their peeks (or receives) end
 	 * either way, and what the server held comes back. */
