@@ -665,19 +665,6 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 {
 	bool direct = c->direct;
 
-	if (c->recv_peek) {
-		/* Something waits (data, the end or an error, which the
-		 * receive then reports: peer_reset tells a taken reset from
-		 * EOF); cancelled, nothing is known. */
-		c->recv_peek = false;
-		c->recv_armed = false;
-		c->recv_cancelling = false;
-		c->inflight--;
-		if (res != -ECANCELED)
-			c->readable = true;
-		ub__conn_dirty(c);
-		return;
-	}
 	if (c->direct) {
 		/* One-shot: CQE_F_MORE never set, never a ring buffer. */
 		c->direct = false;
@@ -691,6 +678,16 @@ static void on_recv(ub_conn *c, int res, unsigned cflags)
 			c->recv_over = false;
 			ub__pool_overcommit_end(c->rpool);
 		}
+	}
+	if (c->recv_peek) {
+		/* (one-shot: it ended above) Something waits: data, the end
+		 * or an error, which the receive then reports (peer_reset
+		 * tells a taken reset from EOF); cancelled, nothing is known. */
+		c->recv_peek = false;
+		if (res != -ECANCELED)
+			c->readable = true;
+		ub__conn_dirty(c);
+		return;
 	}
 	if (c->handoff && !c->recv_armed) {
 		ub_buf *b = c->handoff;

@@ -154,7 +154,9 @@ void ub__pool_promise(ub_pool *p, unsigned *promise, unsigned n)
 
 	p->promised = p->promised - *promise + n;
 	*promise = n;
-	if (less)
+	/* (a smaller promise changes nothing an over-commit waiter waits
+	 * for: ocount and the ring) */
+	if (less && p->wake_level != UINT_MAX)
 		ub__pool_check_wake(p); /* a receiver may have stopped for it */
 }
 
